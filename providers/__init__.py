@@ -1,0 +1,1 @@
+"""Upstream clients and OpenAI <-> Ollama translation. Imports nothing from `gateway`."""
