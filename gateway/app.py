@@ -1,0 +1,127 @@
+"""The ASGI application: routes, middleware, error handlers and the lifespan that owns connections."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+
+import httpx
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from gateway.context import AppContext
+from gateway.db.engine import create_engine, session_factory
+from gateway.errors import GatewayError, error_response, from_provider
+from gateway.middleware.access_log import AccessLogMiddleware
+from gateway.middleware.body_limit import BodyLimitMiddleware
+from gateway.middleware.request_id import RequestIdMiddleware
+from gateway.registry import Registry, RegistryError, RegistryHolder
+from gateway.routes import health
+from gateway.settings import Settings
+from providers.errors import ProviderError
+
+log = logging.getLogger("pr.app")
+
+ROUTES: list[BaseRoute] = [
+    *health.routes,
+]
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        if request.url.path.startswith("/v1/"):
+            error = GatewayError(404, "endpoint_not_supported",
+                                 f"Unknown endpoint: {request.method} {request.url.path}.")
+        else:
+            error = GatewayError(404, "not_found", f"Nothing at {request.url.path}.")
+    elif exc.status_code == 405:
+        error = GatewayError(405, "method_not_allowed", f"Method {request.method} is not allowed on this path.",
+                             headers=exc.headers)
+    else:
+        error = GatewayError(exc.status_code, "http_error", str(exc.detail), headers=exc.headers)
+    return error_response(error)
+
+
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return error_response(exc)
+
+
+async def _provider_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProviderError)
+    return error_response(from_provider(exc))
+
+
+def create_app(settings: Settings, *, registry: Registry | None = None,
+               http_transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+    """Build the gateway. Nothing connects until the lifespan starts."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        holder = RegistryHolder(settings.models_file, registry)
+        engine = create_engine(settings.database_url)
+        timeout = httpx.Timeout(connect=settings.upstream_connect_timeout, read=None, write=30.0, pool=None)
+        http = httpx.AsyncClient(timeout=timeout, transport=http_transport,
+                                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=512))
+        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        ctx = AppContext(settings=settings, registry=holder, engine=engine, sessions=session_factory(engine),
+                         http=http, redis=redis)
+        app.state.ctx = ctx
+        _install_sighup(holder)
+        try:
+            yield
+        finally:
+            _remove_sighup()
+            await http.aclose()
+            if redis is not None:
+                await redis.aclose()
+            await engine.dispose()
+
+    return Starlette(
+        routes=ROUTES,
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(AccessLogMiddleware, trusted_proxies=settings.trusted_proxies),
+            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+        ],
+        exception_handlers={
+            HTTPException: _http_exception,
+            GatewayError: _gateway_error,
+            ProviderError: _provider_error,
+        },
+        lifespan=lifespan,
+    )
+
+
+def _install_sighup(holder: RegistryHolder) -> None:
+    """SIGHUP reloads the registry (only possible in the main thread of a process)."""
+
+    def reload() -> None:
+        with contextlib.suppress(RegistryError):  # already logged; the running registry stays
+            holder.reload()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
+
+
+def _remove_sighup() -> None:
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+
+
+def app_from_env() -> Starlette:
+    """uvicorn factory (`gateway.app:app_from_env`): settings from the environment."""
+    from gateway.logs import configure_logging
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

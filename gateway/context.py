@@ -1,0 +1,28 @@
+"""Everything the lifespan opens, reachable from a request as `context(request)`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import cast
+
+import httpx
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.requests import HTTPConnection
+
+from gateway.registry import RegistryHolder
+from gateway.settings import Settings
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    registry: RegistryHolder
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    http: httpx.AsyncClient
+    redis: Redis | None
+
+
+def context(connection: HTTPConnection) -> AppContext:
+    return cast(AppContext, connection.app.state.ctx)

@@ -1,0 +1,145 @@
+"""Tables. Money columns are BIGINT pico-USD (see gateway/billing/money.py); times are UTC.
+
+Invariants the code keeps (and tests check):
+- `accounts.balance_pico` equals the sum of the account's `credit_transactions.amount_pico`.
+- `accounts.held_pico` equals the sum of the account's open `holds.amount_pico`, and
+  `balance_pico - held_pico` never goes below zero through holds.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+# SQLite autoincrements only an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _money(default: int = 0) -> Any:
+    return Field(default=default, sa_type=sa.BigInteger, nullable=False)
+
+
+def _time(nullable: bool = False, index: bool = False) -> Any:
+    if nullable:
+        return Field(default=None, sa_type=sa.DateTime(timezone=True), nullable=True, index=index)
+    return Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True), nullable=False, index=index)
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+
+    id: str = Field(primary_key=True, max_length=36)
+    email: str = Field(max_length=320, unique=True)  # stored lower-cased
+    name: str = Field(default="", max_length=200)
+    password_hash: str = Field(max_length=255)
+    role: str = Field(default="user", max_length=16)  # user | admin
+    status: str = Field(default="active", max_length=16)  # active | disabled
+    created_at: datetime = _time()
+    updated_at: datetime = _time()
+
+
+class Account(SQLModel, table=True):
+    __tablename__ = "accounts"
+    __table_args__ = (
+        sa.CheckConstraint("balance_pico >= 0", name="ck_accounts_balance_nonnegative"),
+        sa.CheckConstraint("held_pico >= 0", name="ck_accounts_held_nonnegative"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    user_id: str = Field(foreign_key="users.id", unique=True, max_length=36)
+    plan_name: str = Field(default="free", max_length=64)
+    balance_pico: int = _money()
+    held_pico: int = _money()
+    created_at: datetime = _time()
+    updated_at: datetime = _time()
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+    __table_args__ = (sa.Index("ix_api_keys_user_created", "user_id", "created_at"),)
+
+    id: str = Field(primary_key=True, max_length=36)
+    user_id: str = Field(foreign_key="users.id", max_length=36)
+    account_id: str = Field(foreign_key="accounts.id", max_length=36)
+    name: str = Field(max_length=100)
+    key_prefix: str = Field(max_length=32)
+    key_hash: str = Field(max_length=64, unique=True)  # HMAC-SHA256 hex; the key itself is never stored
+    status: str = Field(default="active", max_length=16)  # active | disabled | deleted
+    monthly_limit_pico: int | None = Field(default=None, sa_type=sa.BigInteger, nullable=True)
+    allowed_models: list[str] | None = Field(default=None, sa_type=sa.JSON, nullable=True)
+    rpm: int | None = Field(default=None, nullable=True)
+    expires_at: datetime | None = _time(nullable=True)
+    last_used_at: datetime | None = _time(nullable=True)
+    spend_month: str | None = Field(default=None, max_length=7, nullable=True)  # "YYYY-MM" of spend_pico
+    spend_pico: int = _money()
+    held_pico: int = _money()
+    created_at: datetime = _time()
+    updated_at: datetime = _time()
+
+
+class Hold(SQLModel, table=True):
+    """Credits reserved for one in-flight request; removed when the request settles."""
+
+    __tablename__ = "holds"
+
+    request_id: str = Field(primary_key=True, max_length=64)
+    account_id: str = Field(foreign_key="accounts.id", max_length=36, index=True)
+    api_key_id: str | None = Field(default=None, foreign_key="api_keys.id", max_length=36, nullable=True)
+    amount_pico: int = _money()
+    created_at: datetime = _time(index=True)
+
+
+class CreditTransaction(SQLModel, table=True):
+    """The ledger: every change of an account's balance, with the balance after it."""
+
+    __tablename__ = "credit_transactions"
+    __table_args__ = (sa.Index("ix_credit_transactions_account_id_id", "account_id", "id"),)
+
+    id: int | None = Field(default=None, sa_type=BigId, primary_key=True)
+    account_id: str = Field(foreign_key="accounts.id", max_length=36)
+    kind: str = Field(max_length=16)  # grant | topup | usage | admin_adjust | refund
+    amount_pico: int = Field(sa_type=sa.BigInteger, nullable=False)
+    balance_after_pico: int = Field(sa_type=sa.BigInteger, nullable=False)
+    request_id: str | None = Field(default=None, max_length=64, nullable=True, unique=True)
+    note: str | None = Field(default=None, max_length=500, nullable=True)
+    actor_user_id: str | None = Field(default=None, max_length=36, nullable=True)
+    created_at: datetime = _time()
+
+
+class UsageEvent(SQLModel, table=True):
+    """One row per admitted /v1 request, success or not."""
+
+    __tablename__ = "usage_events"
+    __table_args__ = (
+        sa.Index("ix_usage_events_account_created", "account_id", "created_at"),
+        sa.Index("ix_usage_events_account_model_created", "account_id", "model_public_name", "created_at"),
+        sa.Index("ix_usage_events_key_created", "api_key_id", "created_at"),
+        sa.Index("ix_usage_events_created", "created_at"),
+    )
+
+    id: int | None = Field(default=None, sa_type=BigId, primary_key=True)
+    request_id: str = Field(max_length=64, unique=True)
+    account_id: str = Field(foreign_key="accounts.id", max_length=36)
+    user_id: str = Field(max_length=36)
+    api_key_id: str | None = Field(default=None, max_length=36, nullable=True)
+    model_public_name: str = Field(max_length=128)
+    ollama_tag: str = Field(default="", max_length=128)
+    node: str | None = Field(default=None, max_length=128, nullable=True)
+    endpoint: str = Field(max_length=32)
+    input_tokens: int = Field(default=0)
+    output_tokens: int = Field(default=0)
+    tokens_estimated: bool = Field(default=False)
+    cost_pico: int = _money()
+    latency_ms: int = Field(default=0)
+    ttft_ms: int | None = Field(default=None, nullable=True)
+    status: str = Field(max_length=16)  # success | error | cancelled
+    error_code: str | None = Field(default=None, max_length=64, nullable=True)
+    registry_version: str = Field(default="", max_length=16)
+    created_at: datetime = _time()

@@ -1,0 +1,59 @@
+"""Errors answered in OpenAI's envelope: {"error": {"message", "type", "code", "param"}}."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import orjson
+from starlette.responses import Response
+
+from providers.errors import ProviderError
+
+
+class GatewayError(Exception):
+    """An error with its HTTP status, OpenAI error type and code; rendered by `error_response`."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.type = type
+        self.param = param
+        self.headers = dict(headers or {})
+
+
+def invalid_body(message: str, param: str | None = None) -> GatewayError:
+    return GatewayError(400, "invalid_body", message, param=param)
+
+
+def not_found(message: str = "Not found.", code: str = "not_found") -> GatewayError:
+    return GatewayError(404, code, message)
+
+
+def error_body(status_type: str, code: str, message: str, param: str | None) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": status_type, "code": code, "param": param}})
+
+
+def error_response(error: GatewayError) -> Response:
+    return Response(
+        error_body(error.type, error.code, error.message, error.param),
+        status_code=error.status,
+        media_type="application/json",
+        headers=error.headers,
+    )
+
+
+def from_provider(error: ProviderError) -> GatewayError:
+    """Map a provider error by its attributes (never by message text)."""
+    param = getattr(error, "param", None)
+    return GatewayError(error.status, error.code, error.message, type=error.type, param=param)

@@ -1,0 +1,56 @@
+"""Outermost middleware: a request id for every request, and the last line of error handling."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.errors import error_body
+
+log = logging.getLogger("pr.errors")
+_CLIENT_ID = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
+
+
+class RequestIdMiddleware:
+    """Keeps the client's `X-Request-ID` (if sane) or makes one, echoes it, and turns any
+    unhandled exception into a 500 in the OpenAI envelope that still carries the id."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = b""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                rid = value if _CLIENT_ID.match(value) else b""
+                break
+        if not rid:
+            rid = uuid.uuid4().hex.encode()
+        scope.setdefault("state", {})["request_id"] = rid.decode()
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid)]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error (request_id=%s)", rid.decode())
+            if started:
+                return  # the client sees a cut-off response; nothing else can be sent now
+            body = error_body("api_error", "internal_error", "The server had an error while processing your request.",
+                              None)
+            await send_with_id({"type": "http.response.start", "status": 500,
+                                "headers": [(b"content-type", b"application/json"),
+                                            (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})

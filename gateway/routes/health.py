@@ -1,0 +1,58 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import sqlalchemy as sa
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.context import AppContext, context
+from gateway.http import JSONResponse
+
+CHECK_TIMEOUT = 2.0
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def _database(ctx: AppContext) -> None:
+    async with ctx.engine.connect() as connection:
+        await connection.execute(sa.text("SELECT 1"))
+
+
+async def _redis(ctx: AppContext) -> None:
+    if ctx.redis is not None:
+        await ctx.redis.ping()
+
+
+async def _check(name: str, probe: asyncio.Future[None] | object) -> tuple[str, str]:
+    try:
+        await asyncio.wait_for(probe, CHECK_TIMEOUT)  # type: ignore[arg-type]
+    except Exception as exc:  # a probe's failure is the answer, never a 500
+        return name, f"error: {type(exc).__name__}: {exc}"[:200]
+    return name, "ok"
+
+
+async def readiness(request: Request) -> Response:
+    """200 when the database, Redis (if configured) and the registry are usable; 503 naming what is not."""
+    ctx = context(request)
+    checks = dict(await asyncio.gather(_check("database", _database(ctx)), _check("redis", _redis(ctx))))
+    if ctx.redis is None:
+        checks["redis"] = "not configured (in-process limiter)"
+    checks["registry"] = f"ok (version {ctx.registry.current.version})"
+    failing = [name for name, result in checks.items() if result.startswith("error")]
+    if failing:
+        message = f"Not ready: {', '.join(failing)} failing."
+        return JSONResponse({"error": {"message": message, "type": "service_unavailable", "code": "not_ready",
+                                       "param": None}, "status": "unavailable", "checks": checks}, status_code=503)
+    return JSONResponse({"status": "ok", "checks": checks})
+
+
+routes = [
+    Route("/health", health, methods=["GET", "HEAD"]),
+    Route("/health/readiness", readiness, methods=["GET", "HEAD"]),
+]
