@@ -35,8 +35,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from gateway.logs import configure_logging
 
     settings = _settings()
-    configure_logging(settings.log_level, settings.log_format)
     load(settings.models_file)  # refuse to start on an invalid registry, with its message
+    configure_logging(settings.log_level, settings.log_format)
     if not args.no_migrate:
         upgrade(settings.database_url)
     host = args.host or settings.host

@@ -1,0 +1,48 @@
+"""compose.yaml and the Containerfile cannot run here (no container engine): check their structure."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+from tests.conftest import REPO
+
+
+def _compose() -> dict[str, Any]:
+    return dict(yaml.safe_load((REPO / "compose.yaml").read_text()))
+
+
+def test_compose_services_health_checks_and_order() -> None:
+    services = _compose()["services"]
+    assert {"api", "migrate", "postgres", "redis"} <= set(services)
+    for name in ("api", "postgres", "redis"):
+        assert services[name]["healthcheck"]["test"], name
+    api = services["api"]
+    assert api["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert api["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert api["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert api["command"] == ["privaterouter", "serve", "--no-migrate"]
+    assert services["migrate"]["command"] == ["privaterouter", "migrate"]
+    assert any(str(port).endswith(":8000") for port in api["ports"])
+    assert services["ollama"]["profiles"] == ["gpu"]
+
+
+def test_compose_secrets_are_required_not_defaulted() -> None:
+    text = (REPO / "compose.yaml").read_text()
+    for secret in ("POSTGRES_PASSWORD", "JWT_SECRET", "APP_SECRET_KEY"):
+        assert re.search(r"\$\{" + secret + r":\?[^}]+\}", text), secret
+    env = _compose()["services"]["api"]["environment"]
+    assert env["DATABASE_URL"].startswith("postgresql+asyncpg://")
+    assert env["REDIS_URL"].startswith("redis://")
+
+
+def test_containerfile_is_slim_nonroot_and_healthchecked() -> None:
+    text = (REPO / "Containerfile").read_text()
+    assert re.search(r"^FROM python:3\.\d+-slim", text, re.M)
+    assert re.search(r"^USER (?!root)\S+", text, re.M)
+    assert "HEALTHCHECK" in text and "/health" in text
+    assert "privaterouter" in text and "serve" in text
+    for copied in ("gateway", "providers", "migrations", "models.yaml", "pyproject.toml"):
+        assert copied in text
