@@ -10,7 +10,7 @@ from providers.ollama.ndjson import NDJSONDecoder
 LINES: list[dict[str, Any]] = [
     {"model": "qwen3", "message": {"role": "assistant", "content": "", "thinking": "Let me"}, "done": False},
     {"model": "qwen3", "message": {"role": "assistant", "content": "Grüße, 世界 🎉"}, "done": False},
-    {"model": "qwen3", "message": {"role": "assistant", "content": "a\\nb \"q\""}, "done": False},
+    {"model": "qwen3", "message": {"role": "assistant", "content": 'a\\nb "q"'}, "done": False},
     {"model": "qwen3", "message": {"role": "assistant", "content": ""}, "done": True, "eval_count": 42},
 ]
 WIRE = (
