@@ -4,7 +4,8 @@
     ├── InvalidRequest            the OpenAI request cannot be honoured (400; names `param`)
     └── UpstreamError             anything that went wrong talking to an Ollama node
         ├── UpstreamUnavailable   cannot connect, no healthy node, every slot busy   (503)
-        │   └── NodeConnectError  connecting to one node failed (marks it suspect)
+        │   ├── NodeConnectError  connecting to one node failed (marks it suspect)
+        │   └── UpstreamUnconfigured  no configured node may serve the model         (503)
         ├── UpstreamTimeout       no first byte within the first-byte timeout        (504)
         ├── UpstreamIdleTimeout   a started stream went silent past the idle timeout (502)
         ├── UpstreamStatusError   Ollama answered with an error status               (502)
@@ -63,6 +64,12 @@ class UpstreamUnavailable(UpstreamError):
 
 class NodeConnectError(UpstreamUnavailable):
     """Connecting to one node failed; the pool may fail over to another."""
+
+
+class UpstreamUnconfigured(UpstreamUnavailable):
+    """No node in the current configuration may serve the model (none listed, or none configured)."""
+
+    code = "upstream_unconfigured"
 
 
 class UpstreamTimeout(UpstreamError):
