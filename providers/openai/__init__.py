@@ -1,0 +1,1 @@
+"""OpenAI wire formats: request validation/translation and answer rendering, one endpoint per module."""

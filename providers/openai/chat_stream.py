@@ -1,0 +1,105 @@
+"""/api/chat NDJSON chunks -> OpenAI `chat.completion.chunk` SSE frames.
+
+Sequence: a role chunk (`{"role":"assistant","content":""}`), then per Ollama chunk a
+`reasoning_content` delta and/or a `content` delta and/or a `tool_calls` delta (each call whole),
+then a finish chunk (`delta: {}`), a usage chunk when `stream_options.include_usage` was set, and
+`data: [DONE]`. Every chunk carries the same id and created time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from providers.base import ModelTarget, PreparedRequest, Usage
+from providers.families import get_family
+from providers.openai.chat import usage_json
+from providers.openai.output import OutputReader, finish_reason
+from providers.sse import DONE, SLOT, FrameTemplate, data_frame, error_payload, error_type_for
+
+
+class ChatStreamEncoder:
+    """One streaming chat answer; see the module docstring for the frame sequence."""
+
+    __slots__ = ("_prepared", "_head", "_delta", "_content", "_reasoning", "_reader", "_final", "_calls",
+                 "_started", "_closed")
+
+    def __init__(self, prepared: PreparedRequest, target: ModelTarget, response_id: str, created: int) -> None:
+        self._prepared = prepared
+        self._head = {"id": response_id, "object": "chat.completion.chunk", "created": created,
+                      "model": target.public_name}
+        self._delta = FrameTemplate({**self._head, "choices": [{"index": 0, "delta": SLOT, "finish_reason": None}]})
+        self._content = FrameTemplate({**self._head,
+                                       "choices": [{"index": 0, "delta": {"content": SLOT}, "finish_reason": None}]})
+        self._reasoning = FrameTemplate({**self._head, "choices": [
+            {"index": 0, "delta": {"reasoning_content": SLOT}, "finish_reason": None}]})
+        self._reader = OutputReader(get_family(target.family).think_tags)
+        self._final: Mapping[str, Any] | None = None
+        self._calls = 0
+        self._started = False
+        self._closed = False
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def _frames(self, thinking: str, content: str) -> list[bytes]:
+        frames = []
+        if thinking:
+            frames.append(self._reasoning.render(orjson.dumps(thinking)))
+        if content:
+            frames.append(self._content.render(orjson.dumps(content)))
+        return frames
+
+    def feed(self, chunk: Mapping[str, Any]) -> bytes:
+        """One Ollama chunk -> SSE frames."""
+        if self._closed:
+            return b""
+        frames: list[bytes] = []
+        if not self._started:
+            self._started = True
+            frames.append(self._delta.render(b'{"role":"assistant","content":""}'))
+        message = chunk.get("message")
+        if isinstance(message, Mapping):
+            frames += self._frames(*self._reader.read(message))
+            if message.get("tool_calls"):
+                calls = self._reader.tool_calls(message["tool_calls"])
+                for call in calls:
+                    call["index"] = self._calls
+                    self._calls += 1
+                frames.append(self._delta.render(orjson.dumps({"tool_calls": calls})))
+        if chunk.get("done"):
+            self._final = chunk
+            frames += self._frames(*self._reader.flush())
+        return b"".join(frames)
+
+    def finish(self) -> bytes:
+        """The finish chunk, the usage chunk when asked for, and [DONE]."""
+        if self._closed:
+            return b""
+        frames = [] if self._started else [self._delta.render(b'{"role":"assistant","content":""}')]
+        if self._final is None:
+            frames += self._frames(*self._reader.flush())
+        self._started = self._closed = True
+        done_reason = self._final.get("done_reason") if self._final is not None else None
+        frames.append(data_frame({**self._head, "choices": [
+            {"index": 0, "delta": {}, "finish_reason": finish_reason(done_reason, self._calls > 0)}]}))
+        if self._prepared.include_usage:
+            usage = self.usage()
+            frames.append(data_frame({**self._head, "choices": [],
+                                      "usage": usage_json(usage, self._reader, self._final)}))
+        frames.append(DONE)
+        return b"".join(frames)
+
+    def fail(self, code: str, message: str, *, error_type: str | None = None) -> bytes:
+        """An OpenAI error frame; the stream ends there (no [DONE]: the answer did not complete)."""
+        if self._closed:
+            return b""
+        self._started = self._closed = True
+        return data_frame(error_payload(code, message, error_type or error_type_for(code)))
+
+    def usage(self) -> Usage:
+        """Ollama's counts if the done chunk came, else an estimate of what was relayed."""
+        return self._reader.usage(self._final, self._prepared.prompt_tokens_estimate)
