@@ -20,11 +20,14 @@ from starlette.routing import BaseRoute
 from gateway.context import AppContext
 from gateway.db.engine import create_engine, session_factory
 from gateway.errors import GatewayError, error_response, from_provider
+from gateway.metrics import Metrics, forget_dead_workers
 from gateway.middleware.access_log import AccessLogMiddleware
 from gateway.middleware.body_limit import BodyLimitMiddleware
+from gateway.middleware.metrics import MetricsMiddleware
 from gateway.middleware.request_id import RequestIdMiddleware
 from gateway.registry import Registry, RegistryError, RegistryHolder
-from gateway.routes import health
+from gateway.routes import health, metrics
+from gateway.routes.metrics import MetricsServer
 from gateway.settings import Settings
 from providers.errors import ProviderError
 
@@ -32,6 +35,7 @@ log = logging.getLogger("pr.app")
 
 ROUTES: list[BaseRoute] = [
     *health.routes,
+    *metrics.routes,
 ]
 
 
@@ -64,6 +68,7 @@ async def _provider_error(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings, *, registry: Registry | None = None,
                http_transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
     """Build the gateway. Nothing connects until the lifespan starts."""
+    app_metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -74,13 +79,20 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
                                  limits=httpx.Limits(max_connections=None, max_keepalive_connections=512))
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         ctx = AppContext(settings=settings, registry=holder, engine=engine, sessions=session_factory(engine),
-                         http=http, redis=redis)
+                         http=http, redis=redis, metrics=app_metrics)
         app.state.ctx = ctx
-        _install_sighup(holder)
+        app_metrics.set_registry_version(holder.current.version)
+        holder.on_swap(lambda new: app_metrics.registry_reload("ok", new.version))
+        metrics_server: MetricsServer | None = None
+        _install_sighup(holder, app_metrics)
         try:
+            metrics_server = await _start_metrics_server(settings, app_metrics)
             yield
         finally:
             _remove_sighup()
+            if metrics_server is not None:
+                await metrics_server.stop()
+            app_metrics.forget_process()
             await http.aclose()
             if redis is not None:
                 await redis.aclose()
@@ -90,6 +102,7 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
         routes=ROUTES,
         middleware=[
             Middleware(RequestIdMiddleware),
+            Middleware(MetricsMiddleware, metrics=app_metrics),
             Middleware(AccessLogMiddleware, trusted_proxies=settings.trusted_proxies),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
         ],
@@ -102,12 +115,29 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
     )
 
 
-def _install_sighup(holder: RegistryHolder) -> None:
+async def _start_metrics_server(settings: Settings, app_metrics: Metrics) -> MetricsServer | None:
+    """With METRICS_PORT set, serve /metrics there (every worker binds it with SO_REUSEPORT)."""
+    if app_metrics.multiprocess_dir is not None:
+        forget_dead_workers(app_metrics.multiprocess_dir)
+    elif settings.workers > 1:
+        log.warning("WORKERS > 1 without PROMETHEUS_MULTIPROC_DIR: each worker exports only its own metrics "
+                    "(start with `privaterouter serve`, which sets it)")
+    if settings.metrics_port is None:
+        return None
+    server = MetricsServer(app_metrics, settings.host, settings.metrics_port,
+                           reuse_port=settings.workers > 1 or app_metrics.multiprocess_dir is not None)
+    await server.start()
+    return server
+
+
+def _install_sighup(holder: RegistryHolder, app_metrics: Metrics) -> None:
     """SIGHUP reloads the registry (only possible in the main thread of a process)."""
 
     def reload() -> None:
-        with contextlib.suppress(RegistryError):  # already logged; the running registry stays
+        try:
             holder.reload()
+        except RegistryError:  # already logged; the running registry stays
+            app_metrics.registry_reload("invalid", holder.current.version)
 
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import httpx
@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
+from gateway.metrics import Metrics
 from gateway.registry import RegistryHolder
 from gateway.settings import Settings
 
@@ -22,6 +23,7 @@ class AppContext:
     sessions: async_sessionmaker[AsyncSession]
     http: httpx.AsyncClient
     redis: Redis | None
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 def context(connection: HTTPConnection) -> AppContext:
