@@ -66,7 +66,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         # `_created` series would double the series count for no dashboard use (and multiprocess mode lacks them).
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.multiprocess_dir = multiprocess_dir()
         if self.multiprocess_dir is None:
