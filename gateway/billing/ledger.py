@@ -32,27 +32,31 @@ async def post(
     note: str | None = None,
     request_id: str | None = None,
     actor_user_id: str | None = None,
+    release_pico: int = 0,
 ) -> int:
     """Apply `amount_pico` (signed) to the account and write its ledger row; return the new balance.
 
-    A debit never takes the balance below the credits held for in-flight requests. Does not commit.
+    `release_pico` releases that much of the account's held credits in the same update (settling a
+    request). A debit never takes the balance below the credits still held for other requests. A
+    zero amount only releases and writes no ledger row. Does not commit.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown ledger kind {kind!r}")
     accounts = Account.__table__  # type: ignore[attr-defined]
-    statement = (
-        sa.update(accounts)
-        .where(accounts.c.id == account_id)
-        .values(balance_pico=accounts.c.balance_pico + amount_pico, updated_at=utcnow())
+    values: dict[str, object] = {"balance_pico": accounts.c.balance_pico + amount_pico, "updated_at": utcnow()}
+    if release_pico:
+        values["held_pico"] = accounts.c.held_pico - release_pico
+    statement = sa.update(accounts).where(accounts.c.id == account_id).values(**values) \
         .returning(accounts.c.balance_pico)
-    )
     if amount_pico < 0:
-        statement = statement.where(accounts.c.balance_pico + amount_pico >= accounts.c.held_pico)
+        statement = statement.where(accounts.c.balance_pico + amount_pico >= accounts.c.held_pico - release_pico)
     balance_after = (await session.execute(statement)).scalar_one_or_none()
     if balance_after is None:
         if amount_pico < 0 and await session.get(Account, account_id) is not None:
             raise InsufficientBalance(account_id)
         raise LookupError(f"no account {account_id}")
+    if amount_pico == 0:
+        return int(balance_after)
     session.add(CreditTransaction(account_id=account_id, kind=kind, amount_pico=amount_pico,
                                   balance_after_pico=balance_after, request_id=request_id, note=note,
                                   actor_user_id=actor_user_id))

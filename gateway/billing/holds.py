@@ -1,0 +1,221 @@
+"""Credit holds: reserve a request's worst case before calling upstream, settle the exact cost after.
+
+    place_hold()  one transaction: account (and key monthly limit) conditional UPDATE + holds row
+    settle()      one transaction per batch (see gateway/usage.py): delete the hold row (which makes
+                  settling idempotent by request id), release the held credits and debit the exact
+                  cost in one UPDATE with its ledger row, update the key's spend, insert the event
+
+Every condition lives inside the UPDATE's WHERE clause, so concurrent requests serialise on the
+account row and can never take the free balance (balance minus holds) below zero.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.billing import ledger
+from gateway.db.models import Account, ApiKey, Hold, UsageEvent, utcnow
+
+log = logging.getLogger("pr.billing")
+
+FLOOR_PICO = 10**9  # $0.001: below this free balance every request is refused with 402
+_accounts = Account.__table__  # type: ignore[attr-defined]
+_keys = ApiKey.__table__  # type: ignore[attr-defined]
+_holds = Hold.__table__  # type: ignore[attr-defined]
+_events = UsageEvent.__table__  # type: ignore[attr-defined]
+
+
+class HoldRefused(Exception):
+    """The free balance, or the key's monthly limit, cannot pay for a minimal answer."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Quote:
+    """What a request may cost: the prompt (estimated) and each output token."""
+
+    prompt_pico: int
+    output_pico_per_token: int
+    max_output_tokens: int  # what the client asked for, or what the context leaves
+
+    @property
+    def worst_case(self) -> int:
+        return self.prompt_pico + self.max_output_tokens * self.output_pico_per_token
+
+    def output_tokens_for(self, amount: int) -> int:
+        """How many output tokens `amount` pays for after the prompt."""
+        if self.output_pico_per_token == 0:
+            return self.max_output_tokens
+        return min(self.max_output_tokens, (amount - self.prompt_pico) // self.output_pico_per_token)
+
+    def minimum(self) -> int:
+        """The least hold that still buys one output token (or just the prompt when output is free)."""
+        if self.max_output_tokens == 0 or self.output_pico_per_token == 0:
+            return self.prompt_pico
+        return self.prompt_pico + self.output_pico_per_token
+
+
+@dataclass(frozen=True)
+class PlacedHold:
+    request_id: str
+    amount_pico: int
+    output_tokens: int  # output tokens the hold pays for (the gateway caps num_predict to it)
+    key_held: bool
+
+
+def current_month(now: datetime | None = None) -> str:
+    return (now or utcnow()).strftime("%Y-%m")
+
+
+def _key_spend(month: str) -> sa.ColumnElement[int]:
+    return sa.case((_keys.c.spend_month == month, _keys.c.spend_pico), else_=0)
+
+
+async def _free_amounts(session: AsyncSession, account_id: str, key_id: str | None,
+                        limit_key: bool, month: str) -> tuple[int, int | None]:
+    free = (await session.execute(sa.select(_accounts.c.balance_pico - _accounts.c.held_pico)
+                                  .where(_accounts.c.id == account_id))).scalar_one()
+    key_free = None
+    if limit_key and key_id is not None:
+        key_free = (await session.execute(
+            sa.select(_keys.c.monthly_limit_pico - _key_spend(month) - _keys.c.held_pico)
+            .where(_keys.c.id == key_id))).scalar_one()
+    return int(free), (None if key_free is None else int(key_free))
+
+
+async def _try_hold(session: AsyncSession, account_id: str, key_id: str | None, limit_key: bool,
+                    amount: int, month: str) -> bool:
+    taken = (await session.execute(
+        sa.update(_accounts)
+        .where(_accounts.c.id == account_id, _accounts.c.balance_pico - _accounts.c.held_pico >= amount)
+        .values(held_pico=_accounts.c.held_pico + amount)
+        .returning(_accounts.c.id))).first()
+    if taken is None:
+        return False
+    if limit_key and key_id is not None:
+        key_taken = (await session.execute(
+            sa.update(_keys)
+            .where(_keys.c.id == key_id, _keys.c.monthly_limit_pico - _key_spend(month) - _keys.c.held_pico >= amount)
+            .values(held_pico=_keys.c.held_pico + amount, spend_pico=_key_spend(month), spend_month=month)
+            .returning(_keys.c.id))).first()
+        if key_taken is None:
+            return False
+    return True
+
+
+async def place_hold(session: AsyncSession, *, request_id: str, account_id: str, key_id: str | None,
+                     key_has_limit: bool, quote: Quote, attempts: int = 4) -> PlacedHold:
+    """Reserve the worst case, or as much output as the balance and the key's limit pay for.
+
+    Commits on success; raises HoldRefused (and rolls back) when not even a minimal answer is covered.
+    """
+    month = current_month()
+    amount = quote.worst_case
+    for _ in range(attempts):
+        if await _try_hold(session, account_id, key_id, key_has_limit, amount, month):
+            session.add(Hold(request_id=request_id, account_id=account_id,
+                             api_key_id=key_id if key_has_limit else None, amount_pico=amount))
+            await session.commit()
+            return PlacedHold(request_id, amount, quote.output_tokens_for(amount), key_has_limit)
+        await session.rollback()
+        # The worst case does not fit: hold what is free (rare path, so the extra reads are fine).
+        free, key_free = await _free_amounts(session, account_id, key_id, key_has_limit, month)
+        await session.rollback()
+        if free < FLOOR_PICO:
+            raise HoldRefused("Your credit balance is too low. Top up at /api/billing/topup.")
+        if key_free is not None and key_free < quote.minimum():
+            raise HoldRefused("This API key has reached its monthly spending limit.")
+        available = free if key_free is None else min(free, key_free)
+        if available < quote.minimum():
+            raise HoldRefused("Your credit balance cannot pay for this request's prompt and a minimal answer.")
+        amount = min(quote.worst_case, available)
+    raise HoldRefused("Your balance is changing too quickly to reserve credits; retry.")
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """Everything needed to close one admitted request: money and its usage event together."""
+
+    request_id: str
+    account_id: str
+    user_id: str
+    api_key_id: str | None
+    model_public_name: str
+    ollama_tag: str
+    node: str | None
+    endpoint: str
+    input_tokens: int
+    output_tokens: int
+    tokens_estimated: bool
+    cost_pico: int
+    latency_ms: int
+    ttft_ms: int | None
+    status: str  # success | error | cancelled
+    error_code: str | None
+    registry_version: str
+    created_at: datetime
+
+
+async def settle(session: AsyncSession, item: Settlement) -> int | None:
+    """Settle one request inside the caller's transaction; return the cost charged, or None if the
+    request was already settled (settling is idempotent by request id)."""
+    hold = (await session.execute(
+        sa.delete(_holds).where(_holds.c.request_id == item.request_id)
+        .returning(_holds.c.amount_pico, _holds.c.api_key_id))).first()
+    if hold is None:
+        return None
+    held, key_held = int(hold.amount_pico), hold.api_key_id is not None
+    charge = item.cost_pico
+    if charge > 0:
+        # The prompt estimate is conservative, so a cost above the hold is rare; even then the charge
+        # never takes the balance below what other requests hold.
+        free = (await session.execute(sa.select(_accounts.c.balance_pico - _accounts.c.held_pico + held)
+                                      .where(_accounts.c.id == item.account_id))).scalar_one()
+        if charge > free:
+            log.warning("request %s cost %d pico-USD above the free balance; charging %d", item.request_id,
+                        charge, free)
+            charge = max(0, int(free))
+    await ledger.post(session, account_id=item.account_id, kind="usage", amount_pico=-charge,
+                      request_id=item.request_id, release_pico=held)
+    if item.api_key_id is not None:
+        month = current_month(item.created_at)
+        values: dict[str, object] = {"spend_pico": _key_spend(month) + charge, "spend_month": month}
+        if key_held:
+            values["held_pico"] = _keys.c.held_pico - held
+        await session.execute(sa.update(_keys).where(_keys.c.id == item.api_key_id).values(**values))
+    await session.execute(sa.insert(_events).values(
+        request_id=item.request_id, account_id=item.account_id, user_id=item.user_id, api_key_id=item.api_key_id,
+        model_public_name=item.model_public_name, ollama_tag=item.ollama_tag, node=item.node,
+        endpoint=item.endpoint, input_tokens=item.input_tokens, output_tokens=item.output_tokens,
+        tokens_estimated=item.tokens_estimated, cost_pico=charge, latency_ms=item.latency_ms, ttft_ms=item.ttft_ms,
+        status=item.status, error_code=item.error_code, registry_version=item.registry_version,
+        created_at=item.created_at))
+    return charge
+
+
+async def release_stale_holds(session: AsyncSession, *, older_than: timedelta) -> int:
+    """Release holds left by a crashed process (no request runs this long); no charge. Commits."""
+    cutoff = utcnow() - older_than
+    stale = (await session.execute(sa.select(_holds.c.request_id, _holds.c.account_id, _holds.c.api_key_id,
+                                             _holds.c.amount_pico).where(_holds.c.created_at < cutoff))).all()
+    for row in stale:
+        gone = (await session.execute(sa.delete(_holds).where(_holds.c.request_id == row.request_id)
+                                      .returning(_holds.c.request_id))).first()
+        if gone is None:
+            continue
+        await session.execute(sa.update(_accounts).where(_accounts.c.id == row.account_id)
+                              .values(held_pico=_accounts.c.held_pico - row.amount_pico))
+        if row.api_key_id is not None:
+            await session.execute(sa.update(_keys).where(_keys.c.id == row.api_key_id)
+                                  .values(held_pico=_keys.c.held_pico - row.amount_pico))
+        log.warning("released stale hold of request %s (%d pico-USD)", row.request_id, row.amount_pico)
+    await session.commit()
+    return len(stale)

@@ -1,0 +1,95 @@
+"""Usage events and settlement, written off the answer's critical path but never lost.
+
+Requests hand a `Settlement` to `UsageWriter.submit()` (no I/O, never blocks). A background task
+writes them in batches, one database transaction per batch (hold release, ledger row and usage
+event of each request commit together). A failing database is retried with backoff and the items
+stay queued; a clean shutdown (`aclose`) flushes everything. Until an item is written its hold
+still covers it, so balances stay conservative in the meantime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gateway.billing.holds import Settlement, settle
+
+log = logging.getLogger("pr.usage")
+
+
+class UsageWriter:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, batch_size: int = 256,
+                 interval: float = 0.05, max_backoff: float = 5.0,
+                 on_written: Callable[[list[Settlement], list[int | None]], None] | None = None,
+                 on_failure: Callable[[Exception], None] | None = None) -> None:
+        self._sessions = sessions
+        self._batch_size = batch_size
+        self._interval = interval
+        self._max_backoff = max_backoff
+        self._on_written = on_written
+        self._on_failure = on_failure
+        self._queue: list[Settlement] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="usage-writer")
+
+    def submit(self, item: Settlement) -> None:
+        self._queue.append(item)
+        if len(self._queue) >= self._batch_size:
+            self._wakeup.set()
+
+    async def flush(self) -> None:
+        """Write everything queued now (used by tests and shutdown); raises if the database fails."""
+        while self._queue:
+            await self._write_batch()
+
+    async def _write_batch(self) -> None:
+        batch = self._queue[: self._batch_size]
+        async with self._sessions() as session:
+            charges = [await settle(session, item) for item in batch]
+            await session.commit()
+        del self._queue[: len(batch)]
+        if self._on_written is not None:
+            self._on_written(batch, charges)
+
+    async def _run(self) -> None:
+        backoff = self._interval
+        while not self._closing:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=backoff)
+            self._wakeup.clear()
+            try:
+                await self.flush()
+                backoff = self._interval
+            except Exception as exc:  # keep the items; retry with backoff
+                backoff = min(max(backoff * 2, 0.1), self._max_backoff)
+                log.error("writing %d usage events failed, retrying in %.1fs: %s", len(self._queue), backoff, exc)
+                if self._on_failure is not None:
+                    self._on_failure(exc)
+
+    async def aclose(self, timeout: float = 30.0) -> None:
+        """Stop the background task and flush what is left (retrying until `timeout`)."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._queue:
+            try:
+                await self.flush()
+            except Exception as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    log.critical("shutdown: %d usage events could not be written: %s", len(self._queue), exc)
+                    raise
+                await asyncio.sleep(0.5)

@@ -1,0 +1,141 @@
+"""Holds and settlement against a real database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gateway.billing.holds import FLOOR_PICO, HoldRefused, Quote, Settlement, place_hold, release_stale_holds, settle
+from gateway.db.engine import create_engine, session_factory
+from gateway.db.models import Account, ApiKey, Hold, UsageEvent, utcnow
+from tests.support.accounts import ledger_sum, make_account
+
+USD = 10**12
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(database_url)
+    yield session_factory(engine)
+    await engine.dispose()
+
+
+def _settlement(request_id: str, user: str, account: str, key: str, cost: int, status: str = "success") -> Settlement:
+    return Settlement(request_id=request_id, account_id=account, user_id=user, api_key_id=key,
+                      model_public_name="privaterouter/fast", ollama_tag="gemma4:latest", node="local",
+                      endpoint="chat.completions", input_tokens=10, output_tokens=5, tokens_estimated=False,
+                      cost_pico=cost, latency_ms=3, ttft_ms=1, status=status, error_code=None,
+                      registry_version="v", created_at=utcnow())
+
+
+async def _account(sessions: async_sessionmaker[AsyncSession], account_id: str) -> Account:
+    async with sessions() as session:
+        account = await session.get(Account, account_id)
+        assert account is not None
+        return account
+
+
+async def test_hold_then_settle_moves_exact_money_once(sessions: async_sessionmaker[AsyncSession]) -> None:
+    user, account, key = await make_account(sessions, credits_pico=USD)
+    quote = Quote(prompt_pico=1000, output_pico_per_token=300_000, max_output_tokens=100)
+    async with sessions() as session:
+        hold = await place_hold(session, request_id="r1", account_id=account, key_id=key, key_has_limit=False,
+                                quote=quote)
+    assert hold.amount_pico == quote.worst_case and hold.output_tokens == 100
+    assert (await _account(sessions, account)).held_pico == quote.worst_case
+
+    for _ in range(2):  # the second settle is a no-op: idempotent by request id
+        async with sessions() as session:
+            await settle(session, _settlement("r1", user, account, key, cost=4_100_000))
+            await session.commit()
+    after = await _account(sessions, account)
+    assert (after.balance_pico, after.held_pico) == (USD - 4_100_000, 0)
+    async with sessions() as session:
+        assert await ledger_sum(session, account) == after.balance_pico
+        events = (await session.execute(sa.select(UsageEvent))).scalars().all()
+        assert [(e.request_id, e.cost_pico) for e in events] == [("r1", 4_100_000)]
+        assert await session.get(Hold, "r1") is None
+
+
+async def test_low_balance_caps_output_and_floor_refuses(sessions: async_sessionmaker[AsyncSession]) -> None:
+    _, account, key = await make_account(sessions, credits_pico=2 * FLOOR_PICO)
+    quote = Quote(prompt_pico=FLOOR_PICO // 2, output_pico_per_token=FLOOR_PICO // 10, max_output_tokens=1000)
+    async with sessions() as session:
+        hold = await place_hold(session, request_id="r1", account_id=account, key_id=key, key_has_limit=False,
+                                quote=quote)
+    assert hold.amount_pico == 2 * FLOOR_PICO and hold.output_tokens == 15
+    async with sessions() as session:
+        with pytest.raises(HoldRefused, match="too low"):
+            await place_hold(session, request_id="r2", account_id=account, key_id=key, key_has_limit=False,
+                             quote=quote)
+
+
+async def test_key_monthly_limit_is_enforced(sessions: async_sessionmaker[AsyncSession]) -> None:
+    user, account, key = await make_account(sessions, credits_pico=USD, key_limit_pico=5 * FLOOR_PICO)
+    quote = Quote(prompt_pico=FLOOR_PICO, output_pico_per_token=FLOOR_PICO, max_output_tokens=100)
+    async with sessions() as session:
+        hold = await place_hold(session, request_id="r1", account_id=account, key_id=key, key_has_limit=True,
+                                quote=quote)
+    assert hold.amount_pico == 5 * FLOOR_PICO and hold.key_held
+    async with sessions() as session:
+        with pytest.raises(HoldRefused, match="monthly spending limit"):
+            await place_hold(session, request_id="r2", account_id=account, key_id=key, key_has_limit=True,
+                             quote=quote)
+    async with sessions() as session:
+        await settle(session, _settlement("r1", user, account, key, cost=3 * FLOOR_PICO))
+        await session.commit()
+        key_row = await session.get(ApiKey, key)
+        assert key_row is not None and (key_row.held_pico, key_row.spend_pico) == (0, 3 * FLOOR_PICO)
+
+
+async def test_concurrent_holds_never_overdraw(sessions: async_sessionmaker[AsyncSession]) -> None:
+    user, account, key = await make_account(sessions, credits_pico=10 * FLOOR_PICO)
+    quote = Quote(prompt_pico=FLOOR_PICO, output_pico_per_token=0, max_output_tokens=0)
+
+    async def attempt(index: int) -> bool:
+        async with sessions() as session:
+            try:
+                await place_hold(session, request_id=f"r{index}", account_id=account, key_id=key,
+                                 key_has_limit=False, quote=quote)
+            except HoldRefused:
+                return False
+            return True
+
+    results = await asyncio.gather(*(attempt(i) for i in range(40)))
+    assert sum(results) == 10
+    async with sessions() as session:
+        for index, admitted in enumerate(results):
+            if admitted:
+                await settle(session, _settlement(f"r{index}", user, account, key, cost=FLOOR_PICO))
+        await session.commit()
+        after = await session.get(Account, account)
+        assert after is not None and (after.balance_pico, after.held_pico) == (0, 0)
+        assert await ledger_sum(session, account) == 0
+
+
+async def test_error_settlement_releases_without_charge(sessions: async_sessionmaker[AsyncSession]) -> None:
+    user, account, key = await make_account(sessions, credits_pico=USD)
+    async with sessions() as session:
+        await place_hold(session, request_id="r1", account_id=account, key_id=key, key_has_limit=False,
+                         quote=Quote(FLOOR_PICO, 1, 10))
+    async with sessions() as session:
+        await settle(session, _settlement("r1", user, account, key, cost=0, status="error"))
+        await session.commit()
+    after = await _account(sessions, account)
+    assert (after.balance_pico, after.held_pico) == (USD, 0)
+
+
+async def test_stale_holds_are_released(sessions: async_sessionmaker[AsyncSession]) -> None:
+    _, account, key = await make_account(sessions, credits_pico=USD)
+    async with sessions() as session:
+        await place_hold(session, request_id="r1", account_id=account, key_id=key, key_has_limit=False,
+                         quote=Quote(FLOOR_PICO, 1, 10))
+    async with sessions() as session:
+        assert await release_stale_holds(session, older_than=timedelta(hours=1)) == 0
+        assert await release_stale_holds(session, older_than=timedelta(seconds=-1)) == 1
+    assert (await _account(sessions, account)).held_pico == 0
