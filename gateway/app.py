@@ -17,6 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from gateway.auth.keyresolver import KeyResolver, stop_flusher
+from gateway.auth.throttle import LoginThrottle
 from gateway.context import AppContext
 from gateway.db.engine import create_engine, session_factory
 from gateway.errors import GatewayError, error_response, from_provider
@@ -26,7 +28,7 @@ from gateway.middleware.body_limit import BodyLimitMiddleware
 from gateway.middleware.metrics import MetricsMiddleware
 from gateway.middleware.request_id import RequestIdMiddleware
 from gateway.registry import Registry, RegistryError, RegistryHolder
-from gateway.routes import health, metrics
+from gateway.routes import admin, auth, billing, catalog, health, keys, metrics, usage
 from gateway.routes.metrics import MetricsServer
 from gateway.settings import Settings
 from providers.errors import ProviderError
@@ -36,6 +38,12 @@ log = logging.getLogger("pr.app")
 ROUTES: list[BaseRoute] = [
     *health.routes,
     *metrics.routes,
+    *auth.routes,
+    *billing.routes,
+    *keys.routes,
+    *usage.routes,
+    *catalog.routes,
+    *admin.routes,
 ]
 
 
@@ -78,9 +86,13 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
         http = httpx.AsyncClient(timeout=timeout, transport=http_transport,
                                  limits=httpx.Limits(max_connections=None, max_keepalive_connections=512))
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
-        ctx = AppContext(settings=settings, registry=holder, engine=engine, sessions=session_factory(engine),
-                         http=http, redis=redis, metrics=app_metrics)
+        sessions = session_factory(engine)
+        ctx = AppContext(settings=settings, registry=holder, engine=engine, sessions=sessions,
+                         http=http, redis=redis, metrics=app_metrics,
+                         key_resolver=KeyResolver(sessions, settings.app_secret_key),
+                         login_throttle=LoginThrottle.create(redis))
         app.state.ctx = ctx
+        last_used_flusher = asyncio.create_task(ctx.key_resolver.run_flusher())
         app_metrics.set_registry_version(holder.current.version)
         holder.on_swap(lambda new: app_metrics.registry_reload("ok", new.version))
         metrics_server: MetricsServer | None = None
@@ -93,6 +105,7 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
             if metrics_server is not None:
                 await metrics_server.stop()
             app_metrics.forget_process()
+            await stop_flusher(last_used_flusher, ctx.key_resolver)
             await http.aclose()
             if redis is not None:
                 await redis.aclose()

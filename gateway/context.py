@@ -10,6 +10,9 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
+from gateway.auth.keyresolver import KeyResolver
+from gateway.auth.passwords import Passwords
+from gateway.auth.throttle import LoginThrottle
 from gateway.metrics import Metrics
 from gateway.registry import RegistryHolder
 from gateway.settings import Settings
@@ -24,6 +27,9 @@ class AppContext:
     http: httpx.AsyncClient
     redis: Redis | None
     metrics: Metrics = field(default_factory=Metrics)
+    passwords: Passwords = field(default_factory=Passwords)
+    login_throttle: LoginThrottle = field(default_factory=lambda: LoginThrottle.create(None))
+    key_resolver: KeyResolver = field(kw_only=True)
 
 
 def context(connection: HTTPConnection) -> AppContext:

@@ -1,0 +1,1 @@
+"""Dashboard sessions, passwords, API keys and the checks the /api routes share."""

@@ -1,0 +1,72 @@
+"""Dashboard sessions: HS256 JWTs carried as a Bearer header or the `pr_session` cookie."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+import jwt
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.errors import GatewayError
+from gateway.settings import Settings
+
+COOKIE_NAME = "pr_session"
+ALGORITHM = "HS256"
+_REQUIRED_CLAIMS = ["sub", "exp", "iat", "jti"]
+
+
+@dataclass(frozen=True)
+class SessionClaims:
+    user_id: str
+    issued_at: int
+    expires_at: int
+    token_id: str
+
+
+def invalid_token(message: str = "The session token is missing, malformed or expired; log in again.") -> GatewayError:
+    return GatewayError(401, "invalid_token", message, headers={"WWW-Authenticate": 'Bearer realm="api"'})
+
+
+def issue_token(user_id: str, *, secret: str, ttl_seconds: int, now: float | None = None) -> str:
+    """A signed session token for `user_id`, valid for `ttl_seconds`."""
+    issued = int(now if now is not None else time.time())
+    claims = {"sub": user_id, "iat": issued, "exp": issued + ttl_seconds, "jti": uuid.uuid4().hex}
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def decode_token(token: str, *, secret: str) -> SessionClaims:
+    """The claims of a valid token; 401 `invalid_token` for a tampered, expired or incomplete one."""
+    try:
+        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": _REQUIRED_CLAIMS})
+    except jwt.ExpiredSignatureError:
+        raise invalid_token("The session token has expired; log in again.") from None
+    except jwt.PyJWTError:
+        raise invalid_token() from None
+    subject, token_id = claims["sub"], claims["jti"]
+    if not isinstance(subject, str) or not subject or not isinstance(token_id, str):
+        raise invalid_token()
+    return SessionClaims(user_id=subject, issued_at=int(claims["iat"]), expires_at=int(claims["exp"]),
+                         token_id=token_id)
+
+
+def token_from_request(request: Request) -> str | None:
+    """The Bearer token if there is an Authorization header, else the session cookie."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise invalid_token("The Authorization header must be 'Bearer <token>'.")
+        return value.strip()
+    return request.cookies.get(COOKIE_NAME) or None
+
+
+def set_session_cookie(response: Response, token: str, settings: Settings) -> None:
+    response.set_cookie(COOKIE_NAME, token, max_age=settings.jwt_ttl_seconds, path="/", httponly=True,
+                        samesite="lax", secure=settings.cookie_secure)
+
+
+def clear_session_cookie(response: Response, settings: Settings) -> None:
+    response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax", secure=settings.cookie_secure)

@@ -1,0 +1,95 @@
+"""Dashboard sign-up, login, logout and the current user (`/api/auth/*`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway import accounts
+from gateway.auth.deps import account_disabled, current_user
+from gateway.auth.passwords import MAX_PASSWORD_LENGTH
+from gateway.auth.sessions import clear_session_cookie, issue_token, set_session_cookie
+from gateway.context import AppContext, context
+from gateway.db.models import User
+from gateway.errors import GatewayError
+from gateway.fields import FieldError, iso
+from gateway.http import JSONResponse, read_json
+
+
+def user_json(user: User) -> dict[str, Any]:
+    return {"id": user.id, "email": user.email, "name": user.name, "role": user.role, "status": user.status,
+            "created_at": iso(user.created_at)}
+
+
+def _session_response(ctx: AppContext, user: User, *, status_code: int) -> Response:
+    token = issue_token(user.id, secret=ctx.settings.jwt_secret, ttl_seconds=ctx.settings.jwt_ttl_seconds)
+    response = JSONResponse({"access_token": token, "token_type": "bearer", "expires_in": ctx.settings.jwt_ttl_seconds,
+                             "user": user_json(user)}, status_code=status_code)
+    set_session_cookie(response, token, ctx.settings)
+    return response
+
+
+async def signup(request: Request) -> Response:
+    """Create a user on the free plan with its starter credits, and sign them in."""
+    body = await read_json(request)
+    ctx = context(request)
+    async with ctx.sessions() as session:
+        member = await accounts.create_user(session, ctx.registry.current, ctx.passwords, email=body.get("email"),
+                                            password=body.get("password"), name=body.get("name"))
+        await session.commit()
+    request.scope["state"]["user_id"] = member.user.id
+    return _session_response(ctx, member.user, status_code=201)
+
+
+def _invalid_credentials() -> GatewayError:
+    return GatewayError(401, "invalid_credentials", "Incorrect email or password.")
+
+
+async def login(request: Request) -> Response:
+    """Exchange email and password for a session; throttled per client address and per email."""
+    body = await read_json(request)
+    email, password = body.get("email"), body.get("password")
+    if not isinstance(email, str) or not email.strip():
+        raise FieldError("email is required and must be a string.", param="email")
+    if not isinstance(password, str) or not password:
+        raise FieldError("password is required and must be a string.", param="password")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise FieldError(f"password must be at most {MAX_PASSWORD_LENGTH} characters.", param="password")
+    ctx = context(request)
+    ip = request.scope["state"].get("client_ip")
+    await ctx.login_throttle.check(ip=ip, email=email)
+    async with ctx.sessions() as session:
+        user = await accounts.authenticate(session, ctx.passwords, email=email, password=password)
+        if user is None:
+            await ctx.login_throttle.failed(ip=ip, email=email)
+            raise _invalid_credentials()
+        await session.commit()  # keeps an upgraded password hash
+    # Status is checked only after the password: a guesser learns nothing about disabled accounts.
+    if user.status != "active":
+        raise account_disabled()
+    await ctx.login_throttle.succeeded(email=email)
+    request.scope["state"]["user_id"] = user.id
+    return _session_response(ctx, user, status_code=200)
+
+
+async def logout(request: Request) -> Response:
+    """Clear the session cookie (a Bearer token simply expires; disabling a user ends it at once)."""
+    response = JSONResponse({"status": "logged_out"})
+    clear_session_cookie(response, context(request).settings)
+    return response
+
+
+async def me(request: Request) -> Response:
+    member = await current_user(request)
+    return JSONResponse({**user_json(member.user), "plan_name": member.account.plan_name})
+
+
+routes = [
+    Route("/api/auth/signup", signup, methods=["POST"]),
+    Route("/api/auth/login", login, methods=["POST"]),
+    Route("/api/auth/logout", logout, methods=["POST"]),
+    Route("/api/auth/me", me, methods=["GET"]),
+]
