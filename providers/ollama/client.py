@@ -295,22 +295,29 @@ class UpstreamStream:
             self._timer = self._loop.call_at(self._read_started + self._idle, self._on_timer)
         self._reading = True
         try:
-            chunk: bytes = await self._chunks.__anext__()
-            return chunk
+            chunk: bytes | None = await self._chunks.__anext__()
         except StopAsyncIteration:
-            return None
-        except asyncio.CancelledError:
+            chunk = None
+        except BaseException as exc:
             if self._expired:
                 self._expired = False
                 if task.uncancel() <= self._cancelling:
-                    raise UpstreamIdleTimeout(
-                        f"upstream sent nothing for {self._idle:g}s mid-stream", self.node
-                    ) from None
+                    raise self._idle_error() from None
+                raise  # cancelled from outside as well: that cancellation wins
+            if isinstance(exc, httpx.HTTPError):
+                raise translate(exc, self.node, started=True) from exc
             raise
-        except httpx.HTTPError as exc:
-            raise translate(exc, self.node, started=True) from exc
         finally:
             self._reading = False
+        if self._expired:
+            # Some layer below swallowed our cancellation; the deadline still passed.
+            self._expired = False
+            task.uncancel()
+            raise self._idle_error()
+        return chunk
+
+    def _idle_error(self) -> UpstreamIdleTimeout:
+        return UpstreamIdleTimeout(f"upstream sent nothing for {self._idle:g}s mid-stream", self.node)
 
     def _on_timer(self) -> None:
         self._timer = None

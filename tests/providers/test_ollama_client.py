@@ -59,7 +59,7 @@ def make_client(handler: Handler, *, first_byte: float = 1.0, idle: float = 1.0)
     return OllamaClient(http, "http://gpu-a:11434/", node="gpu-a", first_byte_timeout=first_byte, idle_timeout=idle)
 
 
-def streaming(stream: ScriptedStream, status: int = 200) -> Handler:
+def streaming(stream: httpx.AsyncByteStream, status: int = 200) -> Handler:
     async def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(status, stream=stream, headers={"content-type": "application/x-ndjson"})
 
@@ -314,6 +314,22 @@ async def test_silence_mid_stream_is_idle_timeout_and_closes() -> None:
     assert body.closed
     task = asyncio.current_task()
     assert task is not None and task.cancelling() == 0  # the timeout's own cancellation was absorbed
+
+
+async def test_idle_timeout_holds_when_the_transport_turns_the_cancellation_into_an_error() -> None:
+    class Converting(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            yield CHUNK
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                raise httpx.ReadError("connection reset") from None
+            yield DONE
+
+    with pytest.raises(UpstreamIdleTimeout):
+        await collect(make_client(streaming(Converting()), idle=0.05))
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
 
 
 async def test_slow_stream_with_gaps_under_the_idle_timeout_completes() -> None:
