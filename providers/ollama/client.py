@@ -174,6 +174,7 @@ class StreamContext:
 
     async def __aenter__(self) -> UpstreamStream:
         client = self._client
+        chunks: AsyncGenerator[bytes, None] | None = None
         try:
             with map_errors(client.node, started=False):
                 async with asyncio.timeout(client.first_byte_timeout):
@@ -187,6 +188,8 @@ class StreamContext:
                         raise UpstreamProtocolError("upstream sent an empty stream", client.node) from None
             self._stream = UpstreamStream(client.node, chunks, first, client.idle_timeout)
         except BaseException:
+            if chunks is not None:
+                await chunks.aclose()
             await self._close()
             raise
         return self._stream

@@ -281,6 +281,13 @@ async def test_stream_without_first_byte_in_time_is_upstream_timeout_and_closes(
     assert body.closed
 
 
+async def test_garbage_first_line_raises_on_enter_and_closes() -> None:
+    body = ScriptedStream(b"<html>oops</html>\n", DONE)
+    with pytest.raises(UpstreamProtocolError, match="invalid JSON"):
+        await collect(make_client(streaming(body)))
+    assert body.closed and not body.exhausted
+
+
 async def test_stream_with_empty_body_is_protocol_error_on_enter() -> None:
     body = ScriptedStream()
     with pytest.raises(UpstreamProtocolError, match="empty"):
