@@ -24,6 +24,7 @@ from providers.errors import (
     UpstreamTimeout,
 )
 from providers.ollama.client import OllamaClient
+from providers.ollama.fake import create_fake_app
 from tests.support.servers import aserve_app
 
 Handler = Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
@@ -533,3 +534,62 @@ async def test_loopback_refused_connection_is_node_connect_error() -> None:
                 await client.version()
             with pytest.raises(NodeConnectError):
                 await collect(client)
+
+
+# --- contract tests against the Ollama emulator over real loopback HTTP --------------------------
+
+ASK = {"model": "qwen3", "messages": [{"role": "user", "content": "hello"}]}
+
+
+async def wait_until(condition: Callable[[], bool]) -> bool:
+    for _ in range(100):
+        if condition():
+            return True
+        await asyncio.sleep(0.02)
+    return condition()
+
+
+async def test_fake_ollama_answers_every_call_shape() -> None:
+    fake = create_fake_app()
+    async with aserve_app(fake) as url, httpx.AsyncClient() as http:
+        client = OllamaClient(http, url, node="fake", first_byte_timeout=2, idle_timeout=2)
+        assert "version" in await client.version()
+        async with client.open_stream("/api/chat", ASK) as stream:
+            items = [item async for item in stream]
+        assert items[-1]["done"] and items[-1]["eval_count"] > 0
+        assert all(not item["done"] for item in items[:-1])
+        answer = await client.chat(ASK)
+        assert answer["done"] and answer["message"]["content"]
+        embedded = await client.embed({"model": "nomic-embed-text", "input": ["a", "b"]})
+        assert len(embedded["embeddings"]) == 2
+        loaded = {model["model"] for model in (await client.ps())["models"]}
+        assert {"qwen3:latest", "nomic-embed-text:latest"} <= loaded
+        assert fake.stats.bodies("/api/chat")[0]["stream"] is True
+
+
+async def test_fake_ollama_failures_map_to_the_error_tree() -> None:
+    fake = create_fake_app()
+    async with aserve_app(fake) as url, httpx.AsyncClient() as http:
+        client = OllamaClient(http, url, node="fake", first_byte_timeout=0.3, idle_timeout=2)
+        with pytest.raises(UpstreamStreamError):
+            await collect(client, {**ASK, "model": "qwen3-midstream-error"})
+        with pytest.raises(UpstreamProtocolError, match="ended early"):
+            await collect(client, {**ASK, "model": "qwen3-drop"})
+        with pytest.raises(UpstreamStatusError, match="not found") as info:
+            await collect(client, {**ASK, "model": "no-such-model"})
+        assert info.value.upstream_status == 404
+        with pytest.raises(UpstreamTimeout):
+            await client.chat({**ASK, "model": "qwen3-hang"})
+        with pytest.raises(UpstreamProtocolError):
+            await client.chat({**ASK, "model": "qwen3-garbage"})
+
+
+async def test_fake_ollama_stops_generating_when_the_consumer_leaves() -> None:
+    fake = create_fake_app()
+    async with aserve_app(fake) as url, httpx.AsyncClient() as http:
+        client = OllamaClient(http, url, node="fake", first_byte_timeout=2, idle_timeout=2)
+        async with client.open_stream("/api/chat", {**ASK, "model": "qwen3-slow"}) as stream:
+            async for _ in stream:
+                break
+        assert await wait_until(lambda: fake.stats.cancelled_streams == 1)
+        assert fake.stats.completed_streams == 0

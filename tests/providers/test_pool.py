@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +16,9 @@ from providers.errors import (
     UpstreamUnavailable,
     UpstreamUnconfigured,
 )
+from providers.ollama.fake import create_fake_app
 from providers.pool import NodeConfig, NodePool
+from tests.support.servers import aserve_app
 
 CHUNK = b'{"model":"m","message":{"role":"assistant","content":"hi"},"done":false}\n'
 DONE = b'{"model":"m","message":{"role":"assistant","content":""},"done":true,"done_reason":"stop"}\n'
@@ -485,3 +488,29 @@ async def test_connect_error_alone_is_reported_as_node_connect_error() -> None:
     pool = make_pool(cluster, node("a"))
     with pytest.raises(NodeConnectError):
         await served_by(pool)
+
+
+# --- over real loopback HTTP, against the Ollama emulator ------------------------------------------
+
+
+async def test_pool_over_http_fails_over_from_a_dead_node_and_learns_residency() -> None:
+    fake = create_fake_app()
+    with socket.socket() as dead:
+        dead.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        dead_url = f"http://127.0.0.1:{dead.getsockname()[1]}"
+        async with aserve_app(fake) as url, httpx.AsyncClient() as http:
+            pool = NodePool(http, first_byte_timeout=2, idle_timeout=2, fail_threshold=2)
+            pool.configure([NodeConfig("dead", dead_url), NodeConfig("fake", url)])
+            ask = {"model": "qwen3", "messages": [{"role": "user", "content": "hello"}]}
+            async with pool.open_stream("/api/chat", ask, model_tag="qwen3", nodes=None) as stream:
+                items = [item async for item in stream]
+            assert stream.node == "fake" and items[-1]["done"]
+            await pool.check_now()
+            dead_snap, fake_snap = pool.snapshot()
+            assert (dead_snap.up, dead_snap.consecutive_failures) == (False, 2)  # one passive + one active failure
+            assert fake_snap.up and "qwen3:latest" in fake_snap.loaded_models
+            answer, name = await pool.request(
+                "/api/embed", {"model": "nomic-embed-text", "input": "x"}, model_tag="nomic-embed-text", nodes=None
+            )
+            assert name == "fake" and len(answer["embeddings"]) == 1
+            await pool.aclose()
