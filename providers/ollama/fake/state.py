@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import orjson
@@ -43,6 +43,13 @@ class FakeStats:
     dropped_connections: int = 0  # connections aborted on purpose by a -drop model
     paths: Counter[str] = field(default_factory=Counter)  # requests per path
     recent: deque[RecordedRequest] = field(default_factory=lambda: deque(maxlen=256))
+
+    def reset(self) -> None:
+        """Zero every counter and forget recent requests (in_flight stays true to what is running)."""
+        fresh = FakeStats()
+        for item in fields(self):
+            if item.name != "in_flight":
+                setattr(self, item.name, getattr(fresh, item.name))
 
     def bodies(self, path: str) -> list[Any]:
         """Decoded JSON bodies of the recent requests to `path`, oldest first."""
