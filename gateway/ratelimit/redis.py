@@ -1,0 +1,120 @@
+"""The shared limiter: one Lua script (ratelimit.lua) per call, atomic across every replica.
+
+Failure policy: rate limits fail OPEN. Any Redis error (refused, timeout, even a script error) admits
+the request with `Decision(degraded=True)`, calls `on_error(exc)` (a metric) and logs a WARNING at
+most once per 10 s, naming only the exception's class. After an error the limiter does not call Redis
+again for `cooldown` seconds, so an outage costs one slow call per second, not one per request.
+Money never depends on Redis (holds live in the database), so failing open risks load, not money.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from importlib import resources
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, RedisError
+
+from gateway.ratelimit import gcra
+from gateway.ratelimit.base import Decision, Limit, check_limits, check_units, fail_open, to_decision
+
+logger = logging.getLogger("gateway.ratelimit")
+
+SCRIPT = resources.files("gateway.ratelimit").joinpath("ratelimit.lua").read_text(encoding="utf-8")
+_version = re.search(r"script version: (\d+)", SCRIPT)
+if _version is None:  # pragma: no cover - guards an edit of the script
+    raise RuntimeError("ratelimit.lua lost its 'script version: N' line")
+SCRIPT_VERSION = int(_version.group(1))
+SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
+
+LOG_INTERVAL = 10.0
+_ERRORS = (RedisError, OSError, TimeoutError)
+
+
+class RedisLimiter:
+    """GCRA in Redis via EVALSHA (EVAL when the server forgot the script); fails open."""
+
+    def __init__(self, redis: Redis, *, prefix: str = "pr:rl:", on_error: Callable[[Exception], None] | None = None,
+                 timeout: float = 0.5, cooldown: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._redis = redis
+        self._prefix = f"{prefix}v{SCRIPT_VERSION}:"
+        self._on_error = on_error
+        self._timeout = timeout
+        self._cooldown = cooldown
+        self._clock = clock
+        self._down_until = float("-inf")
+        self._failing = False
+        self._last_warning = float("-inf")
+        self._suppressed = 0
+
+    def redis_key(self, limit: Limit) -> str:
+        """The Redis key holding a limit's state."""
+        return self._prefix + limit.key
+
+    async def hit(self, limits: Sequence[Limit]) -> Decision:
+        """Admit against every limit or refuse, atomically in Redis; a refusal consumes nothing."""
+        check_limits(limits)
+        reply = await self._run("hit", limits, [limit.cost for limit in limits])
+        if reply is None:
+            return fail_open(limits[0])
+        allowed, refused, retry_ms, remaining, reset_ms = (int(value) for value in reply)
+        outcome = gcra.Outcome(allowed=bool(allowed), refused=refused - 1, retry_ms=retry_ms, remaining=remaining,
+                               reset_ms=reset_ms, levels=())
+        return to_decision(limits, outcome)
+
+    async def consume(self, limit: Limit, units: int) -> None:
+        """Count units after the fact; never refuses, never raises for Redis errors."""
+        check_units(units)
+        if units:
+            await self._run("consume", [limit], [units])
+
+    async def aclose(self) -> None:
+        """Nothing to release: the Redis client belongs to the caller, who closes it."""
+
+    async def _run(self, mode: str, limits: Sequence[Limit], costs: Sequence[int]) -> list[int] | None:
+        if self._clock() < self._down_until:
+            return None
+        keys = [self.redis_key(limit) for limit in limits]
+        args: list[str | int] = [mode]
+        for limit, cost in zip(limits, costs, strict=True):
+            sc = gcra.scale(limit)
+            args += [sc.tick_ms, sc.width, sc.rate, cost]
+        try:
+            async with asyncio.timeout(self._timeout):
+                reply = await self._eval(keys, args)
+        except _ERRORS as exc:
+            self._failed(exc)
+            return None
+        if self._failing:
+            self._failing = False
+            logger.info("rate limiter: Redis answers again; limits are enforced")
+        return list(reply)
+
+    async def _eval(self, keys: list[str], args: list[str | int]) -> list[int]:
+        try:
+            reply = await self._redis.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
+        except NoScriptError:
+            # A restarted or flushed server; EVAL runs the script and caches it for the next EVALSHA.
+            reply = await self._redis.eval(SCRIPT, len(keys), *keys, *args)
+        return list(reply)
+
+    def _failed(self, exc: Exception) -> None:
+        now = self._clock()
+        self._down_until = now + self._cooldown
+        self._failing = True
+        if self._on_error is not None:
+            self._on_error(exc)
+        if now - self._last_warning < LOG_INTERVAL:
+            self._suppressed += 1
+            return
+        # The class name only: messages can carry addresses, and nothing from a URL belongs in logs.
+        logger.warning("rate limiter: Redis failed (%s); failing open, requests are not rate limited "
+                       "(%d similar errors not logged in the last %.0f s)",
+                       type(exc).__name__, self._suppressed, LOG_INTERVAL)
+        self._last_warning = now
+        self._suppressed = 0
