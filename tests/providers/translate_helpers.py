@@ -77,10 +77,10 @@ def sse_json(raw: bytes) -> list[Any]:
 Handler = Callable[[dict[str, Any]], tuple[bytes, str]]
 
 
-def sdk_client(handler: Handler, seen: list[dict[str, Any]] | None = None) -> openai.OpenAI:
+def sdk_client(handler: Handler, seen: list[dict[str, Any]] | None = None, *, strict: bool = True) -> openai.OpenAI:
     """An OpenAI SDK client whose HTTP goes to `handler(request_json) -> (body, content_type)`.
 
-    Strict response validation is on, so every answer must match the SDK's typed models.
+    Strict response validation is on by default, so every answer must match the SDK's typed models.
     """
 
     def respond(request: httpx2.Request) -> httpx2.Response:
@@ -93,7 +93,7 @@ def sdk_client(handler: Handler, seen: list[dict[str, Any]] | None = None) -> op
     transport = httpx2.MockTransport(respond)
     return openai.OpenAI(api_key="sk-pr-test", base_url="http://gateway.invalid/v1",
                          http_client=httpx2.Client(transport=transport), max_retries=0,
-                         _strict_response_validation=True)
+                         _strict_response_validation=strict)
 
 
 def concat(frames: Iterable[bytes]) -> bytes:
