@@ -69,8 +69,14 @@ class OllamaClient:
         self.node = node
         self.first_byte_timeout = first_byte_timeout
         self.idle_timeout = idle_timeout
-        # Reads are timed by this module (first byte, then idle gaps), not by httpx's per-read timeout.
-        self._extensions = {"timeout": httpx.Timeout(first_byte_timeout, read=None).as_dict()}
+        # Reads are timed by this module (first byte, then idle gaps), not by httpx's per-read timeout;
+        # the client's connect/write/pool timeouts still apply, all within the first-byte deadline.
+        timeout = http.timeout
+        self._extensions = {
+            "timeout": httpx.Timeout(
+                connect=timeout.connect, read=None, write=timeout.write, pool=timeout.pool
+            ).as_dict()
+        }
         # Requests are built here rather than with `build_request`, which re-parses and re-merges the
         # URL and the client's default headers on every call; the client's defaults are merged once.
         self._get_headers = httpx.Headers(http.headers)

@@ -104,6 +104,19 @@ async def test_client_default_headers_are_sent() -> None:
     assert [request.headers["x-trace"] for request in seen] == ["t1", "t1"]
 
 
+async def test_reads_are_left_to_the_clients_own_deadlines_but_connect_limits_are_kept() -> None:
+    seen: list[dict[str, float | None]] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions["timeout"])
+        return httpx.Response(200, json={})
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler), timeout=httpx.Timeout(5.0, connect=1.5))
+    client = OllamaClient(http, "http://gpu-a:11434", node="gpu-a", first_byte_timeout=30, idle_timeout=30)
+    await client.version()
+    assert seen == [{"connect": 1.5, "read": None, "write": 5.0, "pool": 5.0}]
+
+
 async def test_generate_forces_stream_false_and_embed_sends_the_body_unchanged() -> None:
     bodies: dict[str, Any] = {}
 
@@ -343,7 +356,7 @@ async def test_idle_timeout_holds_when_the_transport_turns_the_cancellation_into
 async def test_slow_stream_with_gaps_under_the_idle_timeout_completes() -> None:
     # Total time well past the idle timeout, but no single gap reaches it.
     body = ScriptedStream(CHUNK, 0.03, CHUNK, 0.03, CHUNK, 0.03, CHUNK, 0.03, DONE)
-    items = await collect(make_client(streaming(body), idle=0.06))
+    items = await collect(make_client(streaming(body), idle=0.1))
     assert len(items) == 5
 
 
