@@ -6,6 +6,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
+import anyio
 import httpx
 import orjson
 import pytest
@@ -353,6 +354,22 @@ async def test_idle_timeout_holds_when_the_transport_turns_the_cancellation_into
     assert task is not None and task.cancelling() == 0
 
 
+async def test_idle_timeout_in_a_task_group_child_like_starlettes_streaming_response() -> None:
+    body = ScriptedStream(CHUNK, 5.0, DONE)
+    client = make_client(streaming(body), idle=0.05)
+    errors: list[Exception] = []
+
+    async def relay() -> None:
+        try:
+            await collect(client)
+        except UpstreamIdleTimeout as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(relay)
+    assert len(errors) == 1 and body.closed
+
+
 async def test_slow_stream_with_gaps_under_the_idle_timeout_completes() -> None:
     # Total time well past the idle timeout, but no single gap reaches it.
     body = ScriptedStream(CHUNK, 0.03, CHUNK, 0.03, CHUNK, 0.03, CHUNK, 0.03, DONE)
@@ -521,6 +538,9 @@ async def test_loopback_idle_timeout() -> None:
         client = OllamaClient(http, url, node="local", first_byte_timeout=2, idle_timeout=0.1)
         with pytest.raises(UpstreamIdleTimeout):
             await collect(client, {"model": "stall"})
+        task = asyncio.current_task()
+        assert task is not None and task.cancelling() == 0
+        assert (await client.chat({"model": "m"}))["done"]  # the task and the client remain usable
 
 
 async def test_loopback_leaving_early_closes_the_connection_so_the_server_stops() -> None:
