@@ -233,9 +233,8 @@ class NodePool:
                 raise
             else:
                 self._succeeded(node)
-                node.loaded.add(
-                    model_tag
-                )  # Ollama has loaded it to answer; stick to this node until /api/ps says otherwise
+                # Ollama loaded the model to answer: prefer this node until /api/ps says otherwise.
+                node.loaded.add(model_tag)
                 return result, node
             tried.add(node.config.name)
             logger.warning("node %s failed before answering, trying another: %s", node.config.name, last)
