@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import socket
 import subprocess
@@ -282,3 +283,26 @@ def test_run_fake_serves_until_interrupted() -> None:
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=10) == 0
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_deliberate_drops_are_not_logged_as_server_errors(served: tuple[FakeOllamaApp, httpx.Client]) -> None:
+    _, http = served
+    handler = _Collect()
+    logger = logging.getLogger("uvicorn.error")
+    logger.addHandler(handler)
+    try:
+        with pytest.raises(httpx.RemoteProtocolError):
+            http.post("/api/chat", json={"model": "llama3.2-drop", "messages": HELLO, "stream": False})
+        http.get("/")  # the log line would come right after the drop
+    finally:
+        logger.removeHandler(handler)
+    assert not [record for record in handler.records if "without completing" in record.getMessage()]

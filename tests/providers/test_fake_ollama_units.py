@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from providers.ollama.fake.asgi import FakeError
 from providers.ollama.fake.catalogue import THINKING, TOOLS, Resolved, resolve
 from providers.ollama.fake.clock import local_time, utc_now
-from providers.ollama.fake.decode import DEFAULT_OPTIONS, Options, base64_error, parse_duration
+from providers.ollama.fake.decode import DEFAULT_OPTIONS, Options, base64_error, keep_alive, parse_duration
 from providers.ollama.fake.replies import Plan, generate, reply_tokens, sample
 
 
@@ -132,3 +133,15 @@ def test_timestamps_look_like_go_rfc3339_nano() -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{0,8}[1-9])?Z", utc_now())
     assert local_time(1_700_000_000_500_000_000).startswith("2023-11-")
     assert re.search(r"\.5(Z|[+-]\d\d:\d\d)$", local_time(1_700_000_000_500_000_000))
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(None, None), (-1, math.inf), ("-5m", math.inf), (0.5, 0.0),
+                                                (90, 90.0), ("2h", 7200.0)])
+def test_keep_alive_values(value: object, seconds: float | None) -> None:
+    assert keep_alive({"keep_alive": value}) == seconds
+
+
+def test_keep_alive_of_an_unsupported_type() -> None:
+    with pytest.raises(FakeError) as caught:
+        keep_alive({"keep_alive": [1]})
+    assert caught.value.message == "Unsupported type: '[]interface {}'"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 
 import uvicorn
 
@@ -30,6 +32,21 @@ _ROUTES: dict[tuple[str, str], Handler] = {
     ("POST", "/api/embeddings"): embed.embeddings,
 }
 _PATHS = frozenset(path for _, path in _ROUTES)
+_INCOMPLETE = "ASGI callable returned without completing response"
+# Set in the request's own task when a -drop model leaves its response unfinished on purpose; the
+# server logs from that same task right after, so only those deliberate drops are kept quiet.
+_DROPPING: ContextVar[bool] = ContextVar("fake_ollama_dropping", default=False)
+
+
+class _QuietDrops(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_DROPPING.get() and record.getMessage().startswith(_INCOMPLETE))
+
+
+def _quiet_deliberate_drops() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(existing, _QuietDrops) for existing in logger.filters):
+        logger.addFilter(_QuietDrops())
 
 
 class FakeOllamaApp:
@@ -39,6 +56,7 @@ class FakeOllamaApp:
         self.config = config
         self.stats = FakeStats()
         self.runtime = Runtime(config, self.stats)
+        _quiet_deliberate_drops()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -67,8 +85,10 @@ class FakeOllamaApp:
             await handler(self.runtime, body, send, receive)
         except FakeError as error:
             await send_error(send, error.status, error.message)
-        except (Abort, ClientGone):
-            pass  # returning with the response unfinished makes the server drop the connection
+        except Abort:
+            _DROPPING.set(True)  # returning with the response unfinished makes the server drop the connection
+        except ClientGone:
+            pass
         finally:
             stats.in_flight -= 1
 
