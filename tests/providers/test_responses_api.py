@@ -152,7 +152,8 @@ def test_response_object() -> None:
     assert answer["output"] == [{"id": "msg_0123abcd", "type": "message", "status": "completed", "role": "assistant",
                                  "content": [{"type": "output_text", "text": "Why did the GPU cross the road?",
                                               "annotations": [], "logprobs": []}]}]
-    assert answer["usage"] == {"input_tokens": 10, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+    assert answer["usage"] == {"input_tokens": 10,
+                               "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
                                "output_tokens": 8, "output_tokens_details": {"reasoning_tokens": 0},
                                "total_tokens": 18}
 

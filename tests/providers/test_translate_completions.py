@@ -99,7 +99,8 @@ def test_text_completion_object() -> None:
     assert (usage.input_tokens, usage.output_tokens, usage.estimated) == (6, 4, False)
 
 
-@pytest.mark.parametrize("done_reason,finish", [("stop", "stop"), ("length", "length"), ("load", "stop"), (None, "stop")])
+@pytest.mark.parametrize("done_reason,finish", [("stop", "stop"), ("length", "length"), ("load", "stop"),
+                                                (None, "stop")])
 def test_finish_reason(done_reason: str | None, finish: str) -> None:
     tgt = target("llama")
     answer, _ = render_response(prepared(tgt), tgt, generate("x", done_reason=done_reason), response_id=RID, created=0)

@@ -45,7 +45,7 @@ def gateway(endpoint: Endpoint, tgt: ModelTarget, answer: dict[str, Any], chunks
 
 QWEN = target("qwen", public_name="privaterouter/qwen-fast", tag="qwen3:latest")
 GEMMA = target("gemma", public_name="privaterouter/fast", tag="gemma4:latest")
-HI = [{"role": "user", "content": "Say hi"}]
+HI: Any = [{"role": "user", "content": "Say hi"}]
 CALL = ollama_call("get_weather", {"city": "Tokyo"})
 THINKING_STREAM = [ollama_chat("", thinking="The user", done=False), ollama_chat("", thinking=" greets.", done=False),
                    ollama_chat("Hi", done=False), ollama_chat("!", done=False),
@@ -68,10 +68,10 @@ def test_chat_completion_parses() -> None:
 
 def test_chat_tool_call_answer_parses() -> None:
     client = sdk_client(gateway("chat.completions", QWEN, ollama_chat("", tool_calls=[CALL])))
-    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {
-        "city": {"type": "string"}}}}}
-    completion = client.chat.completions.create(model="m", messages=HI, tools=[tool],  # type: ignore[list-item]
-                                                tool_choice="auto", parallel_tool_calls=True)
+    tool: Any = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}
+    completion = client.chat.completions.create(model="m", messages=HI, tools=[tool], tool_choice="auto",
+                                                parallel_tool_calls=True)
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
     assert choice.message.tool_calls is not None
