@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import httpx
 from redis.asyncio import Redis
@@ -19,6 +20,7 @@ from starlette.routing import BaseRoute
 
 from gateway.auth.keyresolver import KeyResolver, stop_flusher
 from gateway.auth.throttle import LoginThrottle
+from gateway.billing.holds import release_stale_holds
 from gateway.context import AppContext
 from gateway.db.engine import create_engine, session_factory
 from gateway.errors import GatewayError, error_response, from_provider
@@ -27,11 +29,16 @@ from gateway.middleware.access_log import AccessLogMiddleware
 from gateway.middleware.body_limit import BodyLimitMiddleware
 from gateway.middleware.metrics import MetricsMiddleware
 from gateway.middleware.request_id import RequestIdMiddleware
+from gateway.ratelimit.base import Limiter
+from gateway.ratelimit.memory import MemoryLimiter
+from gateway.ratelimit.redis import RedisLimiter
 from gateway.registry import Registry, RegistryError, RegistryHolder
-from gateway.routes import admin, auth, billing, catalog, health, keys, metrics, usage
+from gateway.routes import admin, auth, billing, catalog, health, keys, metrics, usage, v1
 from gateway.routes.metrics import MetricsServer
 from gateway.settings import Settings
+from gateway.usage import UsageWriter
 from providers.errors import ProviderError
+from providers.pool import NodeConfig, NodePool
 
 log = logging.getLogger("pr.app")
 
@@ -44,6 +51,7 @@ ROUTES: list[BaseRoute] = [
     *usage.routes,
     *catalog.routes,
     *admin.routes,
+    *v1.routes,
 ]
 
 
@@ -87,11 +95,22 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
                                  limits=httpx.Limits(max_connections=None, max_keepalive_connections=512))
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         sessions = session_factory(engine)
+        pool = NodePool(http, first_byte_timeout=settings.upstream_first_byte_timeout,
+                        idle_timeout=settings.upstream_idle_timeout, acquire_timeout=settings.upstream_acquire_timeout,
+                        health_interval=settings.health_check_interval)
+        pool.configure(node_configs(holder.current))
+        holder.on_swap(lambda new: pool.configure(node_configs(new)))
+        usage_writer = UsageWriter(sessions, on_written=lambda batch, charges: _count_usage(app_metrics, charges),
+                                   on_failure=lambda exc: app_metrics.usage_flush_failed())
         ctx = AppContext(settings=settings, registry=holder, engine=engine, sessions=sessions,
                          http=http, redis=redis, metrics=app_metrics,
                          key_resolver=KeyResolver(sessions, settings.app_secret_key),
-                         login_throttle=LoginThrottle.create(redis))
+                         login_throttle=LoginThrottle.create(redis), pool=pool,
+                         limiter=create_limiter(redis, app_metrics), usage_writer=usage_writer)
         app.state.ctx = ctx
+        await pool.start()
+        usage_writer.start()
+        background = [asyncio.create_task(_housekeeping(ctx))]
         last_used_flusher = asyncio.create_task(ctx.key_resolver.run_flusher())
         app_metrics.set_registry_version(holder.current.version)
         holder.on_swap(lambda new: app_metrics.registry_reload("ok", new.version))
@@ -102,6 +121,12 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
             yield
         finally:
             _remove_sighup()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await pool.aclose()
+            await usage_writer.aclose()
+            await ctx.limiter.aclose()
             if metrics_server is not None:
                 await metrics_server.stop()
             app_metrics.forget_process()
@@ -126,6 +151,45 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
         },
         lifespan=lifespan,
     )
+
+
+def node_configs(registry: Registry) -> list[NodeConfig]:
+    return [NodeConfig(name=node.name, url=node.url, max_concurrency=node.max_concurrency, weight=node.weight)
+            for node in registry.nodes.values()]
+
+
+def create_limiter(redis: Redis | None, app_metrics: Metrics) -> Limiter:
+    if redis is None:
+        return MemoryLimiter()
+    return RedisLimiter(redis, on_error=lambda exc: app_metrics.rate_limiter_error())
+
+
+def _count_usage(app_metrics: Metrics, charges: list[int | None]) -> None:
+    written = [charge for charge in charges if charge is not None]
+    app_metrics.usage_events_written(len(written))
+    for charge in written:
+        if charge:
+            app_metrics.credit_transaction("usage")
+
+
+STALE_HOLD_AGE = timedelta(hours=2)
+HOUSEKEEPING_INTERVAL = 1.0
+
+
+async def _housekeeping(ctx: AppContext) -> None:
+    """Node gauges and the usage queue depth every second; stale holds (from a crash) every minute."""
+    ticks = 0
+    while True:
+        ctx.metrics.set_nodes((node.name, node.url, node.up, node.utilization) for node in ctx.pool.snapshot())
+        ctx.metrics.set_usage_queue_depth(ctx.usage_writer.depth)
+        if ticks % 60 == 0:
+            try:
+                async with ctx.sessions() as session:
+                    await release_stale_holds(session, older_than=STALE_HOLD_AGE)
+            except Exception:
+                log.exception("releasing stale holds failed")
+        ticks += 1
+        await asyncio.sleep(HOUSEKEEPING_INTERVAL)
 
 
 async def _start_metrics_server(settings: Settings, app_metrics: Metrics) -> MetricsServer | None:

@@ -122,6 +122,15 @@ def cmd_fake_ollama(args: argparse.Namespace) -> None:
     run_fake(args.host, args.port, config)
 
 
+def cmd_demo(args: argparse.Namespace) -> None:
+    from gateway.demo import run_demo
+    from gateway.logs import configure_logging
+
+    settings = _settings()
+    configure_logging("WARNING", "text")
+    asyncio.run(run_demo(settings, host=args.host or settings.host, port=args.port or settings.port))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="privaterouter", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -149,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument("--tokens", type=int, default=32, help="tokens per reply")
     fake.add_argument("--token-delay-ms", type=float, default=0.0, help="delay between streamed tokens")
     fake.add_argument("--first-token-delay-ms", type=float, default=0.0, help="delay before the first token")
+    demo = add("demo", cmd_demo, "Run the gateway with the Ollama emulator as its node, a demo user and a key.")
+    demo.add_argument("--host", help="bind address (default: HOST)")
+    demo.add_argument("--port", type=int, help="port (default: PORT)")
     return parser
 
 

@@ -14,8 +14,11 @@ from gateway.auth.keyresolver import KeyResolver
 from gateway.auth.passwords import Passwords
 from gateway.auth.throttle import LoginThrottle
 from gateway.metrics import Metrics
+from gateway.ratelimit.base import Limiter
 from gateway.registry import RegistryHolder
 from gateway.settings import Settings
+from gateway.usage import UsageWriter
+from providers.pool import NodePool
 
 
 @dataclass
@@ -30,6 +33,9 @@ class AppContext:
     passwords: Passwords = field(default_factory=Passwords)
     login_throttle: LoginThrottle = field(default_factory=lambda: LoginThrottle.create(None))
     key_resolver: KeyResolver = field(kw_only=True)
+    pool: NodePool = field(kw_only=True)
+    limiter: Limiter = field(kw_only=True)
+    usage_writer: UsageWriter = field(kw_only=True)
 
 
 def context(connection: HTTPConnection) -> AppContext:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -83,6 +84,7 @@ class Registry:
     plans: Mapping[str, Plan]
     version: str
     source: str
+    loaded_at: int = 0  # unix seconds; the `created` of every model in /v1/models
 
     def diff(self, new: Registry) -> str:
         """One line saying what `new` changes relative to this registry."""
@@ -293,7 +295,7 @@ def parse(text: str, source: str = "models.yaml") -> Registry:
 
     version = hashlib.sha256(text.encode()).hexdigest()[:12]
     return Registry(nodes=MappingProxyType(nodes), models=MappingProxyType(models), plans=MappingProxyType(plans),
-                    version=version, source=source)
+                    version=version, source=source, loaded_at=int(time.time()))
 
 
 def load(path: Path) -> Registry:

@@ -1,0 +1,282 @@
+"""The /v1 pipeline shared by every endpoint: authorize -> limit -> validate -> hold -> upstream ->
+relay -> settle -> record.
+
+A request is *admitted* once its hold is placed. From then on exactly one `Call.finish()` runs on
+every path (success, upstream error, timeout, client disconnect, shutdown): it prices the tokens at
+the registry the request started with and hands one `Settlement` (money + usage event) to the
+usage writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.auth.keyresolver import KeyPrincipal
+from gateway.billing.holds import HoldRefused, PlacedHold, Quote, Settlement, place_hold
+from gateway.billing.money import cost
+from gateway.context import AppContext, context
+from gateway.db.models import utcnow
+from gateway.errors import GatewayError, from_provider, invalid_body
+from gateway.http import JSONResponse, read_json, request_id
+from gateway.ratelimit.base import Decision, Limit
+from gateway.ratelimit.headers import rate_limit_headers
+from gateway.registry import Model, Registry
+from providers.base import Endpoint, ModelTarget, PreparedRequest, Usage, new_response_id, prepare, render_response
+from providers.errors import ProviderError
+
+KEY_PREFIX = "sk-pr-"
+ENDPOINT_KIND = {"chat.completions": "chat", "completions": "chat", "responses": "chat", "embeddings": "embedding"}
+
+
+def _api_key(request: Request) -> str:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return request.headers.get("x-api-key", "").strip()
+
+
+def _unauthorized(message: str) -> GatewayError:
+    return GatewayError(401, "invalid_api_key", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def authenticate(request: Request) -> KeyPrincipal:
+    """The key's principal, or 401 `invalid_api_key` for anything but a live `sk-pr-` key."""
+    raw = _api_key(request)
+    if not raw:
+        raise _unauthorized("Missing API key. Send `Authorization: Bearer sk-pr-...` or `X-API-Key: sk-pr-...`.")
+    if not raw.startswith(KEY_PREFIX):
+        raise _unauthorized("Invalid API key: /v1 accepts only sk-pr-... API keys (not dashboard session tokens).")
+    ctx = context(request)
+    principal = await ctx.key_resolver.resolve(raw)
+    if principal is None:
+        raise _unauthorized("Invalid API key: it is unknown, disabled, deleted or expired.")
+    ctx.key_resolver.touch(principal.key_id)
+    request.scope["state"]["user_id"] = principal.user_id
+    return principal
+
+
+def plan_limits(registry: Registry, principal: KeyPrincipal) -> list[Limit]:
+    """The limits one request counts against; the account RPM comes first (it is the headline)."""
+    plan = registry.plans.get(principal.plan_name) or registry.plans["free"]
+    account = f"acct:{principal.account_id}"
+    limits = [Limit("rpm", f"{account}:rpm", plan.rpm, 60.0)]
+    if principal.rpm is not None:
+        limits.append(Limit("key_rpm", f"key:{principal.key_id}:rpm", principal.rpm, 60.0))
+    if plan.rpd is not None:
+        limits.append(Limit("rpd", f"{account}:rpd", plan.rpd, 86400.0))
+    if plan.tpd is not None:
+        limits.append(Limit("tpd", f"{account}:tpd", plan.tpd, 86400.0, cost=0))
+    return limits
+
+
+async def enforce_rate_limits(ctx: AppContext, registry: Registry, principal: KeyPrincipal) -> Decision:
+    decision = await ctx.limiter.hit(plan_limits(registry, principal))
+    if not decision.allowed:
+        ctx.metrics.rate_limited(decision.refused_by or "rpm")
+        headers = {name.decode(): value.decode() for name, value in rate_limit_headers(decision)}
+        raise GatewayError(429, "rate_limit_exceeded",
+                           f"Rate limit exceeded ({decision.refused_by}). Retry after {headers.get('Retry-After')}s.",
+                           type="rate_limit_error", headers=headers)
+    return decision
+
+
+def resolve_model(registry: Registry, principal: KeyPrincipal, name: Any, endpoint: Endpoint | None) -> Model:
+    """The registry model the key may call, or 400/403/404."""
+    if not isinstance(name, str) or not name:
+        raise invalid_body("`model` is required and must be a string.", "model")
+    model = registry.models.get(name)
+    if model is None:
+        raise GatewayError(404, "model_not_found", f"The model '{name}' does not exist.", param="model")
+    plan = registry.plans.get(principal.plan_name) or registry.plans["free"]
+    if not plan.allows(name) or (principal.allowed_models is not None and name not in principal.allowed_models):
+        raise GatewayError(403, "model_not_allowed",
+                           f"The model '{name}' is not available on your plan or to this API key.", param="model")
+    if endpoint is not None and ENDPOINT_KIND[endpoint] != model.kind:
+        use = "/v1/embeddings" if model.kind == "embedding" else "/v1/chat/completions"
+        raise GatewayError(400, "model_not_supported",
+                           f"The model '{name}' is a {model.kind} model; call it through {use}.", param="model")
+    return model
+
+
+def model_target(model: Model) -> ModelTarget:
+    return ModelTarget(public_name=model.name, tag=model.tag, family=model.family, kind=model.kind,
+                       context=model.context, dimensions=model.dimensions, options=model.options)
+
+
+def quote_for(model: Model, prepared: PreparedRequest) -> Quote:
+    prompt = prepared.prompt_tokens_estimate
+    if model.kind == "embedding":
+        max_output = 0
+    else:
+        room = max(1, model.context - prompt)
+        max_output = min(prepared.max_output_tokens or room, room)
+    return Quote(prompt * model.input_pico_per_token, model.output_pico_per_token, max_output)
+
+
+@dataclass
+class Call:
+    """One admitted request, carried from admission to settlement."""
+
+    ctx: AppContext
+    request: Request
+    principal: KeyPrincipal
+    registry: Registry
+    model: Model
+    target: ModelTarget
+    endpoint: Endpoint
+    prepared: PreparedRequest
+    hold: PlacedHold
+    headers: dict[str, str]
+    started: float
+    response_id: str = ""
+    created: int = 0
+    node: str | None = None
+    first_byte_at: float | None = None
+    upstream_seconds: float = 0.0
+    finished: bool = field(default=False, init=False)
+
+    @property
+    def request_id(self) -> str:
+        return self.hold.request_id
+
+    def finish(self, usage: Usage | None, status: str, error_code: str | None = None) -> None:
+        """Settle exactly once: price the tokens and queue the settlement with its usage event."""
+        if self.finished:
+            return
+        self.finished = True
+        now = time.perf_counter()
+        tokens = usage or Usage(0, 0, False)
+        pico = cost(tokens.input_tokens, tokens.output_tokens, self.model.input_pico_per_token,
+                    self.model.output_pico_per_token) if usage is not None else 0
+        ttft = None if self.first_byte_at is None else round((self.first_byte_at - self.started) * 1000)
+        self.ctx.usage_writer.submit(Settlement(
+            request_id=self.request_id, account_id=self.principal.account_id, user_id=self.principal.user_id,
+            api_key_id=self.principal.key_id, model_public_name=self.model.name, ollama_tag=self.model.tag,
+            node=self.node, endpoint=self.endpoint, input_tokens=tokens.input_tokens,
+            output_tokens=tokens.output_tokens, tokens_estimated=tokens.estimated, cost_pico=pico,
+            latency_ms=round((now - self.started) * 1000), ttft_ms=ttft, status=status, error_code=error_code,
+            registry_version=self.registry.version, created_at=utcnow()))
+        metrics = self.ctx.metrics
+        metrics.llm_call(model=self.model.name, endpoint=self.endpoint, status=status,
+                         input_tokens=tokens.input_tokens, output_tokens=tokens.output_tokens, cost_pico=pico)
+        if self.first_byte_at is not None:
+            metrics.observe_ttft(self.model.name, self.first_byte_at - self.started)
+        # Overhead: time to our first byte minus the upstream's share of it (streams: its first chunk).
+        first_byte = self.first_byte_at if self.first_byte_at is not None else now
+        metrics.observe_overhead(self.endpoint, max(0.0, first_byte - self.started - self.upstream_seconds))
+        state = self.request.scope["state"]
+        state.update(model=self.model.name, input_tokens=tokens.input_tokens, output_tokens=tokens.output_tokens)
+        tpd = next((limit for limit in plan_limits(self.registry, self.principal) if limit.name == "tpd"), None)
+        if tpd is not None and tokens.input_tokens + tokens.output_tokens:
+            asyncio.get_running_loop().create_task(self.ctx.limiter.consume(tpd, tokens.input_tokens
+                                                                            + tokens.output_tokens))
+
+
+async def admit(request: Request, endpoint: Endpoint) -> Call:
+    """Authorize, limit, validate and place the hold. Raises GatewayError/ProviderError (not admitted)."""
+    started = time.perf_counter()
+    ctx = context(request)
+    principal = await authenticate(request)
+    registry = ctx.registry.current  # read once: prices and plans stay those of the request's start
+    decision = await enforce_rate_limits(ctx, registry, principal)
+    headers = {name.decode(): value.decode() for name, value in rate_limit_headers(decision)}
+    try:
+        body = await read_json(request)
+        model = resolve_model(registry, principal, body.get("model"), endpoint)
+        target = model_target(model)
+        prepared = prepare(endpoint, body, target)
+        async with ctx.sessions() as session:
+            hold = await place_hold(session, request_id=request_id(request), account_id=principal.account_id,
+                                    key_id=principal.key_id, key_has_limit=principal.monthly_limit_pico is not None,
+                                    quote=quote_for(model, prepared))
+    except HoldRefused as refused:
+        ctx.metrics.hold_rejected()
+        raise GatewayError(402, "insufficient_credits", refused.reason, type="insufficient_quota",
+                           headers=headers) from None
+    except GatewayError as error:
+        error.headers = {**headers, **error.headers}
+        raise
+    except ProviderError as error:
+        mapped = from_provider(error)
+        mapped.headers = headers
+        raise mapped from None
+    if model.kind == "chat":
+        prepared.limit_output(max(1, hold.output_tokens))  # never generate more than the hold pays for
+    return Call(ctx=ctx, request=request, principal=principal, registry=registry, model=model, target=target,
+                endpoint=endpoint, prepared=prepared, hold=hold, headers=headers, started=started,
+                response_id=new_response_id(endpoint), created=int(time.time()))
+
+
+def _upstream_error(call: Call, error: ProviderError) -> GatewayError:
+    mapped = from_provider(error)
+    mapped.headers = {**call.headers, **mapped.headers}
+    return mapped
+
+
+async def complete(call: Call) -> Response:
+    """A non-streaming answer: one upstream request, rendered, settled."""
+    status: str = "error"
+    code: str | None = "internal_error"
+    usage: Usage | None = None
+    try:
+        before = time.perf_counter()
+        answer, call.node = await call.ctx.pool.request(call.prepared.ollama_path, call.prepared.body,
+                                                        model_tag=call.model.tag, nodes=call.model.nodes)
+        call.upstream_seconds = time.perf_counter() - before
+        rendered, usage = render_response(call.prepared, call.target, answer, response_id=call.response_id,
+                                          created=call.created)
+        call.first_byte_at = time.perf_counter()
+        status, code = "success", None
+        return JSONResponse(rendered, headers=call.headers)
+    except ProviderError as error:
+        code, usage = error.code, None
+        raise _upstream_error(call, error) from None
+    except asyncio.CancelledError:
+        status, code, usage = "cancelled", "client_disconnected", None
+        raise
+    finally:
+        call.finish(usage, status, code)
+
+
+async def open_stream(call: Call) -> Response:
+    """Open the upstream stream and read its first chunk, so failures up to here are plain HTTP errors."""
+    from gateway.streaming import RelayResponse
+
+    stack = AsyncExitStack()
+    try:
+        before = time.perf_counter()
+        stream = await stack.enter_async_context(call.ctx.pool.open_stream(
+            call.prepared.ollama_path, call.prepared.body, model_tag=call.model.tag, nodes=call.model.nodes))
+        call.node = stream.node
+        first = await anext(stream)
+        call.upstream_seconds = time.perf_counter() - before
+    except BaseException as error:
+        await stack.aclose()
+        if isinstance(error, ProviderError):
+            call.finish(None, "error", error.code)
+            raise _upstream_error(call, error) from None
+        if isinstance(error, StopAsyncIteration):
+            call.finish(None, "error", "upstream_error")
+            raise GatewayError(502, "upstream_error", "The upstream closed the stream without an answer.",
+                               type="upstream_error", headers=call.headers) from None
+        call.finish(None, "cancelled" if isinstance(error, asyncio.CancelledError) else "error",
+                    "client_disconnected" if isinstance(error, asyncio.CancelledError) else "internal_error")
+        raise
+    return RelayResponse(call, stream, first, stack)
+
+
+async def handle(request: Request, endpoint: Endpoint) -> Response:
+    """The whole pipeline for one inference request (what each /v1 route calls)."""
+    call = await admit(request, endpoint)
+    if call.prepared.stream:
+        return await open_stream(call)
+    return await complete(call)
