@@ -3,7 +3,8 @@
 Failure policy: rate limits fail OPEN. Any Redis error (refused, timeout, even a script error) admits
 the request with `Decision(degraded=True)`, calls `on_error(exc)` (a metric) and logs a WARNING at
 most once per 10 s, naming only the exception's class. After an error the limiter does not call Redis
-again for `cooldown` seconds, so an outage costs one slow call per second, not one per request.
+again for `cooldown` seconds, then lets ONE call probe it while the others keep failing open, so an
+outage that makes calls hang costs one slow request per cooldown, not a slow request each.
 Money never depends on Redis (holds live in the database), so failing open risks load, not money.
 """
 
@@ -17,7 +18,9 @@ import time
 from collections.abc import Callable, Sequence
 from importlib import resources
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 from gateway.ratelimit import gcra
@@ -36,6 +39,19 @@ LOG_INTERVAL = 10.0
 _ERRORS = (RedisError, OSError, TimeoutError)
 
 
+def create_client(url: str, *, timeout: float = 0.5) -> Redis:
+    """A Redis client suited to fail-open limits: short timeouts, a waiting pool, no retries."""
+    # No retry: after a read timeout the script may have run, and running it again counts a request twice;
+    # a failed call costs one fail-open decision. The blocking pool makes a burst of concurrent requests
+    # queue briefly for a connection instead of failing (the default pool raises past 100 in use).
+    # health_check_interval pings a connection idle for 30 s before reuse, so a Redis restart does not
+    # turn each stale pooled connection into a failed call.
+    pool = BlockingConnectionPool.from_url(url, max_connections=64, timeout=timeout, socket_connect_timeout=timeout,
+                                           socket_timeout=timeout, retry=Retry(NoBackoff(), 0),
+                                           health_check_interval=30)
+    return Redis.from_pool(pool)
+
+
 class RedisLimiter:
     """GCRA in Redis via EVALSHA (EVAL when the server forgot the script); fails open."""
 
@@ -49,6 +65,7 @@ class RedisLimiter:
         self._clock = clock
         self._down_until = float("-inf")
         self._failing = False
+        self._probing = False
         self._last_warning = float("-inf")
         self._suppressed = 0
 
@@ -77,8 +94,12 @@ class RedisLimiter:
         """Nothing to release: the Redis client belongs to the caller, who closes it."""
 
     async def _run(self, mode: str, limits: Sequence[Limit], costs: Sequence[int]) -> list[int] | None:
-        if self._clock() < self._down_until:
-            return None
+        probe = False
+        if self._failing:
+            # Open circuit: answer at once; after the cooldown one call (the probe) tries Redis again.
+            if self._probing or self._clock() < self._down_until:
+                return None
+            self._probing = probe = True
         keys = [self.redis_key(limit) for limit in limits]
         args: list[str | int] = [mode]
         for limit, cost in zip(limits, costs, strict=True):
@@ -90,6 +111,9 @@ class RedisLimiter:
         except _ERRORS as exc:
             self._failed(exc)
             return None
+        finally:
+            if probe:
+                self._probing = False
         if self._failing:
             self._failing = False
             logger.info("rate limiter: Redis answers again; limits are enforced")
