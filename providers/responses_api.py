@@ -148,7 +148,7 @@ def prepare(body: Mapping[str, Any], target: ModelTarget) -> PreparedRequest:
     effort = None
     if reasoning is not None:
         reasoning = mapping(reasoning, "reasoning")
-        effort = choice(reasoning, "effort", ("none", "minimal", "low", "medium", "high"), param="reasoning.effort")
+        effort = reasoning.get("effort")
         choice(reasoning, "summary", ("auto", "concise", "detailed"), param="reasoning.summary")
     text_echo, fmt = _text_config(body)
     native = chat_body(target, messages, stream, options, think=think_value(effort, family, "reasoning.effort"),

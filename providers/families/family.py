@@ -8,7 +8,9 @@ from typing import Any
 
 from providers.errors import InvalidRequest
 
-REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high")
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+# OpenAI's effort names -> Ollama's think levels (for families whose `think` takes levels).
+_LEVELS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "max", "max": "max"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,4 @@ class Family:
                 f"This model ({self.name} family) does not support reasoning; use '{param}': 'none' or omit it.",
                 param=param,
             )
-        if self.think_levels:
-            return "low" if effort == "minimal" else effort
-        return True
+        return _LEVELS[effort] if self.think_levels else True

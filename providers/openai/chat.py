@@ -13,7 +13,6 @@ from providers.openai.native import base_options, chat_body, require_kind, think
 from providers.openai.output import OutputReader, cached_tokens, finish_reason
 from providers.openai.params import (
     check_context,
-    choice,
     integer,
     json_format,
     mapping,
@@ -63,9 +62,8 @@ def prepare(body: Mapping[str, Any], target: ModelTarget) -> PreparedRequest:
         options["num_predict"] = max_tokens
     messages = translate_messages(body.get("messages"), family)
     tools = translate_tools(body, family)
-    effort = choice(body, "reasoning_effort", ("none", "minimal", "low", "medium", "high"))
     native = chat_body(target, messages, stream, options,
-                       think=think_value(effort, family, "reasoning_effort"),
+                       think=think_value(body.get("reasoning_effort"), family, "reasoning_effort"),
                        fmt=json_format(body.get("response_format"), "response_format"),
                        tools=tools)
     size = measure_messages(messages, tools)

@@ -52,7 +52,7 @@ def test_bool_thinking_family(effort: str, think: bool) -> None:
 
 
 @pytest.mark.parametrize("effort,think", [("none", False), ("minimal", "low"), ("low", "low"),
-                                          ("medium", "medium"), ("high", "high")])
+                                          ("medium", "medium"), ("high", "high"), ("xhigh", "max"), ("max", "max")])
 def test_levelled_thinking_family(effort: str, think: bool | str) -> None:
     assert Family("gpt-oss", thinking=True, think_levels=True).think_for(effort, "p") == think
 

@@ -324,7 +324,7 @@ def test_bad_response_format_is_refused(fmt: Any, param: str) -> None:
 
 
 @pytest.mark.parametrize("effort,think", [("none", False), ("minimal", True), ("low", True), ("medium", True),
-                                          ("high", True)])
+                                          ("high", True), ("xhigh", True), ("max", True)])
 def test_reasoning_effort_on_a_thinking_family(effort: str, think: bool) -> None:
     assert native(target("qwen"), reasoning_effort=effort)["think"] is think
 
@@ -342,7 +342,7 @@ def test_reasoning_effort_on_a_family_without_thinking_is_refused() -> None:
         "reasoning_effort"
 
 
-@pytest.mark.parametrize("effort", ["max", "extreme", 3])
+@pytest.mark.parametrize("effort", ["ultra", "HIGH", 3, ["low"]])
 def test_unknown_reasoning_effort_is_refused(effort: Any) -> None:
     assert rejects("chat.completions", chat_request(reasoning_effort=effort)).param == "reasoning_effort"
 
