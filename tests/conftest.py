@@ -135,6 +135,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
 
 
 @pytest.fixture
+def postgres_url(postgres_templates: _PostgresTemplates | None) -> Iterator[str]:
+    """A fresh PostgreSQL database, for what only the production shape has (several replicas)."""
+    if postgres_templates is None:
+        pytest.skip("TEST_DATABASE_URL not set (CI always sets it)")
+    url = postgres_templates.clone()
+    yield url
+    postgres_templates.drop(url)
+
+
+@pytest.fixture
 def redis_url() -> Iterator[str]:
     """A Redis database emptied for this test (TEST_REDIS_URL, e.g. redis://127.0.0.1:6379/15)."""
     if not TEST_REDIS_URL:
