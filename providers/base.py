@@ -121,9 +121,13 @@ def new_response_id(endpoint: Endpoint) -> str:
 
 def prepare(endpoint: Endpoint, body: Mapping[str, Any], target: ModelTarget) -> PreparedRequest:
     """Validate an OpenAI request body and translate it for Ollama; raises InvalidRequest."""
+    from providers.errors import InvalidRequest
     from providers.openai.codecs import codec_for
 
-    return codec_for(endpoint).prepare(body, target)
+    codec = codec_for(endpoint)
+    if not isinstance(body, Mapping):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return codec.prepare(body, target)
 
 
 def render_response(

@@ -19,6 +19,8 @@ from providers.openai.chat import usage_json
 from providers.openai.output import OutputReader, finish_reason
 from providers.sse import DONE, SLOT, FrameTemplate, data_frame, error_payload, error_type_for
 
+_ROLE_DELTA = b'{"role":"assistant","content":""}'
+
 
 class ChatStreamEncoder:
     """One streaming chat answer; see the module docstring for the frame sequence."""
@@ -60,7 +62,7 @@ class ChatStreamEncoder:
         frames: list[bytes] = []
         if not self._started:
             self._started = True
-            frames.append(self._delta.render(b'{"role":"assistant","content":""}'))
+            frames.append(self._delta.render(_ROLE_DELTA))
         message = chunk.get("message")
         if isinstance(message, Mapping):
             frames += self._frames(*self._reader.read(message))
@@ -79,7 +81,7 @@ class ChatStreamEncoder:
         """The finish chunk, the usage chunk when asked for, and [DONE]."""
         if self._closed:
             return b""
-        frames = [] if self._started else [self._delta.render(b'{"role":"assistant","content":""}')]
+        frames = [] if self._started else [self._delta.render(_ROLE_DELTA)]
         if self._final is None:
             frames += self._frames(*self._reader.flush())
         self._started = self._closed = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from providers.base import ENDPOINTS, PreparedRequest, Usage, new_response_id, prepare
+from providers.errors import InvalidRequest
 from tests.providers.translate_helpers import chat_request, target
 
 
@@ -24,6 +25,13 @@ def test_every_endpoint_has_a_codec() -> None:
 def test_unknown_endpoint_is_a_programming_error() -> None:
     with pytest.raises(ValueError):
         prepare("images", {}, target())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("body", [[], "text", None, 3])
+def test_a_body_that_is_not_an_object_is_refused(body: object) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        prepare("chat.completions", body, target())  # type: ignore[arg-type]
+    assert info.value.param is None
 
 
 def prepared(**kw: object) -> PreparedRequest:
