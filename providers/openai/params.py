@@ -203,13 +203,12 @@ def json_format(spec: Any, param: str, *, nested: bool = True) -> str | dict[str
     if kind == "json_object":
         return "json"
     if kind == "json_schema":
-        holder: Any = spec
-        where = param
+        holder, where = spec, param
         if nested:
             where = f"{param}.json_schema"
-            holder = mapping(spec.get("json_schema"), where) if spec.get("json_schema") is not None else None
-            if holder is None:
+            if spec.get("json_schema") is None:
                 raise InvalidRequest(f"Missing required parameter: '{where}'.", param=where)
+            holder = mapping(spec["json_schema"], where)
         schema = holder.get("schema")
         if schema is None:
             raise InvalidRequest(f"Missing required parameter: '{where}.schema'.", param=f"{where}.schema")
