@@ -1,0 +1,88 @@
+"""The usage writer: batched, retried on database failure, flushed on close, never dropping an item."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gateway.billing.holds import Quote, Settlement, place_hold
+from gateway.db.engine import create_engine, session_factory
+from gateway.db.models import UsageEvent, utcnow
+from gateway.usage import UsageWriter
+from tests.support.accounts import make_account
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(database_url)
+    yield session_factory(engine)
+    await engine.dispose()
+
+
+async def _admitted(sessions: async_sessionmaker[AsyncSession], count: int) -> list[Settlement]:
+    user, account, key = await make_account(sessions, credits_pico=10**12)
+    items = []
+    for index in range(count):
+        async with sessions() as session:
+            await place_hold(session, request_id=f"req-{index}", account_id=account, key_id=key, key_has_limit=False,
+                             quote=Quote(10**9, 0, 0))
+        items.append(Settlement(request_id=f"req-{index}", account_id=account, user_id=user, api_key_id=key,
+                                model_public_name="m", ollama_tag="t", node=None, endpoint="embeddings",
+                                input_tokens=1, output_tokens=0, tokens_estimated=False, cost_pico=100, latency_ms=1,
+                                ttft_ms=None, status="success", error_code=None, registry_version="v",
+                                created_at=utcnow()))
+    return items
+
+
+async def _event_count(sessions: async_sessionmaker[AsyncSession]) -> int:
+    async with sessions() as session:
+        return int((await session.execute(sa.select(sa.func.count()).select_from(UsageEvent))).scalar_one())
+
+
+async def test_close_flushes_everything_in_batches(sessions: async_sessionmaker[AsyncSession]) -> None:
+    written: list[int] = []
+    writer = UsageWriter(sessions, batch_size=3, interval=10.0,
+                         on_written=lambda batch, charges: written.append(len(batch)))
+    writer.start()
+    for item in await _admitted(sessions, 7):
+        writer.submit(item)
+    await writer.aclose()
+    assert await _event_count(sessions) == 7 and writer.depth == 0
+    assert sum(written) == 7 and max(written) <= 3
+
+
+async def test_database_failure_is_retried_without_loss(sessions: async_sessionmaker[AsyncSession]) -> None:
+    failures: list[Exception] = []
+    broken = {"on": True}
+
+    def flaky() -> AsyncSession:
+        if broken["on"]:
+            raise ConnectionError("database is down")
+        return sessions()
+
+    writer = UsageWriter(flaky, interval=0.01, on_failure=failures.append)  # type: ignore[arg-type]
+    writer.start()
+    for item in await _admitted(sessions, 2):
+        writer.submit(item)
+    writer._wakeup.set()
+    while not failures:
+        await asyncio.sleep(0.01)
+    assert writer.depth == 2
+    broken["on"] = False
+    while writer.depth:
+        await asyncio.sleep(0.01)
+    await writer.aclose()
+    assert await _event_count(sessions) == 2
+
+
+async def test_submitting_twice_settles_once(sessions: async_sessionmaker[AsyncSession]) -> None:
+    writer = UsageWriter(sessions)
+    [item] = await _admitted(sessions, 1)
+    writer.submit(item)
+    writer.submit(item)
+    await writer.flush()
+    assert await _event_count(sessions) == 1
