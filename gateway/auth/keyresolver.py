@@ -47,6 +47,16 @@ class KeyPrincipal:
         return self.expires_at is not None and self.expires_at <= now
 
 
+@dataclass(frozen=True)
+class _Entry:
+    """A cached answer; a negative one for an existing key still names it so `forget_*` can drop it."""
+
+    expires: float
+    principal: KeyPrincipal | None
+    key_id: str | None
+    user_id: str | None
+
+
 class KeyResolver:
     """Resolves API keys for /v1 with a short-lived, bounded LRU cache of positive and negative answers."""
 
@@ -57,7 +67,7 @@ class KeyResolver:
         self._ttl = ttl
         self._max_entries = max_entries
         self._clock = clock
-        self._cache: OrderedDict[str, tuple[float, KeyPrincipal | None]] = OrderedDict()
+        self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._touched: dict[str, datetime] = {}
 
     async def resolve(self, raw_key: str) -> KeyPrincipal | None:
@@ -67,12 +77,12 @@ class KeyResolver:
         digest = hash_key(raw_key, self._secret)
         now = self._clock()
         cached = self._cache.get(digest)
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached.expires > now:
             self._cache.move_to_end(digest)
-            principal = cached[1]
         else:
-            principal = await self._load(digest, raw_key)
-            self._remember(digest, principal, now)
+            cached = await self._load(digest, raw_key, now + self._ttl)
+            self._remember(digest, cached)
+        principal = cached.principal
         if principal is not None and principal.expired(datetime.now(UTC)):
             return None
         return principal
@@ -117,25 +127,23 @@ class KeyResolver:
 
     def forget_key(self, key_id: str) -> None:
         """Drop a key's cached answer in this replica now (other replicas follow within `ttl`)."""
-        self._forget(lambda principal: principal.key_id == key_id)
+        self._forget(lambda entry: entry.key_id == key_id)
 
     def forget_user(self, user_id: str) -> None:
         """Drop the cached answers of every key of a user in this replica."""
-        self._forget(lambda principal: principal.user_id == user_id)
+        self._forget(lambda entry: entry.user_id == user_id)
 
-    def _forget(self, predicate: Callable[[KeyPrincipal], bool]) -> None:
-        stale = [digest for digest, (_, principal) in self._cache.items()
-                 if principal is not None and predicate(principal)]
-        for digest in stale:
+    def _forget(self, predicate: Callable[[_Entry], bool]) -> None:
+        for digest in [digest for digest, entry in self._cache.items() if predicate(entry)]:
             del self._cache[digest]
 
-    def _remember(self, digest: str, principal: KeyPrincipal | None, now: float) -> None:
-        self._cache[digest] = (now + self._ttl, principal)
+    def _remember(self, digest: str, entry: _Entry) -> None:
+        self._cache[digest] = entry
         self._cache.move_to_end(digest)
         while len(self._cache) > self._max_entries:
             self._cache.popitem(last=False)
 
-    async def _load(self, digest: str, raw_key: str) -> KeyPrincipal | None:
+    async def _load(self, digest: str, raw_key: str, expires: float) -> _Entry:
         statement = (
             sa.select(ApiKey, col(User.status), col(Account.plan_name))
             .join(User, col(User.id) == col(ApiKey.user_id))
@@ -145,16 +153,17 @@ class KeyResolver:
         async with self._sessions() as session:
             row = (await session.execute(statement)).first()
         if row is None:
-            return None
+            return _Entry(expires, None, None, None)
         key, user_status, plan_name = row
         if key.status != "active" or user_status != "active" or not matches(key.key_hash, raw_key, self._secret):
-            return None
-        return KeyPrincipal(
+            return _Entry(expires, None, key.id, key.user_id)
+        principal = KeyPrincipal(
             key_id=key.id, user_id=key.user_id, account_id=key.account_id, plan_name=plan_name,
             allowed_models=tuple(key.allowed_models) if key.allowed_models is not None else None,
             monthly_limit_pico=key.monthly_limit_pico, rpm=key.rpm,
             expires_at=as_utc(key.expires_at) if key.expires_at is not None else None,
         )
+        return _Entry(expires, principal, key.id, key.user_id)
 
 
 async def stop_flusher(task: asyncio.Task[None], resolver: KeyResolver) -> None:
