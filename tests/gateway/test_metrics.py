@@ -454,3 +454,49 @@ def test_two_workers_share_the_metrics_port_and_the_counts(tmp_path: Path, monke
                 server.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 server.kill()
+
+
+# --- the data plane through a real gateway ----------------------------------------------------
+
+
+async def test_scrape_after_a_streamed_chat(make_settings: Callable[..., Settings], database_url: str,
+                                            tmp_path: Path) -> None:
+    """The call, tokens by direction, cost, node gauges, overhead and TTFT, and the HTTP series."""
+    from openai import AsyncOpenAI
+
+    from tests.support.stack import run_stack
+
+    with run_stack(make_settings, database_url, tmp_path) as stack:
+        try:
+            tenant = await stack.tenant(credits_usd="1.00")
+            async with AsyncOpenAI(base_url=stack.v1, api_key=tenant.api_key, max_retries=0, timeout=20) as client:
+                chunks = await client.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "Count to five."}], stream=True,
+                    stream_options={"include_usage": True})
+                usage = [chunk.usage async for chunk in chunks if chunk.usage is not None][-1]
+            [event] = await stack.settled(tenant.account_id, 1)
+            async with httpx.AsyncClient(base_url=stack.base_url) as http:
+                for _ in range(50):  # node gauges are published every second
+                    result = Scrape.parse((await http.get("/metrics")).text)
+                    if result.series("pr_gpu_node_up"):
+                        break
+                    await asyncio.sleep(0.1)
+        finally:
+            await stack.engine.dispose()
+    call = {"model": MODEL, "endpoint": "chat.completions"}
+    assert result.value("pr_llm_calls_total", status=event.status, **call) == 1
+    assert result.value("pr_llm_tokens_total", model=MODEL, direction="input") == usage.prompt_tokens > 0
+    assert result.value("pr_llm_tokens_total", model=MODEL, direction="output") == usage.completion_tokens > 0
+    assert result.value("pr_llm_cost_usd_total", model=MODEL) == pytest.approx(event.cost_pico / 10**12)
+    assert event.cost_pico > 0
+    [node] = result.series("pr_gpu_node_up")
+    assert node["node_id"] == "node0"
+    assert result.value("pr_gpu_node_up", **node) == 1
+    assert result.value("pr_gpu_node_utilization_pct", **node) == 0  # nothing in flight any more
+    assert result.value("pr_gateway_overhead_seconds_count", endpoint="chat.completions") == 1
+    assert result.value("pr_llm_time_to_first_token_seconds_count", model=MODEL) == 1
+    assert result.value("pr_http_requests_total", method="POST", route="/v1/chat/completions", status="200") == 1
+    assert result.value("pr_credit_transactions_total", kind="usage") == 1
+    assert result.value("pr_usage_events_written_total") == 1
+    assert not result.label_names() & FORBIDDEN_LABELS
+    assert tenant.user_id not in str(result.samples) and tenant.api_key not in str(result.samples)
