@@ -17,6 +17,9 @@ from gateway.middleware.access_log import UNMATCHED_ROUTE
 
 EXCLUDED_PATHS = frozenset({"/metrics", "/health"})
 EXCLUDED_PREFIX = "/health/"
+# Templates by (root_path, path, method): the hot paths then skip matching. Emptied when full, so a
+# scan of random paths costs a re-match, never memory.
+TEMPLATE_CACHE_SIZE = 4096
 
 
 def is_excluded(path: str) -> bool:
@@ -45,14 +48,25 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._templates: dict[tuple[str, str, str], str] = {}
+
+    def _template(self, scope: Scope) -> str:
+        key = (scope.get("root_path", ""), scope["path"], scope["method"])
+        template = self._templates.get(key)
+        if template is None:
+            router = getattr(scope.get("app"), "router", None)
+            template = match_template(router.routes, scope) if router is not None else UNMATCHED_ROUTE
+            if len(self._templates) >= TEMPLATE_CACHE_SIZE:
+                self._templates.clear()
+            self._templates[key] = template
+        return template
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or is_excluded(scope["path"]):
             await self.app(scope, receive, send)
             return
         method = method_label(scope["method"])
-        router = getattr(scope.get("app"), "router", None)
-        route = match_template(router.routes, scope) if router is not None else UNMATCHED_ROUTE
+        route = self._template(scope)
         status = 500
         metrics = self.metrics
         in_flight = metrics.http_in_flight.labels(method, route)

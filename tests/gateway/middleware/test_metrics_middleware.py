@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -193,3 +194,32 @@ def test_real_gateway_counts_requests_by_template_and_status(make_settings: Call
 def test_match_template_without_a_match_is_unmatched() -> None:
     scope = {"type": "http", "path": "/x", "method": "GET", "root_path": "", "headers": []}
     assert match_template([], scope) == "<unmatched>"
+
+
+async def test_template_cache_stays_bounded_under_a_path_scan() -> None:
+    from gateway.middleware import metrics as module
+
+    async def answer(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    app = Starlette(routes=[Route("/items/{item_id}", answer)])
+    middleware = MetricsMiddleware(answer, Metrics())
+    for number in range(module.TEMPLATE_CACHE_SIZE + 500):
+        scope = {"type": "http", "path": f"/scan/{number}", "method": "GET", "root_path": "", "headers": [],
+                 "app": app}
+        await middleware(scope, receive, send)
+        assert len(middleware._templates) <= module.TEMPLATE_CACHE_SIZE  # noqa: SLF001
+    item = {"type": "http", "path": "/items/9", "method": "GET", "root_path": "", "headers": [], "app": app}
+    await middleware(item, receive, send)
+    await middleware(dict(item), receive, send)  # from the cache this time
+    result = Scrape.parse(middleware.metrics.render()[0])
+    assert result.value("pr_http_requests_total", method="GET", route="/items/{item_id}", status="404") == 2
+    assert result.value("pr_http_requests_total", method="GET", route="<unmatched>", status="404") == \
+        module.TEMPLATE_CACHE_SIZE + 500
