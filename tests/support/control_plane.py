@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from sqlmodel import col
 from starlette.applications import Starlette
 
 from gateway.auth.passwords import Passwords
@@ -62,7 +63,7 @@ async def make_admin(app: Starlette, client: httpx.AsyncClient, email: str | Non
     """A signed-up user promoted to admin in the database."""
     login = await signup(client, email)
     async with ctx(app).sessions() as session:
-        await session.execute(sa.update(User).where(User.id == login.user_id).values(role="admin"))  # type: ignore[arg-type]
+        await session.execute(sa.update(User).where(col(User.id) == login.user_id).values(role="admin"))
         await session.commit()
     return login
 

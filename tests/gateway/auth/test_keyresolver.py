@@ -70,6 +70,7 @@ async def test_resolves_a_key_to_its_principal(sessions: async_sessionmaker[Asyn
     raw, key = await _user_with_key(sessions, registry, allowed_models=["privaterouter/fast"],
                                     monthly_limit_pico=5 * 10**12, rpm=7, expires_at=expires)
     principal = await KeyResolver(sessions, SECRET).resolve(raw)
+    assert principal is not None
     assert principal == KeyPrincipal(key_id=key.id, user_id=key.user_id, account_id=key.account_id,
                                      plan_name="free", allowed_models=("privaterouter/fast",),
                                      monthly_limit_pico=5 * 10**12, rpm=7, expires_at=principal.expires_at)

@@ -74,7 +74,8 @@ async def test_memory_counters_are_bounded() -> None:
     for number in range(50):
         await counters.add(f"k{number}", 60)
     assert len(counters._windows) == 10
-    assert await counters.count("k49") == (1, pytest.approx(60, abs=1))
+    failures, remaining = await counters.count("k49")
+    assert failures == 1 and 59 <= remaining <= 60
 
 
 @pytest.fixture
@@ -91,7 +92,7 @@ async def test_redis_counters_lock_and_are_shared(redis: Redis) -> None:
     await _fail(second, 1, ip="10.0.0.2", email="a@example.com")
     error = await _refused(first, ip="10.0.0.3", email="a@example.com")
     assert 1 <= int(error.headers["Retry-After"]) <= 60
-    keys = [key.decode() for key in await redis.keys("pr:login:*")]
+    keys = [key.decode() if isinstance(key, bytes) else key for key in await redis.keys("pr:login:*")]
     assert keys and all("a@example.com" not in key for key in keys)
     for key in keys:
         assert 0 < await redis.ttl(key) <= 60

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
 
 from gateway.billing import ledger
 from gateway.db.engine import create_engine, session_factory
@@ -51,8 +52,8 @@ async def _check_invariant(sessions: async_sessionmaker[AsyncSession], account_i
     async with sessions() as session:
         account = await session.get(Account, account_id)
         rows = (await session.execute(
-            sa.select(CreditTransaction.amount_pico, CreditTransaction.balance_after_pico)
-            .where(CreditTransaction.account_id == account_id).order_by(CreditTransaction.id)  # type: ignore[arg-type]
+            sa.select(col(CreditTransaction.amount_pico), col(CreditTransaction.balance_after_pico))
+            .where(col(CreditTransaction.account_id) == account_id).order_by(col(CreditTransaction.id))
         )).all()
     assert account is not None
     assert account.balance_pico == expected >= 0
@@ -82,7 +83,7 @@ async def test_concurrent_postings_lose_no_update(sessions: async_sessionmaker[A
     rng = random.Random(4)
     plan: list[tuple[ledger.Kind, int]] = []
     for _ in range(60):
-        kind = rng.choice(["topup", "usage", "usage", "admin_adjust", "refund", "grant"])
+        kind: ledger.Kind = rng.choice(["topup", "usage", "usage", "admin_adjust", "refund", "grant"])
         amount = rng.randint(1, 3 * USD)
         plan.append((kind, -amount if kind == "usage" or (kind == "admin_adjust" and rng.random() < 0.5) else amount))
     gate = asyncio.Semaphore(8)

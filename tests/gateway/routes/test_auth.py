@@ -6,6 +6,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 import sqlalchemy as sa
+from sqlmodel import col
 from starlette.applications import Starlette
 
 from gateway import accounts
@@ -50,7 +51,7 @@ async def test_signup_returns_a_session_and_stores_only_an_argon2id_hash(api: Ap
     assert "httponly" in lowered and "samesite=lax" in lowered and "max-age=3600" in lowered
     assert "secure" not in lowered.replace("samesite", "")
     async with ctx(app).sessions() as session:
-        stored = (await session.execute(sa.select(User.password_hash))).scalars().all()
+        stored = (await session.execute(sa.select(col(User.password_hash)))).scalars().all()
     assert len(stored) == 1 and stored[0].startswith("$argon2id$") and PASSWORD not in stored[0]
 
 
