@@ -38,18 +38,23 @@ async def test_chat_completion_is_charged_exactly_the_listed_price(stack: Stack)
     assert format_usd(expected).startswith("0.00000")
 
 
-def test_sync_client_streaming_with_usage(stack: Stack) -> None:
-    tenant = asyncio.run(stack.tenant())
-    with OpenAI(base_url=stack.v1, api_key=tenant.api_key, max_retries=0, timeout=20) as client:
-        stream = client.chat.completions.create(
-            model="privaterouter/qwen-fast", messages=[{"role": "user", "content": "Write one haiku about TCP."}],
-            stream=True, stream_options={"include_usage": True})
-        chunks = list(stream)
+async def test_sync_client_streaming_with_usage(stack: Stack) -> None:
+    tenant = await stack.tenant()
+
+    def consume() -> list[openai.types.chat.ChatCompletionChunk]:
+        with OpenAI(base_url=stack.v1, api_key=tenant.api_key, max_retries=0, timeout=20) as client:
+            stream = client.chat.completions.create(
+                model="privaterouter/qwen-fast", messages=[{"role": "user", "content": "Write one haiku about TCP."}],
+                stream=True, stream_options={"include_usage": True})
+            return list(stream)
+
+    chunks = await asyncio.to_thread(consume)  # the sync client, off the test's event loop
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     reasoning = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices)
     assert text and reasoning  # qwen3 thinks first; its thinking arrives as reasoning_content
     assert chunks[-1].usage is not None and chunks[-1].choices == []
     assert len({c.id for c in chunks}) == 1
+    await stack.settled(tenant.account_id, 1)
 
 
 async def test_stream_without_include_usage_has_no_usage_chunk(stack: Stack) -> None:
@@ -118,6 +123,7 @@ async def test_legacy_completions_and_responses(stack: Stack) -> None:
 async def test_errors_raise_the_sdk_exception(stack: Stack, kwargs: dict[str, object],
                                               error: type[openai.APIStatusError], code: str | None) -> None:
     tenant = await stack.tenant(plan="free")
+    kwargs = dict(kwargs)  # parametrized values are shared between runs
     api_key = str(kwargs.pop("api_key", tenant.api_key))
     request: dict[str, object] = {"model": "privaterouter/fast", "messages": [{"role": "user", "content": "hi"}]}
     request.update(kwargs)
