@@ -31,7 +31,7 @@ from gateway.middleware.metrics import MetricsMiddleware
 from gateway.middleware.request_id import RequestIdMiddleware
 from gateway.ratelimit.base import Limiter
 from gateway.ratelimit.memory import MemoryLimiter
-from gateway.ratelimit.redis import RedisLimiter
+from gateway.ratelimit.redis import RedisLimiter, create_client
 from gateway.registry import Registry, RegistryError, RegistryHolder
 from gateway.routes import admin, auth, billing, catalog, health, keys, metrics, usage, v1
 from gateway.routes.metrics import MetricsServer
@@ -93,7 +93,7 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
         timeout = httpx.Timeout(connect=settings.upstream_connect_timeout, read=None, write=30.0, pool=None)
         http = httpx.AsyncClient(timeout=timeout, transport=http_transport,
                                  limits=httpx.Limits(max_connections=None, max_keepalive_connections=512))
-        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        redis = create_client(settings.redis_url) if settings.redis_url else None
         sessions = session_factory(engine)
         pool = NodePool(http, first_byte_timeout=settings.upstream_first_byte_timeout,
                         idle_timeout=settings.upstream_idle_timeout, acquire_timeout=settings.upstream_acquire_timeout,

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import orjson
 from starlette.responses import Response
 
-from providers.errors import ProviderError
+from providers.errors import ProviderError, UpstreamStatusError
 
 
 class GatewayError(Exception):
@@ -55,5 +55,8 @@ def error_response(error: GatewayError) -> Response:
 
 def from_provider(error: ProviderError) -> GatewayError:
     """Map a provider error by its attributes (never by message text)."""
+    if isinstance(error, UpstreamStatusError) and error.upstream_status == 400:
+        # Ollama refused the request itself (e.g. a capability the model lacks): the client's to fix.
+        return GatewayError(400, "invalid_body", f"The model's server refused the request: {error.message}")
     param = getattr(error, "param", None)
     return GatewayError(error.status, error.code, error.message, type=error.type, param=param)

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from gateway.billing.money import MoneyError, price_per_token, to_pico
+from providers.families import get_family
 
 log = logging.getLogger("pr.registry")
 
@@ -242,6 +243,10 @@ def parse(text: str, source: str = "models.yaml") -> Registry:
         kind = item["kind"]
         if kind not in KINDS:
             raise check.fail(path + ("kind",), f"must be one of {', '.join(KINDS)} (got {kind!r})")
+        family = get_family(check.name(item["family"], path + ("family",)))
+        if kind not in family.kinds:
+            raise check.fail(path + ("kind",), f"family '{family.name}' serves {', '.join(sorted(family.kinds))} "
+                             f"models, not {kind}")
         model_nodes = None
         if "nodes" in item:
             model_nodes = check.names(item["nodes"], path + ("nodes",))

@@ -33,6 +33,7 @@ def test_shipped_registry_carries_seed_models_and_plans(registry: Registry) -> N
     ('output_price: "0.300000"', 'output_price: "-0.3"', r"models\[0\]\.output_price: must not be negative"),
     ('output_price: "0.300000"', 'output_price: "cheap"', r"models\[0\]\.output_price: must be a decimal"),
     ("kind: embedding", "kind: vector", r"models\[5\]\.kind: must be one of chat, embedding"),
+    ("kind: embedding", "kind: chat", r"models\[5\]\.kind: family 'embedding' serves embedding models, not chat"),
     ("    family: gemma\n", "    family: gemma\n    nodes: [gpu-9]\n",
      r"models\[0\]\.nodes\[0\]: unknown node 'gpu-9'"),
     ("context: 8192\n    input_price: \"0.100000\"", "context: lots\n    input_price: \"0.100000\"",
