@@ -109,6 +109,7 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
                          limiter=create_limiter(redis, app_metrics), usage_writer=usage_writer)
         app.state.ctx = ctx
         await pool.start()
+        await _release_stale_holds(ctx)
         usage_writer.start()
         background = [asyncio.create_task(_housekeeping(ctx))]
         last_used_flusher = asyncio.create_task(ctx.key_resolver.run_flusher())
@@ -176,19 +177,23 @@ STALE_HOLD_AGE = timedelta(hours=2)
 HOUSEKEEPING_INTERVAL = 1.0
 
 
+async def _release_stale_holds(ctx: AppContext) -> None:
+    try:
+        async with ctx.sessions() as session:
+            await release_stale_holds(session, older_than=STALE_HOLD_AGE)
+    except Exception:
+        log.exception("releasing stale holds failed")
+
+
 async def _housekeeping(ctx: AppContext) -> None:
     """Node gauges and the usage queue depth every second; stale holds (from a crash) every minute."""
     ticks = 0
     while True:
         ctx.metrics.set_nodes((node.name, node.url, node.up, node.utilization) for node in ctx.pool.snapshot())
         ctx.metrics.set_usage_queue_depth(ctx.usage_writer.depth)
-        if ticks % 60 == 0:
-            try:
-                async with ctx.sessions() as session:
-                    await release_stale_holds(session, older_than=STALE_HOLD_AGE)
-            except Exception:
-                log.exception("releasing stale holds failed")
         ticks += 1
+        if ticks % 60 == 0:
+            await _release_stale_holds(ctx)
         await asyncio.sleep(HOUSEKEEPING_INTERVAL)
 
 

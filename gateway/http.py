@@ -35,4 +35,10 @@ async def read_json(request: Request) -> dict[str, Any]:
 
 
 def request_id(request: Request) -> str:
+    """The id echoed in X-Request-ID (the client's own when it sent one)."""
     return str(request.scope["state"]["request_id"])
+
+
+def unique_request_id(request: Request) -> str:
+    """The gateway's own id of this request: equal to `request_id` unless the client chose that one."""
+    return str(request.scope["state"]["unique_request_id"])

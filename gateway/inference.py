@@ -24,7 +24,7 @@ from gateway.billing.money import cost
 from gateway.context import AppContext, context
 from gateway.db.models import utcnow
 from gateway.errors import GatewayError, from_provider, invalid_body
-from gateway.http import JSONResponse, read_json, request_id
+from gateway.http import JSONResponse, read_json, unique_request_id
 from gateway.ratelimit.base import Decision, Limit
 from gateway.ratelimit.headers import rate_limit_headers
 from gateway.registry import Model, Registry
@@ -143,6 +143,7 @@ class Call:
     first_byte_at: float | None = None
     upstream_seconds: float = 0.0
     finished: bool = field(default=False, init=False)
+    tpd_task: asyncio.Task[None] | None = field(default=None, init=False)
 
     @property
     def request_id(self) -> str:
@@ -177,8 +178,9 @@ class Call:
         state.update(model=self.model.name, input_tokens=tokens.input_tokens, output_tokens=tokens.output_tokens)
         tpd = next((limit for limit in plan_limits(self.registry, self.principal) if limit.name == "tpd"), None)
         if tpd is not None and tokens.input_tokens + tokens.output_tokens:
-            asyncio.get_running_loop().create_task(self.ctx.limiter.consume(tpd, tokens.input_tokens
-                                                                            + tokens.output_tokens))
+            # Not awaited: finish() runs in `finally` blocks; the call keeps the task referenced.
+            self.tpd_task = asyncio.get_running_loop().create_task(
+                self.ctx.limiter.consume(tpd, tokens.input_tokens + tokens.output_tokens))
 
 
 async def admit(request: Request, endpoint: Endpoint) -> Call:
@@ -195,7 +197,7 @@ async def admit(request: Request, endpoint: Endpoint) -> Call:
         target = model_target(model)
         prepared = prepare(endpoint, body, target)
         async with ctx.sessions() as session:
-            hold = await place_hold(session, request_id=request_id(request), account_id=principal.account_id,
+            hold = await place_hold(session, request_id=unique_request_id(request), account_id=principal.account_id,
                                     key_id=principal.key_id, key_has_limit=principal.monthly_limit_pico is not None,
                                     quote=quote_for(model, prepared))
     except HoldRefused as refused:

@@ -77,6 +77,8 @@ class AccessLogMiddleware:
             "user_agent": user_agent,
             "bytes": sent,
         }
+        if state.get("unique_request_id") != state.get("request_id"):
+            record["gateway_request_id"] = state.get("unique_request_id")  # the usage event's request_id
         for key in _EXTRA_FIELDS:
             if key in state:
                 record[key] = state[key]

@@ -30,9 +30,13 @@ class RequestIdMiddleware:
             if name == b"x-request-id":
                 rid = value if _CLIENT_ID.match(value) else b""
                 break
+        unique = uuid.uuid4().hex
         if not rid:
-            rid = uuid.uuid4().hex.encode()
-        scope.setdefault("state", {})["request_id"] = rid.decode()
+            rid = unique.encode()
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid.decode()
+        # Clients may reuse their own ids (retries); what keys money and usage must be ours alone.
+        state["unique_request_id"] = unique
         started = False
 
         async def send_with_id(message: Message) -> None:

@@ -84,3 +84,15 @@ async def test_reload_during_a_stream_keeps_the_old_prices(stack: Stack) -> None
     assert usage is not None
     [event] = await stack.settled(tenant.account_id, 1)
     assert event.cost_pico == usage["prompt_tokens"] * 100_000 + usage["completion_tokens"] * 300_000
+
+
+async def test_a_reused_client_request_id_is_still_billed_once_per_request(stack: Stack) -> None:
+    tenant = await stack.tenant()
+    body = {"model": "privaterouter/fast", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    headers = {"Authorization": f"Bearer {tenant.api_key}", "X-Request-ID": "client-retry-1"}
+    async with httpx.AsyncClient(base_url=stack.v1, timeout=30, headers=headers) as client:
+        answers = await asyncio.gather(*(client.post("/chat/completions", json=body) for _ in range(3)))
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    assert {answer.headers["x-request-id"] for answer in answers} == {"client-retry-1"}
+    events = await stack.settled(tenant.account_id, 3)
+    assert len({event.request_id for event in events}) == 3
