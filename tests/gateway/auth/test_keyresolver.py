@@ -203,7 +203,7 @@ async def test_flush_never_moves_last_used_backwards(sessions: async_sessionmake
     assert stored is not None and abs(as_utc(stored) - future) < timedelta(milliseconds=1)
 
 
-async def test_failed_flush_keeps_the_uses(sessions: async_sessionmaker[AsyncSession]) -> None:
+async def test_failed_flush_keeps_the_uses() -> None:
     def broken() -> AsyncSession:
         raise ConnectionError("database down")
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -10,9 +11,12 @@ import pytest
 import sqlalchemy as sa
 from starlette.applications import Starlette
 
+from gateway.app import create_app
 from gateway.auth.apikeys import hash_key
 from gateway.auth.keyresolver import KeyResolver
+from gateway.db.engine import create_engine, session_factory
 from gateway.db.models import ApiKey
+from gateway.settings import Settings
 from tests.conftest import envelope
 from tests.support.control_plane import create_key, ctx, record_usage, signup, use_cheap_passwords
 
@@ -183,3 +187,20 @@ async def test_last_used_at_is_recorded_without_a_write_per_request(api: App) ->
     async with ctx(app).sessions() as session:
         assert (await session.get(ApiKey, key["id"])).last_used_at is not None  # type: ignore[union-attr]
     assert (await client.get("/api/keys", headers=login.headers)).json()["items"][0]["last_used_at"] == shown
+
+
+async def test_shutdown_flushes_recorded_uses(make_settings: Callable[..., Settings], database_url: str) -> None:
+    app = create_app(make_settings(DATABASE_URL=database_url))
+    async with app.router.lifespan_context(app):
+        use_cheap_passwords(app)
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            _, key = await create_key(client, await signup(client))
+        ctx(app).key_resolver.touch(key["id"])
+    engine = create_engine(database_url)
+    try:
+        async with session_factory(engine)() as session:
+            stored = await session.get(ApiKey, key["id"])
+    finally:
+        await engine.dispose()
+    assert stored is not None and stored.last_used_at is not None
