@@ -108,9 +108,13 @@ async def run_demo(settings: Settings, *, host: str, port: int) -> None:
     fake_task = asyncio.create_task(fake.serve())
     while not fake.started:
         await asyncio.sleep(0.02)
-    print(examples(f"http://{host}:{port}", key), flush=True)
+    gateway_task = asyncio.create_task(gateway.serve())
+    while not gateway.started and not gateway_task.done():
+        await asyncio.sleep(0.02)
+    if gateway.started:
+        print(examples(f"http://{host}:{port}", key), flush=True)
     try:
-        await gateway.serve()
+        await gateway_task
     finally:
         fake.should_exit = True
         await fake_task
