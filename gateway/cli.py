@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-migrate", action="store_true", help="skip migrations (replicas behind a migrate job)")
     add("migrate", cmd_migrate, "Upgrade the database to the latest schema (idempotent).")
     add("reload", cmd_reload, "Validate MODELS_FILE and make the running server reload it (SIGHUP).")
-    admin = add("create-admin", cmd_create_admin, "Create an admin user, or promote an existing one.")
+    admin = add("create-admin", cmd_create_admin,
+                "Create an admin user, or promote an existing one (who keeps their own password).")
     admin.add_argument("email")
     admin.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     add("settings", cmd_settings, "List every setting with its default and meaning.")
