@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -79,6 +80,16 @@ def exercise_everything(metrics: Metrics) -> None:
 def scrape(metrics: Metrics) -> Scrape:
     body, _ = metrics.render()
     return Scrape.parse(body)
+
+
+
+@pytest.fixture
+def gateway_settings(make_settings: Callable[..., Settings], sqlite_template: Path,
+                     tmp_path: Path) -> Callable[..., Settings]:
+    """Settings on a migrated SQLite copy (these tests are about HTTP, not storage)."""
+    path = tmp_path / "gateway.db"
+    shutil.copyfile(sqlite_template, path)
+    return lambda **env: make_settings(DATABASE_URL=f"sqlite+aiosqlite:///{path}", **env)
 
 
 # --- the API -----------------------------------------------------------------------------------
@@ -227,8 +238,8 @@ def test_render_is_the_classic_text_format() -> None:
 # --- /metrics on the public port, or on its own port ------------------------------------------
 
 
-async def test_public_port_serves_metrics_when_no_metrics_port(make_settings: Callable[..., Settings]) -> None:
-    app = create_app(make_settings())
+async def test_public_port_serves_metrics_when_no_metrics_port(gateway_settings: Callable[..., Settings]) -> None:
+    app = create_app(gateway_settings())
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
@@ -248,9 +259,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_metrics_port_separation(make_settings: Callable[..., Settings]) -> None:
+def test_metrics_port_separation(gateway_settings: Callable[..., Settings]) -> None:
     port = _free_port()
-    app = create_app(make_settings(METRICS_PORT=str(port)))
+    app = create_app(gateway_settings(METRICS_PORT=str(port)))
     with serve_app(app) as base_url, httpx.Client() as client:
         public = client.get(f"{base_url}/metrics")
         assert public.status_code == 404
@@ -269,11 +280,11 @@ def test_metrics_port_separation(make_settings: Callable[..., Settings]) -> None
         httpx.get(f"http://127.0.0.1:{port}/metrics")
 
 
-async def test_metrics_port_in_use_fails_the_start(make_settings: Callable[..., Settings]) -> None:
+async def test_metrics_port_in_use_fails_the_start(gateway_settings: Callable[..., Settings]) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        app = create_app(make_settings(METRICS_PORT=str(taken.getsockname()[1])))
+        app = create_app(gateway_settings(METRICS_PORT=str(taken.getsockname()[1])))
         with pytest.raises(OSError):
             async with app.router.lifespan_context(app):
                 pass
@@ -289,9 +300,9 @@ def models_copy(tmp_path: Path) -> Path:
     return path
 
 
-async def test_good_reload_counts_ok_and_moves_the_version(make_settings: Callable[..., Settings],
+async def test_good_reload_counts_ok_and_moves_the_version(gateway_settings: Callable[..., Settings],
                                                            models_copy: Path) -> None:
-    app = create_app(make_settings(MODELS_FILE=str(models_copy)))
+    app = create_app(gateway_settings(MODELS_FILE=str(models_copy)))
     async with app.router.lifespan_context(app):
         ctx: AppContext = app.state.ctx
         old = ctx.registry.current.version
@@ -304,9 +315,9 @@ async def test_good_reload_counts_ok_and_moves_the_version(make_settings: Callab
     assert result.series("pr_registry_info") == [{"version": new}]
 
 
-async def test_invalid_reload_by_sighup_counts_invalid(make_settings: Callable[..., Settings],
+async def test_invalid_reload_by_sighup_counts_invalid(gateway_settings: Callable[..., Settings],
                                                        models_copy: Path) -> None:
-    app = create_app(make_settings(MODELS_FILE=str(models_copy)))
+    app = create_app(gateway_settings(MODELS_FILE=str(models_copy)))
     async with app.router.lifespan_context(app):
         ctx: AppContext = app.state.ctx
         version = ctx.registry.current.version
@@ -437,11 +448,14 @@ def _check_two_workers(data: Path, port: int, metrics_port: int) -> None:
     assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 404
 
 
-def test_two_workers_share_the_metrics_port_and_the_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_workers_share_the_metrics_port_and_the_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           sqlite_template: Path) -> None:
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     port, metrics_port = _free_port(), _free_port()
     data = tmp_path / "data"
+    shutil.copyfile(sqlite_template, tmp_path / "gateway.db")
     env = {**os.environ, "DATA_DIR": str(data), "MODELS_FILE": str(MODELS_FILE), "METRICS_PORT": str(metrics_port),
+           "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
            "WORKERS": "2", "HOST": "127.0.0.1", "LOG_LEVEL": "warning", "PYTHONPATH": str(REPO)}
     with (tmp_path / "server.log").open("wb") as log, subprocess.Popen(
             [sys.executable, "-c", _SERVE, str(data), str(port)], cwd=tmp_path, env=env, stdout=log,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,6 +30,16 @@ SEED_FIELDS = {"ts", "request_id", "method", "route", "raw_path", "status", "lat
 SECRET_KEY = "sk-pr-THISISASECRETKEY0123456789abcdef"
 SECRET_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzZWNyZXQifQ.c2lnbmF0dXJlLXNlY3JldA"
 SECRET_PASSWORD = "correct-horse-battery-staple-secret"
+
+
+
+@pytest.fixture
+def gateway_settings(make_settings: Callable[..., Settings], sqlite_template: Path,
+                     tmp_path: Path) -> Callable[..., Settings]:
+    """Settings on a migrated SQLite copy (these tests are about HTTP, not storage)."""
+    path = tmp_path / "gateway.db"
+    shutil.copyfile(sqlite_template, path)
+    return lambda **env: make_settings(DATABASE_URL=f"sqlite+aiosqlite:///{path}", **env)
 
 
 def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
@@ -72,9 +84,9 @@ def capture_access(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="pr.access")
 
 
-def test_real_gateway_line_field_by_field(make_settings: Callable[..., Settings],
+def test_real_gateway_line_field_by_field(gateway_settings: Callable[..., Settings],
                                           caplog: pytest.LogCaptureFixture) -> None:
-    app = create_app(make_settings())
+    app = create_app(gateway_settings())
     with serve_app(app) as base_url, httpx.Client(base_url=base_url) as client:
         before = time.time()
         response = client.get("/no/such/page", headers={"User-Agent": "probe/1.0", "X-Request-ID": "req-abc-123"})
@@ -171,9 +183,9 @@ async def test_client_ip(caplog: pytest.LogCaptureFixture, trusted: tuple[IPNetw
     assert line["ip"] == expected
 
 
-async def test_gateway_honours_trusted_proxies_setting(make_settings: Callable[..., Settings],
+async def test_gateway_honours_trusted_proxies_setting(gateway_settings: Callable[..., Settings],
                                                        caplog: pytest.LogCaptureFixture) -> None:
-    app = create_app(make_settings(TRUSTED_PROXIES="10.0.0.0/8"))
+    app = create_app(gateway_settings(TRUSTED_PROXIES="10.0.0.0/8"))
     async with app.router.lifespan_context(app):
         async with client_for(app, peer="10.0.0.5") as client:
             await client.get("/nope", headers={"X-Forwarded-For": "203.0.113.7"})
@@ -186,8 +198,8 @@ async def test_gateway_honours_trusted_proxies_setting(make_settings: Callable[.
 
 
 @pytest.fixture
-async def gateway(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(make_settings())
+async def gateway(gateway_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(gateway_settings())
     async with app.router.lifespan_context(app), client_for(app) as client:
         yield client
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +23,15 @@ from gateway.middleware.request_id import RequestIdMiddleware
 from gateway.settings import Settings
 from tests.support.metrics import Scrape
 from tests.support.servers import serve_app
+
+
+@pytest.fixture
+def gateway_settings(make_settings: Callable[..., Settings], sqlite_template: Path,
+                     tmp_path: Path) -> Callable[..., Settings]:
+    """Settings on a migrated SQLite copy (these tests are about HTTP, not storage)."""
+    path = tmp_path / "gateway.db"
+    shutil.copyfile(sqlite_template, path)
+    return lambda **env: make_settings(DATABASE_URL=f"sqlite+aiosqlite:///{path}", **env)
 
 
 class Probe:
@@ -156,8 +167,8 @@ async def test_scrapes_and_probes_are_not_counted(probe: Probe, path: str) -> No
     assert result.series("pr_http_requests_in_flight") == []
 
 
-async def test_a_thousand_unknown_paths_make_one_route_value(make_settings: Callable[..., Settings]) -> None:
-    app = create_app(make_settings())
+async def test_a_thousand_unknown_paths_make_one_route_value(gateway_settings: Callable[..., Settings]) -> None:
+    app = create_app(gateway_settings())
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
@@ -173,8 +184,8 @@ async def test_a_thousand_unknown_paths_make_one_route_value(make_settings: Call
     assert "/scan/" not in text
 
 
-def test_real_gateway_counts_requests_by_template_and_status(make_settings: Callable[..., Settings]) -> None:
-    app = create_app(make_settings())
+def test_real_gateway_counts_requests_by_template_and_status(gateway_settings: Callable[..., Settings]) -> None:
+    app = create_app(gateway_settings())
     with serve_app(app) as base_url, httpx.Client(base_url=base_url) as client:
         assert client.get("/health").status_code == 200
         assert client.get("/nope").status_code == 404
