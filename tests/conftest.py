@@ -18,9 +18,11 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
 
 from gateway.app import create_app
+from gateway.db.engine import create_engine, session_factory
 from gateway.db.migrate import upgrade
 from gateway.registry import Registry, load
 from gateway.settings import Settings
@@ -156,6 +158,14 @@ def redis_url() -> Iterator[str]:
     yield TEST_REDIS_URL
     client.flushdb()
     client.close()
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """A session factory on a fresh database (each backend)."""
+    engine = create_engine(database_url)
+    yield session_factory(engine)
+    await engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -1,27 +1,17 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway import accounts
 from gateway.accounts import EmailTaken, UserNotFound
-from gateway.db.engine import create_engine, session_factory
 from gateway.db.models import CreditTransaction, User
 from gateway.fields import FieldError
 from gateway.registry import Registry
 from tests.support.control_plane import cheap_passwords
 
 USD = 10**12
-
-
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(database_url)
-    yield session_factory(engine)
-    await engine.dispose()
 
 
 async def _create(sessions: async_sessionmaker[AsyncSession], registry: Registry, email: str = "Alice@Example.com",

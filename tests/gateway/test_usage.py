@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.billing.holds import Quote, Settlement, place_hold
-from gateway.db.engine import create_engine, session_factory
 from gateway.db.models import UsageEvent, utcnow
 from gateway.usage import UsageWriter
 from tests.support.accounts import make_account
-
-
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(database_url)
-    yield session_factory(engine)
-    await engine.dispose()
 
 
 async def _admitted(sessions: async_sessionmaker[AsyncSession], count: int) -> list[Settlement]:

@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway import accounts, keys
 from gateway.auth.keyresolver import KeyPrincipal, KeyResolver
-from gateway.db.engine import create_engine, session_factory
 from gateway.db.models import ApiKey, User
 from gateway.fields import as_utc
 from gateway.registry import Registry
@@ -40,13 +38,6 @@ class CountingSessions:
     def __call__(self) -> AsyncSession:
         self.opened += 1
         return self.sessions()
-
-
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(database_url)
-    yield session_factory(engine)
-    await engine.dispose()
 
 
 async def _user_with_key(sessions: async_sessionmaker[AsyncSession], registry: Registry,

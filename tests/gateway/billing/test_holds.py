@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -11,18 +10,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.billing.holds import FLOOR_PICO, HoldRefused, Quote, Settlement, place_hold, release_stale_holds, settle
-from gateway.db.engine import create_engine, session_factory
 from gateway.db.models import Account, ApiKey, Hold, UsageEvent, utcnow
 from tests.support.accounts import ledger_sum, make_account
 
 USD = 10**12
-
-
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(database_url)
-    yield session_factory(engine)
-    await engine.dispose()
 
 
 def _settlement(request_id: str, user: str, account: str, key: str, cost: int, status: str = "success") -> Settlement:
