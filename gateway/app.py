@@ -115,8 +115,9 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
         last_used_flusher = asyncio.create_task(ctx.key_resolver.run_flusher())
         app_metrics.set_registry_version(holder.current.version)
         holder.on_swap(lambda new: app_metrics.registry_reload("ok", new.version))
+        holder.on_refuse(lambda error: app_metrics.registry_reload("invalid", holder.current.version))
         metrics_server: MetricsServer | None = None
-        _install_sighup(holder, app_metrics)
+        _install_sighup(holder)
         try:
             metrics_server = await _start_metrics_server(settings, app_metrics)
             yield
@@ -212,14 +213,12 @@ async def _start_metrics_server(settings: Settings, app_metrics: Metrics) -> Met
     return server
 
 
-def _install_sighup(holder: RegistryHolder, app_metrics: Metrics) -> None:
+def _install_sighup(holder: RegistryHolder) -> None:
     """SIGHUP reloads the registry (only possible in the main thread of a process)."""
 
     def reload() -> None:
-        try:
+        with contextlib.suppress(RegistryError):  # logged and counted; the running registry stays
             holder.reload()
-        except RegistryError:  # already logged; the running registry stays
-            app_metrics.registry_reload("invalid", holder.current.version)
 
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)

@@ -319,10 +319,15 @@ class RegistryHolder:
         self.path = path
         self.current = registry if registry is not None else load(path)
         self._listeners: list[Callable[[Registry], None]] = []
+        self._refusal_listeners: list[Callable[[RegistryError], None]] = []
 
     def on_swap(self, listener: Callable[[Registry], None]) -> None:
         """Call `listener(new_registry)` after every successful swap (node pool, metrics...)."""
         self._listeners.append(listener)
+
+    def on_refuse(self, listener: Callable[[RegistryError], None]) -> None:
+        """Call `listener(error)` whenever a reload is refused, whoever asked for it."""
+        self._refusal_listeners.append(listener)
 
     def reload(self) -> str:
         """Load the file again; swap if valid and return the one-line diff; raise RegistryError otherwise."""
@@ -330,13 +335,18 @@ class RegistryHolder:
             new = load(self.path)
         except RegistryError as exc:
             log.error("registry reload refused, the running registry stays in force: %s", exc)
+            for listener in self._refusal_listeners:
+                listener(exc)
             raise
         return self.swap(new)
 
     def swap(self, new: Registry) -> str:
         diff = self.current.diff(new)
         self.current = new
-        for listener in self._listeners:
-            listener(new)
         log.info(diff)
+        for listener in self._listeners:
+            try:
+                listener(new)
+            except Exception:  # the new registry is in force; a failing observer must not undo that
+                log.exception("a registry listener failed after the swap")
         return diff
