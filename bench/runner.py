@@ -1,0 +1,536 @@
+"""One benchmark run: the phases, in order, and the numbers each one records."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import checks, profile
+from bench.procs import Child, privaterouter, run_checked
+from bench.proxy import TurnProxy
+from bench.stack import (
+    CHAT_MODEL,
+    EMBED_MODEL,
+    SLOW_MODEL,
+    Backend,
+    create_database,
+    create_tenant,
+    drop_database,
+    gateway_env,
+    new_secret,
+    registry_text,
+)
+from bench.streams import StreamSpec, run_streams
+from bench.system import (
+    core_times,
+    cores,
+    cpu_ticks,
+    free_port,
+    load_average,
+    peak_rss_kib,
+    raise_nofile,
+    require_tools,
+    reset_peak_rss,
+    rss_kib,
+    ticks_to_ms,
+)
+from bench.wrk import Scenario, direct_scenarios, gateway_scenarios, run_wrk
+
+
+@dataclass
+class Options:
+    quick: bool = False
+    duration: float = 5.0
+    warmup: float = 2.0
+    reps: int = 3
+    concurrency: tuple[int, ...] = (1, 16, 64)
+    backends: tuple[str, ...] = ("postgres", "sqlite")
+    slow_streams: int = 1000
+    slow_tokens: int = 200
+    slow_delay_ms: float = 20.0
+    slow_ramp_s: float = 2.0
+    ttft_streams: int = 200
+    rt_requests: int = 40
+    profile_seconds: int = 10
+    profile: bool = True
+    admin_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    redis_url: str = "redis://127.0.0.1:6379/13"
+    gateway_core: int = 1
+    load_core: int = 0
+    results_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent)
+    keep: bool = False
+
+    @classmethod
+    def quick_defaults(cls) -> Options:
+        return cls(quick=True, duration=1, warmup=0, reps=1, slow_streams=200, slow_tokens=50, slow_ramp_s=0.5,
+                   ttft_streams=30, rt_requests=10, profile_seconds=3)
+
+
+@dataclass
+class Sample:
+    """One measured wrk run."""
+
+    rps: float
+    requests: int
+    ok: int
+    errors: int
+    p50: float
+    p90: float
+    p99: float
+    cpu_ms_per_request: float | None  # the process under test: the gateway, or the emulator for direct rows
+    peak_rss_mb: float | None
+    foreign_core_pct: float | None  # busy time on the gateway's core not spent by the gateway
+    load1: float = 0.0  # the machine's 1-minute load average at the end of the run
+
+    @property
+    def capacity(self) -> float | None:
+        """Requests per second one fully busy core would serve at this CPU cost (robust to a busy machine)."""
+        return 1000.0 / self.cpu_ms_per_request if self.cpu_ms_per_request else None
+
+
+@dataclass
+class ScenarioResult:
+    target: str
+    kind: str
+    label: str
+    concurrency: int
+    samples: list[Sample] = field(default_factory=list)
+    db: dict[str, float] = field(default_factory=dict)
+
+    def median(self, name: str) -> float | None:
+        values = [getattr(sample, name) for sample in self.samples if getattr(sample, name) is not None]
+        return statistics.median(values) if values else None
+
+    def as_json(self) -> dict[str, Any]:
+        medians = {name: self.median(name) for name in ("rps", "p50", "p90", "p99", "cpu_ms_per_request",
+                                                          "peak_rss_mb", "foreign_core_pct", "capacity", "load1")}
+        return {"target": self.target, "kind": self.kind, "label": self.label, "concurrency": self.concurrency,
+                "median": medians, "errors": sum(sample.errors for sample in self.samples),
+                "requests": sum(sample.requests for sample in self.samples),
+                "samples": [{**asdict(sample), "capacity": sample.capacity} for sample in self.samples],
+                "db": self.db}
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+class Run:
+    def __init__(self, options: Options, command: str) -> None:
+        self.o = options
+        self.command = command
+        self.tmp = Path(tempfile.mkdtemp(prefix="pr-bench-"))
+        self.results: dict[str, Any] = {"command": command, "options": _jsonable(asdict(options)),
+                                        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "scenarios": [],
+                                        "backends": {}}
+        self.children: list[Child] = []
+        self.bodies: dict[tuple[str, str], Path] = {}
+
+    # --- processes ---------------------------------------------------------------------------------
+
+    def start(self, name: str, args: list[str], *, core: int | None, env: dict[str, str] | None = None) -> Child:
+        child = Child(name, args, core=core, log=self.tmp / f"{name.replace(' ', '-')}.log", env=env, cwd=self.tmp)
+        self.children.append(child)
+        return child
+
+    async def stop(self, child: Child) -> None:
+        await asyncio.to_thread(child.stop)
+        if child in self.children:
+            self.children.remove(child)
+
+    def body_file(self, scenario: Scenario) -> Path:
+        key = (scenario.target, scenario.kind)
+        if key not in self.bodies:
+            path = self.tmp / f"body-{scenario.target}-{scenario.kind}.json"
+            path.write_text(json.dumps(scenario.body))
+            self.bodies[key] = path
+        return self.bodies[key]
+
+    # --- one wrk measurement -----------------------------------------------------------------------
+
+    async def measure(self, base_url: str, scenario: Scenario, connections: int, seconds: float, pid: int,
+                      *, ids_file: Path | None, headers: tuple[str, ...], core_of_pid: int | None) -> Sample:
+        ticks_before = cpu_ticks(pid)
+        core_before = core_times(core_of_pid) if core_of_pid is not None else None
+        reset_peak_rss(pid)
+        result = await run_wrk(base_url + scenario.path, self.body_file(scenario), connections=connections,
+                               seconds=seconds, core=self.o.load_core, ids_file=ids_file, headers=headers)
+        ticks = cpu_ticks(pid) - ticks_before
+        foreign = None
+        if core_before is not None and core_of_pid is not None:
+            core_after = core_times(core_of_pid)
+            total = core_after.total - core_before.total
+            foreign = round(max(0.0, 100 * (core_after.busy - core_before.busy - ticks) / total), 1) if total else None
+        latency = result.latency_ms
+        return Sample(rps=round(result.rps, 1), requests=result.requests, ok=result.ok, errors=result.errors,
+                      p50=latency["50"], p90=latency["90"], p99=latency["99"],
+                      cpu_ms_per_request=round(ticks_to_ms(ticks) / result.requests, 4) if result.requests else None,
+                      peak_rss_mb=round(peak_rss_kib(pid) / 1024, 1), foreign_core_pct=foreign, load1=load_average())
+
+    async def scenario(self, base_url: str, scenario: Scenario, connections: int, pid: int, *,
+                       ids_dir: Path | None = None, headers: tuple[str, ...] = (),
+                       core_of_pid: int | None = None) -> ScenarioResult:
+        result = ScenarioResult(scenario.target, scenario.kind, scenario.label, connections)
+        runs = ([("warmup", self.o.warmup)] if self.o.warmup > 0 else []) + [
+            (f"rep{rep}", self.o.duration) for rep in range(1, self.o.reps + 1)]
+        for name, seconds in runs:
+            ids_file = ids_dir / f"{scenario.kind}-c{connections}-{name}.ids" if ids_dir else None
+            sample = await self.measure(base_url, scenario, connections, seconds, pid, ids_file=ids_file,
+                                        headers=headers, core_of_pid=core_of_pid)
+            if name != "warmup":
+                result.samples.append(sample)
+        last = result.samples[-1]
+        log(f"{scenario.target:8} {scenario.label:24} c={connections:<4} {result.median('rps'):9.1f} req/s  "
+            f"p50 {result.median('p50'):7.2f} ms  p99 {result.median('p99'):7.2f} ms  errors "
+            f"{sum(s.errors for s in result.samples)}  cpu/req {last.cpu_ms_per_request} ms")
+        return result
+
+    # --- phases ------------------------------------------------------------------------------------
+
+    async def main(self) -> dict[str, Any]:
+        require_tools()
+        if cores() < 2:
+            log("fewer than 2 cores: the gateway and the load share core 0 (numbers are not comparable)")
+            self.o.gateway_core = self.o.load_core = 0
+        os.sched_setaffinity(0, {self.o.load_core})  # this orchestrator and its helpers stay off the gateway's core
+        self.results["nofile"] = raise_nofile(65536)
+        try:
+            await self.phases()
+        finally:
+            for child in list(self.children):
+                await self.stop(child)
+            if not self.o.keep:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+            else:
+                log(f"kept {self.tmp}")
+        self.results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        return self.results
+
+    async def phases(self) -> None:
+        o = self.o
+        fast_port, slow_port = free_port(), free_port()
+        fast = self.start("emulator", [*privaterouter(), "fake-ollama", "--port", str(fast_port), "--tokens", "32"],
+                          core=o.load_core)
+        slow = self.start("slow-emulator", [*privaterouter(), "fake-ollama", "--port", str(slow_port), "--tokens",
+                                            str(o.slow_tokens), "--token-delay-ms", str(o.slow_delay_ms)],
+                          core=o.load_core)
+        await asyncio.to_thread(fast.wait_http, f"http://127.0.0.1:{fast_port}/api/version")
+        await asyncio.to_thread(slow.wait_http, f"http://127.0.0.1:{slow_port}/api/version")
+        self.fast_port, self.slow_port, self.fast_pid = fast_port, slow_port, fast.pid
+        self.models_file = self.tmp / "models.yaml"
+        self.models_file.write_text(registry_text(f"http://127.0.0.1:{fast_port}", f"http://127.0.0.1:{slow_port}"))
+
+        log(f"direct: the emulator on core {o.load_core} (pid {fast.pid})")
+        direct_ttft = None
+        for scenario in direct_scenarios():
+            for connections in o.concurrency:
+                result = await self.scenario(f"http://127.0.0.1:{fast_port}", scenario, connections, fast.pid)
+                self.results["scenarios"].append(result.as_json())
+        direct_ttft = await self.ttft_probe(StreamSpec(fast_port, "/api/chat", direct_scenarios()[1].body,
+                                                       b'"done":', b'"done":true'), None)
+        self.results["ttft_direct"] = direct_ttft
+        for name in o.backends:
+            await self.backend(name)
+
+    async def backend(self, name: str) -> None:
+        o = self.o
+        data_dir = self.tmp / f"data-{name}"
+        ids_dir = self.tmp / f"ids-{name}"
+        ids_dir.mkdir(parents=True)
+        app_secret, jwt_secret = new_secret(), new_secret()
+        port = free_port()
+        pg_database = None
+        if name == "postgres":
+            pg_database = await create_database(o.admin_dsn)
+            host = o.admin_dsn.split("@", 1)[1].split("/", 1)[0]
+            database_url = f"postgresql+asyncpg://postgres@{host}/{pg_database}"
+            redis_url: str | None = o.redis_url
+        else:
+            database_url = f"sqlite+aiosqlite:///{data_dir / 'privaterouter.db'}"
+            redis_url = None
+        env = gateway_env(dict(os.environ), models_file=self.models_file, data_dir=data_dir, port=port,
+                          database_url=database_url if name == "postgres" else None, redis_url=redis_url,
+                          app_secret=app_secret, jwt_secret=jwt_secret)
+        backend = Backend(name, database_url, env, data_dir, pg_database=pg_database, ids_dir=ids_dir)
+        summary: dict[str, Any] = {
+            "database": "PostgreSQL (throwaway database)" if pg_database else "SQLite (embedded)",
+            "redis": redis_url or "none (in-process limiter)"}
+        self.results["backends"][name] = summary
+        try:
+            await asyncio.to_thread(run_checked, [*privaterouter(), "migrate"], env=env, cwd=self.tmp)
+            backend.tenant = await create_tenant(database_url, app_secret)
+            gateway = self.start(f"gateway-{name}", [*privaterouter(), "serve", "--no-migrate"], core=o.gateway_core,
+                                 env=env)
+            base = f"http://127.0.0.1:{port}"
+            await asyncio.to_thread(gateway.wait_http, base + "/health")
+            await asyncio.sleep(1.0)
+            summary["idle_rss_mb_at_start"] = round(rss_kib(gateway.pid) / 1024, 1)
+            log(f"{name}: gateway pid {gateway.pid} on core {o.gateway_core}, idle RSS "
+                f"{summary['idle_rss_mb_at_start']} MB")
+            await self.throughput(backend, base, gateway)
+            summary["idle_rss_mb_after_load"] = round(rss_kib(gateway.pid) / 1024, 1)
+            headers = (("Authorization", f"Bearer {backend.tenant.api_key}"),)
+            stream_body = gateway_scenarios(name, CHAT_MODEL, EMBED_MODEL)[1].body
+            summary["ttft"] = await self.ttft_probe(StreamSpec(port, "/v1/chat/completions", stream_body, b"data: ",
+                                                               b"[DONE]", headers), ids_dir / "ttft.ids")
+            if name == "postgres":
+                summary["slow_streams"] = await self.slow_streams(backend, port, gateway)
+                if o.profile:
+                    summary["profile"] = await self.profile(backend, base, gateway)
+            engine = _engine(database_url)
+            try:
+                settle_s = await checks.wait_settled(engine, backend.tenant.account_id,
+                                                     at_least=len(checks.seen_ids(ids_dir)))
+            finally:
+                await engine.dispose()
+            summary["settle_wait_s"] = round(settle_s, 2)
+            summary["gateway_exit"] = (await asyncio.to_thread(gateway.stop))
+            self.children.remove(gateway)
+            if name == "postgres":
+                summary["round_trips"] = await self.round_trips(backend)
+            engine = _engine(database_url)
+            try:
+                summary["correctness"] = await checks.correctness(engine, backend.tenant.account_id,
+                                                                  checks.seen_ids(ids_dir))
+            finally:
+                await engine.dispose()
+            verdict = "PASSED" if summary["correctness"]["passed"] else "FAILED"
+            log(f"{name}: correctness check {verdict}: {summary['correctness']['client_2xx']} client 2xx, "
+                f"{summary['correctness']['usage_events']} usage events")
+        finally:
+            if pg_database and not o.keep:
+                await drop_database(o.admin_dsn, pg_database)
+            if backend.tenant is not None and redis_url:
+                await _forget_redis_keys(redis_url, backend.tenant.account_id)
+
+    async def throughput(self, backend: Backend, base: str, gateway: Child) -> None:
+        assert backend.tenant is not None
+        headers = (f"Authorization: Bearer {backend.tenant.api_key}",)
+        engine = _engine(backend.database_url) if backend.is_postgres else None
+        try:
+            for scenario in gateway_scenarios(backend.name, CHAT_MODEL, EMBED_MODEL):
+                for connections in self.o.concurrency:
+                    before = await self.db_counters(backend, engine)
+                    result = await self.scenario(base, scenario, connections, gateway.pid, ids_dir=backend.ids_dir,
+                                                 headers=headers, core_of_pid=self.o.gateway_core)
+                    after = await self.db_counters(backend, engine)
+                    if before and after and after["events"] > before["events"]:
+                        admitted = after["events"] - before["events"]
+                        result.db = {"admitted": admitted, **{
+                            f"{key}_per_request": round((after[key] - before[key]) / admitted, 3)
+                            for key in ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted")}}
+                    self.results["scenarios"].append(result.as_json())
+        finally:
+            if engine is not None:
+                await engine.dispose()
+
+    async def db_counters(self, backend: Backend, engine: Any) -> dict[str, int]:
+        """pg_stat_database and the usage-event count, once the writer and the statistics have caught up."""
+        if engine is None or backend.pg_database is None or backend.tenant is None:
+            return {}
+        await asyncio.sleep(1.2)  # usage writer: 50 ms; each backend reports its statistics about once a second
+        events = await checks.usage_event_count(engine, backend.tenant.account_id)
+        await asyncio.sleep(1.1)
+        return {"events": events, **await checks.pg_stats(self.o.admin_dsn, backend.pg_database)}
+
+    async def ttft_probe(self, spec: StreamSpec, ids_file: Path | None) -> dict[str, Any]:
+        """Time to first token at concurrency 1 (fresh connection per stream, clock starts at the request)."""
+        warm = await run_streams(spec, count=max(3, self.o.ttft_streams // 10), concurrency=1)
+        run = await run_streams(spec, count=self.o.ttft_streams, concurrency=1)
+        if ids_file is not None:
+            _write_ids(warm, ids_file.with_suffix(".warmup.ids"))
+            _write_ids(run, ids_file)
+        summary = run.summary()
+        log(f"TTFT c=1 on :{spec.port}: p50 {summary['ttft_ms'].get('p50')} ms over {summary['complete']} streams")
+        return summary
+
+    async def slow_streams(self, backend: Backend, port: int, gateway: Child) -> dict[str, Any]:
+        """Many concurrent slow streams, direct then through the gateway: completion, TTFT, gaps, memory."""
+        assert backend.tenant is not None
+        o = self.o
+        timeout = o.slow_tokens * o.slow_delay_ms / 1000 * 10 + 60
+        direct = StreamSpec(self.slow_port, "/api/chat", {"model": "gemma4:latest", "messages": _prompt(),
+                                                            "stream": True}, b'"done":', b'"done":true')
+        log(f"slow streams: {o.slow_streams} direct ({o.slow_tokens} tokens, {o.slow_delay_ms} ms apart)")
+        direct_run = await run_streams(direct, count=o.slow_streams, concurrency=o.slow_streams, ramp_s=o.slow_ramp_s,
+                                       timeout=timeout)
+        headers = (("Authorization", f"Bearer {backend.tenant.api_key}"),)
+        via = StreamSpec(port, "/v1/chat/completions", {"model": SLOW_MODEL, "messages": _prompt(), "stream": True},
+                         b"data: ", b"[DONE]", headers)
+        await asyncio.sleep(1.0)
+        reset_peak_rss(gateway.pid)
+        before_rss = rss_kib(gateway.pid)
+        ticks = cpu_ticks(gateway.pid)
+        log(f"slow streams: {o.slow_streams} through the gateway")
+        via_run = await run_streams(via, count=o.slow_streams, concurrency=o.slow_streams, ramp_s=o.slow_ramp_s,
+                                    timeout=timeout)
+        cpu_ms = ticks_to_ms(cpu_ticks(gateway.pid) - ticks)
+        peak = peak_rss_kib(gateway.pid)
+        _write_ids(via_run, backend.ids_dir / "slow.ids")
+        result: dict[str, Any] = {"streams": o.slow_streams, "tokens": o.slow_tokens, "token_delay_ms": o.slow_delay_ms,
+                  "ramp_s": o.slow_ramp_s, "direct": direct_run.summary(), "gateway": via_run.summary(),
+                  "rss_before_mb": round(before_rss / 1024, 1), "rss_peak_mb": round(peak / 1024, 1),
+                  "rss_added_mb": round((peak - before_rss) / 1024, 1),
+                  "gateway_cpu_ms_per_stream": round(cpu_ms / max(1, o.slow_streams), 2)}
+        log(f"slow streams: gateway {result['gateway']['complete']}/{o.slow_streams} complete, "
+            f"TTFT p50 {result['gateway']['ttft_ms'].get('p50')} ms (direct {result['direct']['ttft_ms'].get('p50')}),"
+            f" gap p50 {result['gateway']['gap_ms'].get('p50')} ms (direct {result['direct']['gap_ms'].get('p50')}),"
+            f" RSS +{result['rss_added_mb']} MB")
+        return result
+
+    async def profile(self, backend: Backend, base: str, gateway: Child) -> dict[str, Any]:
+        """py-spy on the gateway while wrk drives one scenario at concurrency 16 (not part of the measured runs)."""
+        assert backend.tenant is not None
+        headers = (f"Authorization: Bearer {backend.tenant.api_key}",)
+        found: dict[str, Any] = {}
+        for scenario in gateway_scenarios(backend.name, CHAT_MODEL, EMBED_MODEL)[:2]:
+            output = self.tmp / f"profile-{scenario.kind}.txt"
+            seconds = self.o.profile_seconds
+            ticks = cpu_ticks(gateway.pid)
+            began = time.monotonic()
+            spy = asyncio.create_task(profile.record(gateway.pid, seconds, output, core=self.o.load_core))
+            await asyncio.sleep(0.5)
+            load = await run_wrk(base + scenario.path, self.body_file(scenario), connections=16, seconds=seconds,
+                                 core=self.o.load_core, ids_file=backend.ids_dir / f"profile-{scenario.kind}.ids",
+                                 headers=headers)
+            spy_output = await spy
+            cpu_share = ticks_to_ms(cpu_ticks(gateway.pid) - ticks) / 1000 / (time.monotonic() - began)
+            if not output.exists():
+                found[scenario.kind] = {"error": spy_output.strip()[-500:]}
+                continue
+            keep = self.o.results_dir / f"profile-{scenario.kind}-c16.collapsed.txt"
+            shutil.copyfile(output, keep)
+            found[scenario.kind] = {"rps_under_profiler": round(load.rps, 1), "collapsed": keep.name,
+                                    "rate_hz": profile.RATE, "seconds": seconds,
+                                    "gateway_cpu_share": round(cpu_share, 3), **profile.summarise(output)}
+            log(f"profile {scenario.kind}: {found[scenario.kind]['samples']} samples -> {keep}")
+        return found
+
+    async def round_trips(self, backend: Backend) -> dict[str, Any]:
+        """Count database and Redis round trips per request through counting relays (sequential requests)."""
+        assert backend.tenant is not None
+        pg_proxy, redis_proxy = TurnProxy(5432, postgres=True), TurnProxy(6379, postgres=False)
+        pg_port, redis_port = await pg_proxy.start(), await redis_proxy.start()
+        env = dict(backend.env)
+        env["DATABASE_URL"] = backend.database_url.replace("127.0.0.1:5432", f"127.0.0.1:{pg_port}")
+        env["REDIS_URL"] = self.o.redis_url.replace("127.0.0.1:6379", f"127.0.0.1:{redis_port}")
+        port = free_port()
+        env["PORT"] = str(port)
+        gateway = self.start("gateway-postgres-roundtrips", [*privaterouter(), "serve", "--no-migrate"],
+                             core=self.o.gateway_core, env=env)
+        found: dict[str, Any] = {"method": "counting relays between the gateway and PostgreSQL/Redis; "
+                                           "sequential requests 150 ms apart"}
+        try:
+            await asyncio.to_thread(gateway.wait_http, f"http://127.0.0.1:{port}/health")
+            headers = (("Authorization", f"Bearer {backend.tenant.api_key}"),)
+            for scenario in gateway_scenarios(backend.name, CHAT_MODEL, EMBED_MODEL):
+                marker, terminal = ((b"data: ", b"[DONE]") if scenario.kind == "stream"
+                                    else (b'"object"', b'"usage"'))
+                spec = StreamSpec(port, scenario.path, scenario.body, marker, terminal, headers)
+                warm = await run_streams(spec, count=5, concurrency=1)  # connections, prepared statements
+                _write_ids(warm, backend.ids_dir / f"roundtrips-{scenario.kind}-warmup.ids")
+                await asyncio.sleep(0.3)
+                first_turn = len(pg_proxy.turns), len(redis_proxy.turns)
+                windows: list[tuple[float, float]] = []
+                ids: list[str] = []
+                for _ in range(self.o.rt_requests):
+                    run = await run_streams(spec, count=1, concurrency=1)
+                    timing = run.streams[0]
+                    if timing.head is not None:
+                        windows.append((timing.sent_at, timing.sent_at + timing.head))
+                    if timing.complete:
+                        ids.append(timing.request_id)
+                    await asyncio.sleep(0.15)
+                await asyncio.sleep(0.3)
+                (backend.ids_dir / f"roundtrips-{scenario.kind}.ids").write_text("".join(f"{i}\n" for i in ids))
+                found[scenario.kind] = _attribute(pg_proxy.turns[first_turn[0]:], redis_proxy.turns[first_turn[1]:],
+                                                  windows)
+                log(f"round trips {scenario.kind}: {found[scenario.kind]['summary']}")
+            await asyncio.to_thread(gateway.stop)
+            self.children.remove(gateway)
+        finally:
+            if gateway in self.children:
+                await self.stop(gateway)
+            await pg_proxy.aclose()
+            await redis_proxy.aclose()
+        found["pg_connections"] = pg_proxy.connections
+        return found
+
+
+def _attribute(pg_turns: list[Any], redis_turns: list[Any], windows: list[tuple[float, float]]) -> dict[str, Any]:
+    """Turns inside a request's window (request sent -> first byte back) are on its critical path."""
+    per_request_pg: list[int] = []
+    per_request_redis: list[int] = []
+    sequences: Counter[tuple[str, ...]] = Counter()
+    for start, end in windows:
+        inside = [turn for turn in pg_turns if turn.is_query and start <= turn.at <= end]
+        per_request_pg.append(len(inside))
+        per_request_redis.append(sum(1 for turn in redis_turns if start <= turn.at <= end))
+        sequences[tuple(_sql(turn.statements) for turn in inside)] += 1
+    n = max(1, len(windows))
+    total_pg = sum(1 for turn in pg_turns if turn.is_query)
+    common = [{"requests": count, "round_trips": list(sequence)} for sequence, count in sequences.most_common(3)]
+    pg_hist = dict(sorted(Counter(per_request_pg).items()))
+    summary = (f"PostgreSQL {statistics.median(per_request_pg) if per_request_pg else 0} on the critical path "
+               f"(median; histogram {pg_hist}), {round(total_pg / n, 2)} per request in all; Redis "
+               f"{statistics.median(per_request_redis) if per_request_redis else 0}")
+    return {"requests": len(windows),
+            "pg_critical_median": statistics.median(per_request_pg) if per_request_pg else None,
+            "pg_critical_mean": round(sum(per_request_pg) / n, 2), "pg_critical_histogram": pg_hist,
+            "pg_total_per_request": round(total_pg / n, 2),
+            "redis_critical_median": statistics.median(per_request_redis) if per_request_redis else None,
+            "redis_total_per_request": round(len(redis_turns) / n, 2), "critical_sequences": common,
+            "summary": summary}
+
+
+def _sql(statements: list[str]) -> str:
+    if not statements:
+        return "(prepare/sync)"
+    return " + ".join(" ".join(statement.split())[:90] for statement in statements)
+
+
+def _prompt() -> list[dict[str, str]]:
+    return [{"role": "user", "content": "Write a long note about streaming through an API gateway."}]
+
+
+def _write_ids(run: Any, path: Path | None) -> None:
+    if path is not None:
+        path.write_text("".join(f"{s.request_id}\n" for s in run.streams if s.complete and 200 <= s.status < 300))
+
+
+def _engine(url: str) -> Any:
+    from gateway.db.engine import create_engine
+
+    return create_engine(url, pool_size=2)
+
+
+async def _forget_redis_keys(redis_url: str, account_id: str) -> None:
+    """Delete the bench account's rate-limit keys (bounded SCAN; nothing else in that database is touched)."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"*{account_id}*", count=1000)]
+        if keys:
+            await client.delete(*keys[:10_000])
+    finally:
+        await client.aclose()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
