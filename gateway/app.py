@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import httpx
 from redis.asyncio import Redis
@@ -178,6 +179,12 @@ STALE_HOLD_AGE = timedelta(hours=2)
 HOUSEKEEPING_INTERVAL = 1.0
 
 
+def _host(url: str) -> str:
+    """host:port of a node URL, never its credentials (metric labels are public)."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+
+
 async def _release_stale_holds(ctx: AppContext) -> None:
     try:
         async with ctx.sessions() as session:
@@ -190,7 +197,7 @@ async def _housekeeping(ctx: AppContext) -> None:
     """Node gauges and the usage queue depth every second; stale holds (from a crash) every minute."""
     ticks = 0
     while True:
-        ctx.metrics.set_nodes((node.name, node.url, node.up, node.utilization) for node in ctx.pool.snapshot())
+        ctx.metrics.set_nodes((node.name, _host(node.url), node.up, node.utilization) for node in ctx.pool.snapshot())
         ctx.metrics.set_usage_queue_depth(ctx.usage_writer.depth)
         ticks += 1
         if ticks % 60 == 0:

@@ -33,6 +33,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     from gateway.db.migrate import upgrade
     from gateway.logs import configure_logging
+    from gateway.metrics import prepare_multiprocess_dir
 
     settings = _settings()
     load(settings.models_file)  # refuse to start on an invalid registry, with its message
@@ -42,6 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers
+    prepare_multiprocess_dir(settings.data_dir, workers)  # the workers inherit PROMETHEUS_MULTIPROC_DIR
     pid_file = _pid_file(settings)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(str(os.getpid()))

@@ -361,7 +361,9 @@ def _run(code: str, multiproc: Path, *args: str) -> str:
 
 @pytest.fixture
 def multiproc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    # setenv (not delenv) so the variable prepare_multiprocess_dir sets is removed again afterwards:
+    # left behind, it turns every later test's prometheus_client into multiprocess mode.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
     path = prepare_multiprocess_dir(tmp_path / "data", workers=2)
     assert path is not None and os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(path)
     yield path
@@ -400,7 +402,8 @@ def test_prepare_multiprocess_dir_empties_a_previous_run(multiproc: Path) -> Non
 
 
 def test_single_worker_stays_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
     assert prepare_multiprocess_dir(tmp_path, workers=1) is None
     assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
     assert Metrics().multiprocess_dir is None
