@@ -169,6 +169,8 @@ class Call:
         metrics = self.ctx.metrics
         metrics.llm_call(model=self.model.name, endpoint=self.endpoint, status=status,
                          input_tokens=tokens.input_tokens, output_tokens=tokens.output_tokens, cost_pico=pico)
+        if status == "success" and _opens_conversation(self.prepared):
+            metrics.conversation_created()
         if self.first_byte_at is not None:
             metrics.observe_ttft(self.model.name, self.first_byte_at - self.started)
         # Overhead: time to our first byte minus the upstream's share of it (streams: its first chunk).
@@ -181,6 +183,12 @@ class Call:
             # Not awaited: finish() runs in `finally` blocks; the call keeps the task referenced.
             self.tpd_task = asyncio.get_running_loop().create_task(
                 self.ctx.limiter.consume(tpd, tokens.input_tokens + tokens.output_tokens))
+
+
+def _opens_conversation(prepared: PreparedRequest) -> bool:
+    """A chat whose history has no assistant turn yet starts a conversation."""
+    messages = prepared.body.get("messages")
+    return isinstance(messages, list) and not any(m.get("role") == "assistant" for m in messages)
 
 
 async def admit(request: Request, endpoint: Endpoint) -> Call:

@@ -515,5 +515,6 @@ async def test_scrape_after_a_streamed_chat(make_settings: Callable[..., Setting
     assert result.value("pr_http_requests_total", method="POST", route="/v1/chat/completions", status="200") == 1
     assert result.value("pr_credit_transactions_total", kind="usage") == 1
     assert result.value("pr_usage_events_written_total") == 1
+    assert result.value("pr_chat_conversations_created_total") == 1  # a history with no assistant turn yet
     assert not result.label_names() & FORBIDDEN_LABELS
     assert tenant.user_id not in str(result.samples) and tenant.api_key not in str(result.samples)
