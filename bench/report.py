@@ -240,6 +240,18 @@ def profile_section(found: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def micro_section(micro: dict[str, Any]) -> str:
+    if not micro or "results" not in micro:
+        return "Not run." if not micro else f"Failed: `{micro.get('error', '')}`"
+    lines = ["`bench/micro.py`, pinned to the gateway's core while the gateway idled, against the same PostgreSQL, "
+             f"Redis and emulator ({micro['count']} operations each after a warm-up; an account of its own). The "
+             "*proposed* rows are prototypes in `bench/micro.py` that price a change; they are not the gateway's "
+             f"code. Ledger of that account still sums to its balance afterwards: {micro['ledger_consistent_after']}.",
+             "", "| piece of the hot path | CPU ms per request | wall ms per request |", "| --- | ---: | ---: |"]
+    lines += [f"| {row['name']} | {row['cpu_ms']:.3f} | {row['wall_ms']:.3f} |" for row in micro["results"]]
+    return "\n".join(lines)
+
+
 def markdown(results: dict[str, Any]) -> str:
     machine = results.get("machine", {})
     options = results["options"]
@@ -290,6 +302,7 @@ def markdown(results: dict[str, Any]) -> str:
         "## Database round trips per request (PostgreSQL)\n\n" + round_trip_section(pg.get("round_trips", {})),
         "## Correctness after load\n\n" + correctness_section(results),
         "## Profile (py-spy, PostgreSQL + Redis)\n\n" + profile_section(pg.get("profile", {})),
+        "## What each piece costs (micro-benchmarks)\n\n" + micro_section(pg.get("micro", {})),
         "## Findings and proposed changes\n\n" + notes,
     ]
     return "\n\n".join(sections) + "\n"

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -61,6 +62,7 @@ class Options:
     ttft_streams: int = 200
     rt_requests: int = 40
     profile_seconds: int = 10
+    micro_count: int = 300
     profile: bool = True
     admin_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     redis_url: str = "redis://127.0.0.1:6379/13"
@@ -72,7 +74,7 @@ class Options:
     @classmethod
     def quick_defaults(cls) -> Options:
         return cls(quick=True, duration=1, warmup=0, reps=1, slow_streams=200, slow_tokens=50, slow_ramp_s=0.5,
-                   ttft_streams=30, rt_requests=10, profile_seconds=3)
+                   ttft_streams=30, rt_requests=10, profile_seconds=3, micro_count=30)
 
 
 @dataclass
@@ -283,6 +285,7 @@ class Run:
             summary["ttft"] = await self.ttft_probe(StreamSpec(port, "/v1/chat/completions", stream_body, b"data: ",
                                                                b"[DONE]", headers), ids_dir / "ttft.ids")
             if name == "postgres":
+                summary["micro"] = await self.micro(backend)
                 summary["slow_streams"] = await self.slow_streams(backend, port, gateway)
                 if o.profile:
                     summary["profile"] = await self.profile(backend, base, gateway)
@@ -315,10 +318,12 @@ class Run:
     async def throughput(self, backend: Backend, base: str, gateway: Child) -> None:
         assert backend.tenant is not None
         headers = (f"Authorization: Bearer {backend.tenant.api_key}",)
-        engine = _engine(backend.database_url) if backend.is_postgres else None
+        engine = _engine(backend.database_url)
         try:
             for scenario in gateway_scenarios(backend.name, CHAT_MODEL, EMBED_MODEL):
                 for connections in self.o.concurrency:
+                    # Each scenario starts from a quiet gateway: the previous one's settlements are written.
+                    await checks.wait_settled(engine, backend.tenant.account_id, at_least=0)
                     before = await self.db_counters(backend, engine)
                     result = await self.scenario(base, scenario, connections, gateway.pid, ids_dir=backend.ids_dir,
                                                  headers=headers, core_of_pid=self.o.gateway_core)
@@ -330,8 +335,7 @@ class Run:
                             for key in ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted")}}
                     self.results["scenarios"].append(result.as_json())
         finally:
-            if engine is not None:
-                await engine.dispose()
+            await engine.dispose()
 
     async def db_counters(self, backend: Backend, engine: Any) -> dict[str, int]:
         """pg_stat_database and the usage-event count, once the writer and the statistics have caught up."""
@@ -352,6 +356,23 @@ class Run:
         summary = run.summary()
         log(f"TTFT c=1 on :{spec.port}: p50 {summary['ttft_ms'].get('p50')} ms over {summary['complete']} streams")
         return summary
+
+    async def micro(self, backend: Backend) -> dict[str, Any]:
+        """bench/micro.py on the gateway's core while the gateway idles, with an account of its own."""
+        tenant = await create_tenant(backend.database_url, backend.env["APP_SECRET_KEY"])
+        args = ["taskset", "-c", str(self.o.gateway_core), sys.executable, "-m", "bench.micro",
+                "--database-url", backend.database_url, "--emulator", f"http://127.0.0.1:{self.fast_port}",
+                "--redis-url", self.o.redis_url, "--account-id", tenant.account_id, "--count", str(self.o.micro_count)]
+        process = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
+                                                       stderr=asyncio.subprocess.PIPE, env=backend.env)
+        out, err = await asyncio.wait_for(process.communicate(), timeout=300)
+        if process.returncode != 0:
+            log(f"micro-benchmarks failed: {err.decode(errors='replace')[-800:]}")
+            return {"error": err.decode(errors="replace")[-800:]}
+        found: dict[str, Any] = json.loads(out)
+        for row in found["results"]:
+            log(f"micro {row['cpu_ms']:8.3f} ms CPU {row['wall_ms']:8.3f} ms wall  {row['name']}")
+        return found
 
     async def slow_streams(self, backend: Backend, port: int, gateway: Child) -> dict[str, Any]:
         """Many concurrent slow streams, direct then through the gateway: completion, TTFT, gaps, memory."""
