@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.auth.keyresolver import KeyPrincipal
-from gateway.billing.holds import HoldRefused, PlacedHold, Quote, Settlement, place_hold
+from gateway.billing.holds import HoldRefused, PlacedHold, Quote, Settlement, place_hold, place_worst_case_hold
 from gateway.billing.money import cost
 from gateway.context import AppContext, context
 from gateway.db.models import utcnow
@@ -185,6 +185,18 @@ class Call:
                 self.ctx.limiter.consume(tpd, tokens.input_tokens + tokens.output_tokens))
 
 
+async def _hold(ctx: AppContext, request_id: str, principal: KeyPrincipal, quote: Quote) -> PlacedHold:
+    key_has_limit = principal.monthly_limit_pico is not None
+    if ctx.autocommit_engine is not None and not key_has_limit:
+        placed = await place_worst_case_hold(ctx.autocommit_engine, request_id=request_id,
+                                             account_id=principal.account_id, quote=quote)
+        if placed is not None:
+            return placed
+    async with ctx.sessions() as session:
+        return await place_hold(session, request_id=request_id, account_id=principal.account_id,
+                                key_id=principal.key_id, key_has_limit=key_has_limit, quote=quote)
+
+
 def _opens_conversation(prepared: PreparedRequest) -> bool:
     """A chat whose history has no assistant turn yet starts a conversation."""
     messages = prepared.body.get("messages")
@@ -204,10 +216,7 @@ async def admit(request: Request, endpoint: Endpoint) -> Call:
         model = resolve_model(registry, principal, body.get("model"), endpoint)
         target = model_target(model)
         prepared = prepare(endpoint, body, target)
-        async with ctx.sessions() as session:
-            hold = await place_hold(session, request_id=unique_request_id(request), account_id=principal.account_id,
-                                    key_id=principal.key_id, key_has_limit=principal.monthly_limit_pico is not None,
-                                    quote=quote_for(model, prepared))
+        hold = await _hold(ctx, unique_request_id(request), principal, quote_for(model, prepared))
     except HoldRefused as refused:
         ctx.metrics.hold_rejected()
         raise GatewayError(402, "insufficient_credits", refused.reason, type="insufficient_quota",

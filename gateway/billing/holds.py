@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from gateway.billing import ledger
 from gateway.db.models import Account, ApiKey, Hold, UsageEvent, utcnow
@@ -138,6 +138,32 @@ async def place_hold(session: AsyncSession, *, request_id: str, account_id: str,
             raise HoldRefused("Your credit balance cannot pay for this request's prompt and a minimal answer.")
         amount = min(quote.worst_case, available)
     raise HoldRefused("Your balance is changing too quickly to reserve credits; retry.")
+
+
+# PostgreSQL, autocommit: the conditional UPDATE and the holds row in ONE statement (one round trip,
+# atomic on its own). An empty result means the worst case does not fit; place_hold() then decides.
+_HOLD_IN_ONE_STATEMENT = sa.text("""
+    WITH taken AS (
+        UPDATE accounts SET held_pico = held_pico + :amount
+        WHERE id = :account_id AND balance_pico - held_pico >= :amount
+        RETURNING id)
+    INSERT INTO holds (request_id, account_id, api_key_id, amount_pico, created_at)
+    SELECT :request_id, id, NULL, :amount, :created_at FROM taken
+    RETURNING request_id
+""")
+
+
+async def place_worst_case_hold(engine: AsyncEngine, *, request_id: str, account_id: str,
+                                quote: Quote) -> PlacedHold | None:
+    """The critical-path fast path (PostgreSQL, keys without a monthly limit): hold the worst case in
+    one round trip, or return None when it does not fit (the caller falls back to `place_hold`)."""
+    async with engine.connect() as connection:
+        taken = (await connection.execute(_HOLD_IN_ONE_STATEMENT, {
+            "amount": quote.worst_case, "account_id": account_id, "request_id": request_id,
+            "created_at": utcnow()})).first()
+    if taken is None:
+        return None
+    return PlacedHold(request_id, quote.worst_case, quote.max_output_tokens, False)
 
 
 @dataclass(frozen=True)

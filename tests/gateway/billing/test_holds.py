@@ -9,7 +9,17 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.billing.holds import FLOOR_PICO, HoldRefused, Quote, Settlement, place_hold, release_stale_holds, settle
+from gateway.billing.holds import (
+    FLOOR_PICO,
+    HoldRefused,
+    Quote,
+    Settlement,
+    place_hold,
+    place_worst_case_hold,
+    release_stale_holds,
+    settle,
+)
+from gateway.db.engine import create_engine, session_factory
 from gateway.db.models import Account, ApiKey, Hold, UsageEvent, utcnow
 from tests.support.accounts import ledger_sum, make_account
 
@@ -130,3 +140,20 @@ async def test_stale_holds_are_released(sessions: async_sessionmaker[AsyncSessio
         assert await release_stale_holds(session, older_than=timedelta(hours=1)) == 0
         assert await release_stale_holds(session, older_than=timedelta(seconds=-1)) == 1
     assert (await _account(sessions, account)).held_pico == 0
+
+
+async def test_single_statement_hold_on_postgres(postgres_url: str) -> None:
+    engine = create_engine(postgres_url)
+    sessions = session_factory(engine)
+    try:
+        _, account, _ = await make_account(sessions, credits_pico=3 * FLOOR_PICO)
+        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        quote = Quote(prompt_pico=FLOOR_PICO, output_pico_per_token=0, max_output_tokens=0)
+        placed = [await place_worst_case_hold(autocommit, request_id=f"r{i}", account_id=account, quote=quote)
+                  for i in range(4)]
+        assert [hold is not None for hold in placed] == [True, True, True, False]
+        assert (await _account(sessions, account)).held_pico == 3 * FLOOR_PICO
+        async with sessions() as session:
+            assert len((await session.execute(sa.select(Hold))).all()) == 3
+    finally:
+        await engine.dispose()
