@@ -171,3 +171,18 @@ async def test_midstream_error_reaches_the_sdk_and_charges_what_was_relayed(stac
     assert received
     [event] = await stack.settled(tenant.account_id, 1)
     assert event.status == "error" and event.output_tokens > 0 and event.cost_pico > 0 and event.tokens_estimated
+
+
+async def test_rate_limit_and_timeout_raise_the_sdk_exceptions(stack: Stack) -> None:
+    tenant = await stack.tenant(key_rpm=1)
+    messages = [{"role": "user", "content": "hi"}]
+    async with _client(stack, tenant.api_key) as client:
+        await client.chat.completions.create(model="privaterouter/fast", messages=messages)  # type: ignore[arg-type]
+        with pytest.raises(openai.RateLimitError) as limited:
+            await client.chat.completions.create(model="privaterouter/fast", messages=messages)  # type: ignore[arg-type]
+    assert limited.value.code == "rate_limit_exceeded" and int(limited.value.response.headers["retry-after"]) >= 1
+    other = await stack.tenant()
+    async with _client(stack, other.api_key) as client:
+        with pytest.raises(openai.InternalServerError) as timed_out:
+            await client.chat.completions.create(model="privaterouter/test-hang", messages=messages)  # type: ignore[arg-type]
+    assert timed_out.value.status_code == 504 and timed_out.value.code == "upstream_timeout"

@@ -106,3 +106,15 @@ def test_serve_answers_health_and_reloads_on_sighup(env: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=15)
+
+
+def test_create_admin_reads_the_password_from_stdin(env: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("correct-horse-battery\n"))
+    assert main(["create-admin", "Root@Example.com", "--password-stdin"]) == 0
+    assert "admin Root@Example.com ready" in capsys.readouterr().out
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert main(["create-admin", "other@example.com", "--password-stdin"]) == 1
+    assert "password" in capsys.readouterr().err.lower()
