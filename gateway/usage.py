@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from gateway.billing.holds import Settlement, settle
 
 log = logging.getLogger("pr.usage")
+ISOLATE_AFTER_FAILURES = 3
 
 
 class UsageWriter:
@@ -33,6 +34,7 @@ class UsageWriter:
         self._on_written = on_written
         self._on_failure = on_failure
         self._queue: list[Settlement] = []
+        self.rejected: list[Settlement] = []  # refused by a working database: logged at CRITICAL
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -63,16 +65,46 @@ class UsageWriter:
         if self._on_written is not None:
             self._on_written(batch, charges)
 
+    async def _isolate_failures(self) -> None:
+        """After repeated batch failures, write the next batch item by item. If the database takes some
+        items, the ones it refuses are bad data: logged in full at CRITICAL and set aside so they cannot
+        block the queue forever. If it takes none, it is down: everything stays queued."""
+        batch = self._queue[: self._batch_size]
+        written: list[Settlement] = []
+        refused: list[tuple[Settlement, Exception]] = []
+        for item in batch:
+            try:
+                async with self._sessions() as session:
+                    charge = await settle(session, item)
+                    await session.commit()
+            except Exception as exc:
+                refused.append((item, exc))
+                continue
+            written.append(item)
+            if self._on_written is not None:
+                self._on_written([item], [charge])
+        if not written:
+            return
+        for item, exc in refused:
+            log.critical("usage event refused by the database, set aside: %r: %s", item, exc)
+            self.rejected.append(item)
+        done = {id(item) for item in batch}
+        self._queue = [item for item in self._queue if id(item) not in done]
+
     async def _run(self) -> None:
         backoff = self._interval
+        failures = 0
         while not self._closing:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=backoff)
             self._wakeup.clear()
             try:
+                if failures >= ISOLATE_AFTER_FAILURES:
+                    await self._isolate_failures()
                 await self.flush()
-                backoff = self._interval
+                backoff, failures = self._interval, 0
             except Exception as exc:  # keep the items; retry with backoff
+                failures += 1
                 backoff = min(max(backoff * 2, 0.1), self._max_backoff)
                 log.error("writing %d usage events failed, retrying in %.1fs: %s", len(self._queue), backoff, exc)
                 if self._on_failure is not None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -76,3 +79,20 @@ async def test_submitting_twice_settles_once(sessions: async_sessionmaker[AsyncS
     writer.submit(item)
     await writer.flush()
     assert await _event_count(sessions) == 1
+
+
+async def test_a_poisoned_item_is_set_aside_not_blocking_the_queue(sessions: async_sessionmaker[AsyncSession],
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    first, second, third = await _admitted(sessions, 3)
+    poisoned = dataclasses.replace(second, account_id="no-such-account")  # its settlement can never commit
+    writer = UsageWriter(sessions, interval=0.01)
+    writer.start()
+    for item in [first, poisoned, third]:
+        writer.submit(item)
+    writer._wakeup.set()
+    with caplog.at_level(logging.CRITICAL, logger="pr.usage"):
+        while writer.depth:
+            await asyncio.sleep(0.01)
+    await writer.aclose()
+    assert await _event_count(sessions) == 2
+    assert writer.rejected == [poisoned] and "no-such-account" in caplog.text
