@@ -85,8 +85,8 @@ class UsageWriter:
                 self._on_written([item], [charge])
         if not written:
             return
-        for item, exc in refused:
-            log.critical("usage event refused by the database, set aside: %r: %s", item, exc)
+        for item, error in refused:
+            log.critical("usage event refused by the database, set aside: %r: %s", item, error)
             self.rejected.append(item)
         done = {id(item) for item in batch}
         self._queue = [item for item in self._queue if id(item) not in done]
