@@ -119,6 +119,7 @@ class RawHttp:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    from gateway.billing import holds as holds_module
     from gateway.billing.holds import Quote, place_hold
     from gateway.db.engine import create_engine, session_factory
     from gateway.logs import JsonFormatter
@@ -157,10 +158,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await autocommit.exec_driver_sql(HOLD_CTE, (request_id, account_id, quote.worst_case))
         placed.append(request_id)
 
-    found.append(await measure("place_hold now: ORM session, BEGIN/UPDATE/INSERT/COMMIT (4 round trips)",
+    found.append(await measure("place_hold, transactional path: ORM session, BEGIN/UPDATE/INSERT/COMMIT "
+                               "(4 round trips; SQLite, keys with a monthly limit, low balances)",
                                hold_current, n) | {"group": "hold"})
-    found.append(await measure("place_hold as one UPDATE…INSERT CTE, SQLAlchemy AUTOCOMMIT (1 round trip)",
-                               hold_core, n) | {"group": "hold"})
+    fast_path = getattr(holds_module, "place_worst_case_hold", None)
+    if fast_path is not None:  # the gateway's own one-statement hold (PostgreSQL), when this tree has it
+        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+        async def hold_gateway_fast_path() -> None:
+            request_id = uuid.uuid4().hex
+            placed_hold = await fast_path(autocommit, request_id=request_id, account_id=account_id, quote=quote)
+            assert placed_hold is not None
+            placed.append(request_id)
+
+        found.append(await measure("place_worst_case_hold: the gateway's one-statement hold (SQLAlchemy "
+                                   "AUTOCOMMIT, 1 round trip)", hold_gateway_fast_path, n) | {"group": "hold"})
+    else:
+        found.append(await measure("place_hold as one UPDATE…INSERT CTE, SQLAlchemy AUTOCOMMIT (1 round trip)",
+                                   hold_core, n) | {"group": "hold"})
     found.append(await measure("place_hold as one CTE, asyncpg directly (1 round trip)",
                                lambda: hold_cte(raw), n) | {"group": "hold"})
     found.append(await measure("…the same with synchronous_commit=off (no WAL fsync wait)",
@@ -217,6 +232,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     found.append(await measure("upstream POST /api/chat, minimal asyncio HTTP/1.1 client (floor)", upstream_raw, n)
                  | {"group": "upstream"})
     await client.aclose()
+    for idle in (64, 512):  # the gateway's client keeps up to 512 idle connections (httpx.Limits in gateway/app.py)
+        pooled = httpx.AsyncClient(timeout=httpx.Timeout(30.0),
+                                   limits=httpx.Limits(max_connections=None, max_keepalive_connections=512))
+        await asyncio.gather(*(pooled.post(args.emulator + "/api/chat", content=chat,
+                                           headers={"content-type": "application/json"}) for _ in range(idle)))
+
+        async def upstream_pooled(pooled: httpx.AsyncClient = pooled) -> None:
+            answer = await pooled.post(args.emulator + "/api/chat", content=chat,
+                                       headers={"content-type": "application/json"})
+            answer.raise_for_status()
+
+        found.append(await measure(f"…httpx with {idle} idle connections in its pool (after a burst)",
+                                   upstream_pooled, min(n, 200)) | {"group": "upstream"})
+        await pooled.aclose()
 
     from redis.asyncio import Redis
 

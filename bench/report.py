@@ -165,6 +165,8 @@ def slow_section(slow: dict[str, Any]) -> str:
     extra.append(f"gateway RSS {slow['rss_before_mb']} MB before, peak {slow['rss_peak_mb']} MB "
                  f"(+{slow['rss_added_mb']} MB)")
     extra.append(f"gateway CPU {slow['gateway_cpu_ms_per_stream']} ms per stream")
+    for reason, example in (gateway.get("error_examples") or {}).items():
+        extra.append(f"{reason} through the gateway, for example: `{' '.join(example.split())[:300]}`")
     return head + "\n".join(lines) + "\n\n" + "".join(f"- {item}\n" for item in extra)
 
 
@@ -209,6 +211,13 @@ def correctness_section(results: dict[str, Any]) -> str:
             f"open holds {check['open_holds']}; usage events' cost = usage ledger debits "
             f"({check['usage_cost_pico']:,} pico-USD = {check['usage_ledger_debits_pico']:,}). Waited "
             f"{backend.get('settle_wait_s')} s for the usage writer.")
+    for name, backend in results["backends"].items():
+        logged = backend.get("gateway_log")
+        if logged:
+            out.append(f"- Gateway log ({TARGET_LABEL[name]}): lines per level {logged['lines']}"
+                       + ("; first warnings and errors: " + "; ".join(f"`{line}`" for line in
+                                                                     logged["warnings_and_errors"])
+                          if logged["warnings_and_errors"] else "; no warning or error"))
     return "\n".join(out) or "Not run."
 
 
@@ -261,7 +270,8 @@ def markdown(results: dict[str, Any]) -> str:
                if s["median"].get("foreign_core_pct") is not None]
     sections = [
         "# PrivateRouter benchmark results",
-        f"Run on {results['started']} (finished {results.get('finished', '?')}) with\n\n```\n{results['command']}\n```",
+        f"Run on {results['started']} (finished {results.get('finished', '?')}) with\n\n```\n{results['command']}\n```"
+        f"\n\n{_source(results.get('source', {}))}",
         "## Machine\n\n"
         f"- CPU: {machine.get('cpu')} ({machine.get('cores')} cores visible, {machine.get('cpu_mhz')} MHz)\n"
         f"- kernel {machine.get('kernel')}, Python {machine.get('python')}, {machine.get('wrk')}, "
@@ -306,6 +316,17 @@ def markdown(results: dict[str, Any]) -> str:
         "## Findings and proposed changes\n\n" + notes,
     ]
     return "\n\n".join(sections) + "\n"
+
+
+def _source(source: dict[str, str]) -> str:
+    if not source:
+        return ""
+    text = f"Code under test: commit `{source.get('commit')}`"
+    if source.get("uncommitted"):
+        text += f" plus uncommitted changes ({source['uncommitted'].replace(chr(10), '; ')})"
+    if source.get("changed_during_run"):
+        text += ". **The code under test changed during the run.**"
+    return text + "."
 
 
 def _median_of(values: list[float]) -> float:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import checks, profile
-from bench.procs import Child, privaterouter, run_checked
+from bench.procs import REPO, Child, privaterouter, run_checked
 from bench.proxy import TurnProxy
 from bench.stack import (
     CHAT_MODEL,
@@ -42,6 +43,7 @@ from bench.system import (
     require_tools,
     reset_peak_rss,
     rss_kib,
+    source_state,
     ticks_to_ms,
 )
 from bench.wrk import Scenario, direct_scenarios, gateway_scenarios, run_wrk
@@ -205,6 +207,12 @@ class Run:
             self.o.gateway_core = self.o.load_core = 0
         os.sched_setaffinity(0, {self.o.load_core})  # this orchestrator and its helpers stay off the gateway's core
         self.results["nofile"] = raise_nofile(65536)
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):  # stop cleanly: children stopped, database dropped
+            if task is not None:
+                loop.add_signal_handler(signum, task.cancel)
+        self.results["source"] = source_state(str(REPO))
         try:
             await self.phases()
         finally:
@@ -215,6 +223,8 @@ class Run:
             else:
                 log(f"kept {self.tmp}")
         self.results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        if source_state(str(REPO)) != self.results["source"]:
+            self.results["source"]["changed_during_run"] = "yes: the code under test changed while the run went on"
         return self.results
 
     async def phases(self) -> None:
@@ -286,9 +296,9 @@ class Run:
                                                                b"[DONE]", headers), ids_dir / "ttft.ids")
             if name == "postgres":
                 summary["micro"] = await self.micro(backend)
-                summary["slow_streams"] = await self.slow_streams(backend, port, gateway)
-                if o.profile:
+                if o.profile:  # before the slow streams, whose idle upstream connections linger in the pool
                     summary["profile"] = await self.profile(backend, base, gateway)
+                summary["slow_streams"] = await self.slow_streams(backend, port, gateway)
             engine = _engine(database_url)
             try:
                 settle_s = await checks.wait_settled(engine, backend.tenant.account_id,
@@ -298,6 +308,7 @@ class Run:
             summary["settle_wait_s"] = round(settle_s, 2)
             summary["gateway_exit"] = (await asyncio.to_thread(gateway.stop))
             self.children.remove(gateway)
+            summary["gateway_log"] = _log_summary(gateway.log)
             if name == "postgres":
                 summary["round_trips"] = await self.round_trips(backend)
             engine = _engine(database_url)
@@ -511,6 +522,24 @@ def _attribute(pg_turns: list[Any], redis_turns: list[Any], windows: list[tuple[
             "redis_critical_median": statistics.median(per_request_redis) if per_request_redis else None,
             "redis_total_per_request": round(len(redis_turns) / n, 2), "critical_sequences": common,
             "summary": summary}
+
+
+def _log_summary(path: Path) -> dict[str, Any]:
+    """Lines per level in the gateway's JSON log, and the first few warnings and errors (not access lines)."""
+    levels: Counter[str] = Counter()
+    notable: list[str] = []
+    with path.open(errors="replace") as handle:
+        for line in handle:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                levels["not json"] += 1
+                continue
+            level = str(entry.get("level", "access" if "status" in entry else "?"))
+            levels[level] += 1
+            if level in {"warning", "error", "critical"} and len(notable) < 12:
+                notable.append(f"{level}: {entry.get('logger')}: {str(entry.get('message'))[:300]}")
+    return {"lines": dict(levels), "warnings_and_errors": notable}
 
 
 def _sql(statements: list[str]) -> str:

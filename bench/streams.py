@@ -31,6 +31,7 @@ class StreamTiming:
     last: float | None = None
     complete: bool = False  # the terminal frame arrived and the server closed cleanly
     error: str = ""
+    body_excerpt: bytes = b""  # the start of a non-2xx answer, to say why
 
     @property
     def gap(self) -> float | None:
@@ -104,6 +105,8 @@ async def read_stream(spec: StreamSpec, payload: bytes, timeout: float) -> Strea
                     continue
                 _parse_head(buffer[:end], timing)
                 data, in_body = buffer[end + 4:], True
+            if not 200 <= timing.status < 300 and len(timing.body_excerpt) < 300:
+                timing.body_excerpt += data[:300 - len(timing.body_excerpt)]
             window = tail + data
             found = window.count(spec.marker)
             if found:
@@ -135,13 +138,17 @@ class StreamRun:
         firsts = [s.first * 1000 for s in self.streams if s.complete and s.first is not None]
         gaps = [gap * 1000 for s in self.streams if s.complete and (gap := s.gap) is not None]
         errors: dict[str, int] = {}
+        examples: dict[str, str] = {}
         for stream in self.streams:
             if not stream.complete:
                 reason = stream.error or (f"status {stream.status}" if not 200 <= stream.status < 300
                                           else "no terminal frame")
                 errors[reason] = errors.get(reason, 0) + 1
+                if stream.body_excerpt:
+                    examples.setdefault(reason, stream.body_excerpt.decode(errors="replace"))
         return {
-            "streams": len(self.streams), "complete": self.complete, "errors": errors, "wall_s": round(self.wall_s, 3),
+            "streams": len(self.streams), "complete": self.complete, "errors": errors, "error_examples": examples,
+            "wall_s": round(self.wall_s, 3),
             "frames_per_stream": statistics.median([s.frames for s in self.streams]) if self.streams else 0,
             "ttft_ms": percentiles(firsts), "gap_ms": percentiles(gaps),
         }

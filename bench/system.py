@@ -113,6 +113,14 @@ def _run(args: list[str]) -> str:
         return ""
 
 
+def source_state(repo: str) -> dict[str, str]:
+    """The commit the gateway ran from, and any uncommitted change to the code under test."""
+    commit = _run(["git", "-C", repo, "rev-parse", "--short", "HEAD"])
+    dirty = _run(["git", "-C", repo, "status", "--porcelain", "--", "gateway", "providers", "migrations",
+                  "models.yaml"])
+    return {"commit": commit, "uncommitted": dirty}
+
+
 def machine() -> dict[str, str]:
     """The machine as RESULTS.md describes it."""
     model, mhz = "unknown", ""
