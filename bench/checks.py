@@ -96,7 +96,7 @@ async def pg_stats(admin_dsn: str, database: str) -> dict[str, int]:
     connection = await asyncpg.connect(admin_dsn)
     try:
         row = await connection.fetchrow(
-            "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted, tup_fetched "
+            "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted, tup_fetched, sessions "
             "FROM pg_stat_database WHERE datname = $1", database)
     finally:
         await connection.close()

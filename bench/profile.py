@@ -41,7 +41,10 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("read_json", "read + parse body"),
     ("prepare", "prepare upstream request"),
     ("place_hold", "place credit hold (DB)"),
+    ("place_worst_case_hold", "place credit hold (DB)"),
     ("request", "upstream call (pool + httpx)"),
+    ("open_stream", "open upstream stream (pool + httpx)"),
+    ("_relay", "relay: upstream NDJSON -> SSE frames"),
     ("render_response", "render OpenAI answer"),
     ("finish", "settle: Call.finish"),
     ("_write_batch", "usage writer (background)"),
@@ -126,9 +129,8 @@ def summarise(collapsed: Path, top: int = 25) -> dict[str, Any]:
         for name in names:
             inclusive[name] += count
         in_project = {f.rpartition(".")[2] for f, fl in frames if _layer(fl) in PROJECT_LAYERS}
-        for func_name, label in STAGES:
-            if func_name in in_project:
-                stages[label] += count
+        for label in {label for func_name, label in STAGES if func_name in in_project}:
+            stages[label] += count
 
     def share(counter: Counter[str], limit: int | None = None) -> list[dict[str, Any]]:
         return [{"name": name, "samples": count, "pct": round(100 * count / total, 1) if total else 0.0}

@@ -95,8 +95,8 @@ def targets_table(results: dict[str, Any]) -> str:
 
 def main_table(results: dict[str, Any]) -> str:
     lines = ["| scenario | path | c | req/s | p50 ms | p90 ms | p99 ms | errors | CPU ms/req | req/s per CPU-second "
-             "| peak RSS MB | DB xacts/req | DB rows written/req | load avg |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| peak RSS MB | DB xacts/req | DB rows written/req | DB connections opened/1k req | load avg |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for kind in KINDS:
         for target in ("direct", "postgres", "sqlite"):
             for scenario in results["scenarios"]:
@@ -106,11 +106,12 @@ def main_table(results: dict[str, Any]) -> str:
                 xacts = (db["xact_commit_per_request"] + db["xact_rollback_per_request"]) if db else None
                 rows = (db["tup_inserted_per_request"] + db["tup_updated_per_request"]
                         + db["tup_deleted_per_request"]) if db else None
+                sessions = 1000 * db["sessions_per_request"] if "sessions_per_request" in db else None
                 lines.append(
                     f"| {KIND_LABEL[kind]} | {TARGET_LABEL[target]} | {scenario['concurrency']} | {_fmt(m['rps'])} | "
                     f"{_fmt(m['p50'], 2)} | {_fmt(m['p90'], 2)} | {_fmt(m['p99'], 2)} | {scenario['errors']} | "
                     f"{_fmt(m['cpu_ms_per_request'], 3)} | {_fmt(m.get('capacity'), 0)} | {_fmt(m['peak_rss_mb'])} | "
-                    f"{_fmt(xacts, 2)} | {_fmt(rows, 2)} | {_fmt(m.get('load1'), 1)} |")
+                    f"{_fmt(xacts, 2)} | {_fmt(rows, 2)} | {_fmt(sessions, 1)} | {_fmt(m.get('load1'), 1)} |")
     return "\n".join(lines)
 
 
@@ -214,10 +215,11 @@ def correctness_section(results: dict[str, Any]) -> str:
     for name, backend in results["backends"].items():
         logged = backend.get("gateway_log")
         if logged:
+            kinds = logged.get("kinds") or {}
             out.append(f"- Gateway log ({TARGET_LABEL[name]}): lines per level {logged['lines']}"
-                       + ("; first warnings and errors: " + "; ".join(f"`{line}`" for line in
-                                                                     logged["warnings_and_errors"])
-                          if logged["warnings_and_errors"] else "; no warning or error"))
+                       + ("; warnings and errors by kind: " + "; ".join(f"{count} × `{kind}`" for kind, count in
+                                                                       kinds.items())
+                          if kinds else "; no warning or error"))
     return "\n".join(out) or "Not run."
 
 

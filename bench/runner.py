@@ -342,8 +342,9 @@ class Run:
                     if before and after and after["events"] > before["events"]:
                         admitted = after["events"] - before["events"]
                         result.db = {"admitted": admitted, **{
-                            f"{key}_per_request": round((after[key] - before[key]) / admitted, 3)
-                            for key in ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted")}}
+                            f"{key}_per_request": round((after[key] - before[key]) / admitted, 4)
+                            for key in ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted",
+                                        "sessions")}}
                     self.results["scenarios"].append(result.as_json())
         finally:
             await engine.dispose()
@@ -527,6 +528,7 @@ def _attribute(pg_turns: list[Any], redis_turns: list[Any], windows: list[tuple[
 def _log_summary(path: Path) -> dict[str, Any]:
     """Lines per level in the gateway's JSON log, and the first few warnings and errors (not access lines)."""
     levels: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
     notable: list[str] = []
     with path.open(errors="replace") as handle:
         for line in handle:
@@ -537,9 +539,15 @@ def _log_summary(path: Path) -> dict[str, Any]:
                 continue
             level = str(entry.get("level", "access" if "status" in entry else "?"))
             levels[level] += 1
-            if level in {"warning", "error", "critical"} and len(notable) < 12:
-                notable.append(f"{level}: {entry.get('logger')}: {str(entry.get('message'))[:300]}")
-    return {"lines": dict(levels), "warnings_and_errors": notable}
+            if level in {"warning", "error", "critical"}:
+                exception = str(entry.get("exception") or "").strip().splitlines()
+                text = f"{level}: {entry.get('logger')}: {str(entry.get('message'))[:200]}"
+                if exception:
+                    text += f" [{exception[-1][:200]}]"
+                kinds[text.split(" (request_id=")[0] + (f" [{exception[-1][:200]}]" if exception else "")] += 1
+                if len(notable) < 5:
+                    notable.append(text)
+    return {"lines": dict(levels), "warnings_and_errors": notable, "kinds": dict(kinds.most_common(10))}
 
 
 def _sql(statements: list[str]) -> str:
