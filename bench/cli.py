@@ -88,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("bench: interrupted; children stopped and the throwaway database dropped", file=sys.stderr)
         return 130
     results["machine"] = machine()
     results["targets"] = report.targets(results)

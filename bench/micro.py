@@ -44,7 +44,10 @@ async def measure(label: str, operation: Callable[[], Awaitable[Any]], count: in
 
 
 def _settlement(request_id: str, account_id: str, key_id: str, cost: int) -> Any:
-    from gateway.billing.holds import Settlement
+    try:
+        from gateway.billing.settlement import Settlement  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:  # before settlement moved out of holds.py
+        from gateway.billing.holds import Settlement  # type: ignore[attr-defined, no-redef, unused-ignore]
 
     return Settlement(request_id=request_id, account_id=account_id, user_id=account_id, api_key_id=key_id,
                       model_public_name="privaterouter/fast", ollama_tag="gemma4:latest", node="fast",
