@@ -215,7 +215,7 @@ def correctness_section(results: dict[str, Any]) -> str:
     for name, backend in results["backends"].items():
         logged = backend.get("gateway_log")
         if logged:
-            kinds = logged.get("kinds") or {}
+            kinds = logged.get("kinds") or {line: 1 for line in logged.get("warnings_and_errors", [])}
             out.append(f"- Gateway log ({TARGET_LABEL[name]}): lines per level {logged['lines']}"
                        + ("; warnings and errors by kind: " + "; ".join(f"{count} × `{kind}`" for kind, count in
                                                                        kinds.items())
