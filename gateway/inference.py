@@ -19,8 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.auth.keyresolver import KeyPrincipal
-from gateway.billing.holds import HoldRefused, PlacedHold, Quote, Settlement, place_hold, place_worst_case_hold
+from gateway.billing.holds import HoldRefused, PlacedHold, Quote, place_hold, place_worst_case_hold
 from gateway.billing.money import cost
+from gateway.billing.settlement import Settlement
 from gateway.context import AppContext, context
 from gateway.db.models import utcnow
 from gateway.errors import GatewayError, from_provider, invalid_body

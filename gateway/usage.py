@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.billing.holds import Settlement, settle
+from gateway.billing.settlement import Settlement, settle_batch
 
 log = logging.getLogger("pr.usage")
 ISOLATE_AFTER_FAILURES = 3
@@ -59,7 +59,7 @@ class UsageWriter:
     async def _write_batch(self) -> None:
         batch = self._queue[: self._batch_size]
         async with self._sessions() as session:
-            charges = [await settle(session, item) for item in batch]
+            charges = await settle_batch(session, batch)
             await session.commit()
         del self._queue[: len(batch)]
         if self._on_written is not None:
@@ -75,7 +75,7 @@ class UsageWriter:
         for item in batch:
             try:
                 async with self._sessions() as session:
-                    charge = await settle(session, item)
+                    [charge] = await settle_batch(session, [item])
                     await session.commit()
             except Exception as exc:
                 refused.append((item, exc))

@@ -1,9 +1,8 @@
 """Credit holds: reserve a request's worst case before calling upstream, settle the exact cost after.
 
-    place_hold()  one transaction: account (and key monthly limit) conditional UPDATE + holds row
-    settle()      one transaction per batch (see gateway/usage.py): delete the hold row (which makes
-                  settling idempotent by request id), release the held credits and debit the exact
-                  cost in one UPDATE with its ledger row, update the key's spend, insert the event
+    place_worst_case_hold()  PostgreSQL hot path: one autocommit statement
+    place_hold()             one transaction: account (and key monthly limit) conditional UPDATE + holds row
+    settlement.settle_batch  closes requests: see gateway/billing/settlement.py
 
 Every condition lives inside the UPDATE's WHERE clause, so concurrent requests serialise on the
 account row and can never take the free balance (balance minus holds) below zero.
@@ -18,7 +17,6 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from gateway.billing import ledger
 from gateway.db.models import Account, ApiKey, Hold, UsageEvent, utcnow
 
 log = logging.getLogger("pr.billing")
@@ -164,67 +162,6 @@ async def place_worst_case_hold(engine: AsyncEngine, *, request_id: str, account
     if taken is None:
         return None
     return PlacedHold(request_id, quote.worst_case, quote.max_output_tokens, False)
-
-
-@dataclass(frozen=True)
-class Settlement:
-    """Everything needed to close one admitted request: money and its usage event together."""
-
-    request_id: str
-    account_id: str
-    user_id: str
-    api_key_id: str | None
-    model_public_name: str
-    ollama_tag: str
-    node: str | None
-    endpoint: str
-    input_tokens: int
-    output_tokens: int
-    tokens_estimated: bool
-    cost_pico: int
-    latency_ms: int
-    ttft_ms: int | None
-    status: str  # success | error | cancelled
-    error_code: str | None
-    registry_version: str
-    created_at: datetime
-
-
-async def settle(session: AsyncSession, item: Settlement) -> int | None:
-    """Settle one request inside the caller's transaction; return the cost charged, or None if the
-    request was already settled (settling is idempotent by request id)."""
-    hold = (await session.execute(
-        sa.delete(_holds).where(_holds.c.request_id == item.request_id)
-        .returning(_holds.c.amount_pico, _holds.c.api_key_id))).first()
-    if hold is None:
-        return None
-    held, key_held = int(hold.amount_pico), hold.api_key_id is not None
-    charge = item.cost_pico
-    if charge > 0:
-        # The prompt estimate is conservative, so a cost above the hold is rare; even then the charge
-        # never takes the balance below what other requests hold.
-        free = (await session.execute(sa.select(_accounts.c.balance_pico - _accounts.c.held_pico + held)
-                                      .where(_accounts.c.id == item.account_id))).scalar_one()
-        if charge > free:
-            log.warning("request %s cost %d pico-USD above the free balance; charging %d", item.request_id,
-                        charge, free)
-            charge = max(0, int(free))
-    await ledger.post(session, account_id=item.account_id, kind="usage", amount_pico=-charge,
-                      request_id=item.request_id, release_pico=held)
-    if item.api_key_id is not None:
-        month = current_month(item.created_at)
-        values: dict[str, object] = {"spend_pico": _key_spend(month) + charge, "spend_month": month}
-        if key_held:
-            values["held_pico"] = _keys.c.held_pico - held
-        await session.execute(sa.update(_keys).where(_keys.c.id == item.api_key_id).values(**values))
-    await session.execute(sa.insert(_events).values(
-        request_id=item.request_id, account_id=item.account_id, user_id=item.user_id, api_key_id=item.api_key_id,
-        model_public_name=item.model_public_name, ollama_tag=item.ollama_tag, node=item.node,
-        endpoint=item.endpoint, input_tokens=item.input_tokens, output_tokens=item.output_tokens,
-        tokens_estimated=item.tokens_estimated, cost_pico=charge, latency_ms=item.latency_ms, ttft_ms=item.ttft_ms,
-        status=item.status, error_code=item.error_code, registry_version=item.registry_version,
-        created_at=item.created_at))
-    return charge
 
 
 async def release_stale_holds(session: AsyncSession, *, older_than: timedelta) -> int:

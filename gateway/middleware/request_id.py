@@ -6,6 +6,7 @@ import logging
 import re
 import uuid
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import error_body
@@ -48,6 +49,8 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            log.info("client disconnected before its request was read (request_id=%s)", rid.decode())
         except Exception:
             log.exception("unhandled error (request_id=%s)", rid.decode())
             if started:

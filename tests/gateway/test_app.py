@@ -130,3 +130,21 @@ async def test_unhandled_error_is_500_envelope_without_internals(probe: httpx.As
     assert "secret" not in response.text
     assert response.headers["x-request-id"] == "r-1"
     assert "r-1" in caplog.text
+
+
+async def test_client_leaving_before_its_body_is_read_is_not_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/echo", "raw_path": b"/echo", "query_string": b"",
+             "headers": [(b"content-type", b"application/json")], "http_version": "1.1", "scheme": "http",
+             "server": ("t", 80), "client": ("127.0.0.1", 1), "root_path": "", "app": None}
+    with caplog.at_level(logging.INFO, logger="pr.errors"):
+        await _probe_app()(scope, receive, send)  # type: ignore[arg-type]
+    assert sent == [] and "client disconnected" in caplog.text
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]

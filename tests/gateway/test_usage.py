@@ -10,7 +10,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.billing.holds import Quote, Settlement, place_hold
+from gateway.billing.holds import Quote, place_hold
+from gateway.billing.settlement import Settlement
 from gateway.db.models import UsageEvent, utcnow
 from gateway.usage import UsageWriter
 from tests.support.accounts import make_account

@@ -13,12 +13,11 @@ from gateway.billing.holds import (
     FLOOR_PICO,
     HoldRefused,
     Quote,
-    Settlement,
     place_hold,
     place_worst_case_hold,
     release_stale_holds,
-    settle,
 )
+from gateway.billing.settlement import Settlement, settle
 from gateway.db.engine import create_engine, session_factory
 from gateway.db.models import Account, ApiKey, Hold, UsageEvent, utcnow
 from tests.support.accounts import ledger_sum, make_account
