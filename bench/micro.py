@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import time
@@ -235,8 +236,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     found.append(await measure("upstream POST /api/chat, minimal asyncio HTTP/1.1 client (floor)", upstream_raw, n)
                  | {"group": "upstream"})
     await client.aclose()
-    for idle in (16, 64, 128):  # the gateway's client keeps up to 512 idle connections (httpx.Limits in gateway/app.py)
+    variants: list[tuple[str, Any]] = [("httpx (default transport)", None)]
+    try:  # the gateway's own transport for httpx, when this tree has one
+        transport_module = importlib.import_module("providers.ollama.transport")
+        variants.append(("httpx + the gateway's FastTransport", transport_module.FastTransport))
+    except (ImportError, AttributeError):
+        pass
+    for (label, transport_class), idle in [(variant, idle) for variant in variants for idle in (1, 16, 64, 128)]:
+        # The gateway's client keeps up to 512 idle connections (httpx.Limits in gateway/app.py).
         pooled = httpx.AsyncClient(timeout=httpx.Timeout(30.0),
+                                   transport=transport_class() if transport_class is not None else None,
                                    limits=httpx.Limits(max_connections=None, max_keepalive_connections=512))
         await asyncio.gather(*(pooled.post(args.emulator + "/api/chat", content=chat,
                                            headers={"content-type": "application/json"}) for _ in range(idle)))
@@ -246,8 +255,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                        headers={"content-type": "application/json"})
             answer.raise_for_status()
 
-        pooled_now = len(getattr(getattr(pooled, "_transport", None), "_pool", None)._connections)  # type: ignore[union-attr]
-        found.append(await measure(f"…httpx with {pooled_now} idle connections in its pool (after a burst of {idle})",
+        found.append(await measure(f"{label}, after a burst of {idle} concurrent calls (idle connections kept)",
                                    upstream_pooled, min(n, 100)) | {"group": "upstream"})
         await pooled.aclose()
 
