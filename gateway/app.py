@@ -107,9 +107,7 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
                          http=http, redis=redis, metrics=app_metrics,
                          key_resolver=KeyResolver(sessions, settings.app_secret_key),
                          login_throttle=LoginThrottle.create(redis), pool=pool,
-                         limiter=create_limiter(redis, app_metrics), usage_writer=usage_writer,
-                         autocommit_engine=None if settings.is_sqlite
-                         else engine.execution_options(isolation_level="AUTOCOMMIT"))
+                         limiter=create_limiter(redis, app_metrics), usage_writer=usage_writer)
         app.state.ctx = ctx
         await pool.start()
         await _release_stale_holds(ctx)

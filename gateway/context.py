@@ -36,8 +36,6 @@ class AppContext:
     pool: NodePool = field(kw_only=True)
     limiter: Limiter = field(kw_only=True)
     usage_writer: UsageWriter = field(kw_only=True)
-    # PostgreSQL only: the same pool in autocommit mode, for single-statement holds on the hot path.
-    autocommit_engine: AsyncEngine | None = field(default=None, kw_only=True)
 
 
 def context(connection: HTTPConnection) -> AppContext:

@@ -188,8 +188,8 @@ class Call:
 
 async def _hold(ctx: AppContext, request_id: str, principal: KeyPrincipal, quote: Quote) -> PlacedHold:
     key_has_limit = principal.monthly_limit_pico is not None
-    if ctx.autocommit_engine is not None and not key_has_limit:
-        placed = await place_worst_case_hold(ctx.autocommit_engine, request_id=request_id,
+    if not ctx.settings.is_sqlite and not key_has_limit:
+        placed = await place_worst_case_hold(ctx.engine, request_id=request_id,
                                              account_id=principal.account_id, quote=quote)
         if placed is not None:
             return placed

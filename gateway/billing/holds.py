@@ -140,25 +140,29 @@ async def place_hold(session: AsyncSession, *, request_id: str, account_id: str,
 
 # PostgreSQL, autocommit: the conditional UPDATE and the holds row in ONE statement (one round trip,
 # atomic on its own). An empty result means the worst case does not fit; place_hold() then decides.
-_HOLD_IN_ONE_STATEMENT = sa.text("""
+_HOLD_IN_ONE_STATEMENT = """
     WITH taken AS (
-        UPDATE accounts SET held_pico = held_pico + :amount
-        WHERE id = :account_id AND balance_pico - held_pico >= :amount
+        UPDATE accounts SET held_pico = held_pico + $1
+        WHERE id = $2 AND balance_pico - held_pico >= $1
         RETURNING id)
     INSERT INTO holds (request_id, account_id, api_key_id, amount_pico, created_at)
-    SELECT :request_id, id, NULL, :amount, :created_at FROM taken
+    SELECT $3, id, NULL, $1, $4 FROM taken
     RETURNING request_id
-""")
+"""
 
 
 async def place_worst_case_hold(engine: AsyncEngine, *, request_id: str, account_id: str,
                                 quote: Quote) -> PlacedHold | None:
     """The critical-path fast path (PostgreSQL, keys without a monthly limit): hold the worst case in
-    one round trip, or return None when it does not fit (the caller falls back to `place_hold`)."""
+    one round trip, or return None when it does not fit (the caller falls back to `place_hold`).
+
+    The statement goes straight to the asyncpg connection (outside any transaction, so it commits on
+    its own): SQLAlchemy's statement machinery cost four times the round trip itself here.
+    """
     async with engine.connect() as connection:
-        taken = (await connection.execute(_HOLD_IN_ONE_STATEMENT, {
-            "amount": quote.worst_case, "account_id": account_id, "request_id": request_id,
-            "created_at": utcnow()})).first()
+        raw = await connection.get_raw_connection()
+        taken = await raw.driver_connection.fetchval(  # type: ignore[union-attr]
+            _HOLD_IN_ONE_STATEMENT, quote.worst_case, account_id, request_id, utcnow())
     if taken is None:
         return None
     return PlacedHold(request_id, quote.worst_case, quote.max_output_tokens, False)

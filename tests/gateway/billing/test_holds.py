@@ -146,9 +146,8 @@ async def test_single_statement_hold_on_postgres(postgres_url: str) -> None:
     sessions = session_factory(engine)
     try:
         _, account, _ = await make_account(sessions, credits_pico=3 * FLOOR_PICO)
-        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         quote = Quote(prompt_pico=FLOOR_PICO, output_pico_per_token=0, max_output_tokens=0)
-        placed = [await place_worst_case_hold(autocommit, request_id=f"r{i}", account_id=account, quote=quote)
+        placed = [await place_worst_case_hold(engine, request_id=f"r{i}", account_id=account, quote=quote)
                   for i in range(4)]
         assert [hold is not None for hold in placed] == [True, True, True, False]
         assert (await _account(sessions, account)).held_pico == 3 * FLOOR_PICO
