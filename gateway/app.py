@@ -39,6 +39,7 @@ from gateway.routes.metrics import MetricsServer
 from gateway.settings import Settings
 from gateway.usage import UsageWriter
 from providers.errors import ProviderError
+from providers.ollama.transport import FastTransport
 from providers.pool import NodeConfig, NodePool
 
 log = logging.getLogger("pr.app")
@@ -92,7 +93,7 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
         holder = RegistryHolder(settings.models_file, registry)
         engine = create_engine(settings.database_url)
         timeout = httpx.Timeout(connect=settings.upstream_connect_timeout, read=None, write=30.0, pool=None)
-        http = httpx.AsyncClient(timeout=timeout, transport=http_transport,
+        http = httpx.AsyncClient(timeout=timeout, transport=http_transport or FastTransport(),
                                  limits=httpx.Limits(max_connections=None, max_keepalive_connections=512))
         redis = create_client(settings.redis_url) if settings.redis_url else None
         sessions = session_factory(engine)
