@@ -178,7 +178,7 @@ class FastTransport(httpx.AsyncBaseTransport):
         self._methods: dict[str, bytes] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send `request` and return once the status and headers arrived; the body streams."""
+        """Send `request`; return once the status and headers arrived. The body streams: the caller closes it."""
         url = request.url
         if url.scheme != "http":
             raise httpx.UnsupportedProtocol(f"FastTransport speaks plain http only, not {url.scheme!r}",

@@ -263,14 +263,14 @@ async def test_read_timeout_applies_to_each_read_not_to_the_whole_body() -> None
     async def serve(peer: Peer) -> None:
         await peer.request()
         peer.send(chunked_head())
-        for _ in range(5):
-            await asyncio.sleep(0.06)
+        for _ in range(4):  # 0.4 s in all, each gap well under the read timeout
+            await asyncio.sleep(0.1)
             peer.send(chunk(b"x"))
         peer.send(b"0\r\n\r\n")
 
     async with RawServer(serve) as server:
-        async with httpx.AsyncClient(transport=FastTransport(), timeout=httpx.Timeout(5, read=0.15)) as http:
-            assert (await http.get(server.url)).content == b"xxxxx"
+        async with httpx.AsyncClient(transport=FastTransport(), timeout=httpx.Timeout(5, read=0.3)) as http:
+            assert (await http.get(server.url)).content == b"xxxx"
 
 
 # --- the pool ---------------------------------------------------------------------------------------
@@ -627,7 +627,7 @@ async def test_a_line_break_in_a_header_is_refused() -> None:
     async with RawServer(answer_each(by_peer)) as server, client(server) as http:
         with pytest.raises(httpx.LocalProtocolError, match="line break"):
             await http.get("/", headers={"x-a": "a\r\nInjected: 1"})
-    assert server.peers == [] or server.peers[0].requests == []
+    assert server.peers == []  # refused before connecting
 
 
 # --- OllamaClient over FastTransport, against the emulator ------------------------------------------
