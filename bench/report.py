@@ -55,6 +55,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         _verdict("streaming chat (32 tokens) ≥ 500 streams/s at c=16",
                  _median(results, "postgres", "stream", 16, "rps"), 500, "streams/s", at_least=True),
     ]
+    for item, kind in zip(found, ("chat", "embed", "stream"), strict=True):
+        item["capacity"] = _median(results, "postgres", kind, 16, "capacity")
     for kind in KINDS:
         gateway = _median(results, "postgres", kind, 1, "p50")
         direct = _median(results, "direct", kind, 1, "p50")
@@ -88,6 +90,8 @@ def targets_table(results: dict[str, Any]) -> str:
     lines = ["| target | measured | met | gap |", "| --- | --- | --- | --- |"]
     for item in results.get("targets") or targets(results):
         measured = "–" if item["measured"] is None else f"{item['measured']:,} {item['unit']}"
+        if item.get("capacity"):
+            measured += f" ({item['capacity']:,.0f} per CPU-second)"
         met = {True: "yes", False: "**no**", None: "–"}[item["met"]]
         lines.append(f"| {item['target']} | {measured} | {met} | {item['gap']} |")
     return "\n".join(lines)
@@ -159,10 +163,16 @@ def slow_section(slow: dict[str, Any]) -> str:
     gateway, direct = slow["gateway"], slow["direct"]
     extra = []
     if gateway.get("ttft_ms") and direct.get("ttft_ms"):
-        extra.append(f"TTFT overhead (p50): {gateway['ttft_ms']['p50'] - direct['ttft_ms']['p50']:.2f} ms")
+        extra.append(f"TTFT overhead (p50): {gateway['ttft_ms']['p50'] - direct['ttft_ms']['p50']:,.2f} ms — streams "
+                     "wait to be admitted while the gateway's one core also relays the streams already running")
     if gateway.get("gap_ms") and direct.get("gap_ms"):
-        extra.append(f"inter-token delay added (p50 of per-stream mean gaps): "
-                     f"{gateway['gap_ms']['p50'] - direct['gap_ms']['p50']:.3f} ms")
+        extra.append("inter-token gap through the gateway (p50 of per-stream means): "
+                     f"{gateway['gap_ms']['p50']:.2f} ms, "
+                     f"{gateway['gap_ms']['p50'] - slow['token_delay_ms']:+.2f} ms against the emulator's configured "
+                     f"{slow['token_delay_ms']:g} ms and {gateway['gap_ms']['p50'] - direct['gap_ms']['p50']:+.2f} ms "
+                     "against the direct run. The direct run is no clean baseline here: the emulator and the stream "
+                     "client share core 0 and serving all streams at once stretches their own gaps; through the "
+                     "gateway, admission spreads the streams out in time")
     extra.append(f"gateway RSS {slow['rss_before_mb']} MB before, peak {slow['rss_peak_mb']} MB "
                  f"(+{slow['rss_added_mb']} MB)")
     extra.append(f"gateway CPU {slow['gateway_cpu_ms_per_stream']} ms per stream")
@@ -207,7 +217,9 @@ def correctness_section(results: dict[str, Any]) -> str:
             f"`success`, {check['duplicate_events']} duplicated events; {check['usage_events']:,} usage events in "
             f"all (the {sum(check['events_not_seen_by_client'].values()):,} the clients never saw: "
             f"{check['events_not_seen_by_client'] or 'none'}, requests cut when wrk stops at the end of each run). "
-            f"{check['accounts_checked']} accounts: ledger sum = balance and nothing held on every one"
+            f"{check['accounts_checked']} account{'s' if check['accounts_checked'] != 1 else ''} (the bench tenant"
+            f"{' and the micro-benchmarks’ own' if check['accounts_checked'] > 1 else ''}): ledger sum = balance and "
+            "nothing held on every one"
             f"{'' if not check['accounts_unbalanced'] else ' EXCEPT ' + str(check['accounts_unbalanced'])}; "
             f"open holds {check['open_holds']}; usage events' cost = usage ledger debits "
             f"({check['usage_cost_pico']:,} pico-USD = {check['usage_ledger_debits_pico']:,}). Waited "
@@ -283,8 +295,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"the orchestrator and py-spy on core {options['load_core']}. PostgreSQL and Redis are the machine's shared "
         "services and are not pinned (the scheduler puts them on either core); the busy time on the gateway's core "
         "that the gateway did not spend was at most "
-        f"{max(foreign, default=0):.0f}% of that core in any scenario (median {_median_of(foreign):.0f}%), which "
-        "is mostly PostgreSQL and Redis working for the gateway.\n"
+        f"{max(foreign, default=0):.0f}% of that core in any scenario (median {_median_of(foreign):.0f}%): "
+        "PostgreSQL and Redis working for the gateway, and other processes on this shared machine (compare "
+        "the SQLite rows, where neither service runs).\n"
         "- **Production shape**: one uvicorn worker (`privaterouter migrate`, then `privaterouter serve "
         "--no-migrate`), PostgreSQL in a throwaway database, Redis database "
         f"`{options['redis_url'].rsplit('/', 1)[-1]}`, INFO logs as JSON to a file; for comparison the embedded "
@@ -327,7 +340,7 @@ def _source(source: dict[str, str]) -> str:
     if source.get("uncommitted"):
         text += f" plus uncommitted changes ({source['uncommitted'].replace(chr(10), '; ')})"
     if source.get("changed_during_run"):
-        text += ". **The code under test changed during the run.**"
+        text += f". Changed during the run: {source['changed_during_run']}"
     return text + "."
 
 
