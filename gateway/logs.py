@@ -36,3 +36,5 @@ def configure_logging(level: str, fmt: str) -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True  # pr.access replaces it
+    # httpx logs every upstream call at INFO: as many lines as the access log, and nothing it lacks.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
