@@ -13,23 +13,23 @@ from typing import Any
 
 import orjson
 
-from providers.base import ModelTarget, PreparedRequest, Usage
+from providers.base import ModelTarget, PreparedRequest
 from providers.families import get_family
 from providers.openai.chat import usage_json
 from providers.openai.output import OutputReader, finish_reason
-from providers.sse import DONE, SLOT, FrameTemplate, data_frame, error_payload, error_type_for
+from providers.openai.stream_base import DataStreamEncoder
+from providers.sse import DONE, SLOT, FrameTemplate, data_frame
 
 _ROLE_DELTA = b'{"role":"assistant","content":""}'
 
 
-class ChatStreamEncoder:
+class ChatStreamEncoder(DataStreamEncoder):
     """One streaming chat answer; see the module docstring for the frame sequence."""
 
-    __slots__ = ("_prepared", "_head", "_delta", "_content", "_reasoning", "_reader", "_final", "_calls",
-                 "_started", "_closed")
+    __slots__ = ("_head", "_delta", "_content", "_reasoning", "_calls")
 
     def __init__(self, prepared: PreparedRequest, target: ModelTarget, response_id: str, created: int) -> None:
-        self._prepared = prepared
+        super().__init__(prepared, OutputReader(get_family(target.family).think_tags))
         self._head = {"id": response_id, "object": "chat.completion.chunk", "created": created,
                       "model": target.public_name}
         self._delta = FrameTemplate({**self._head, "choices": [{"index": 0, "delta": SLOT, "finish_reason": None}]})
@@ -37,15 +37,7 @@ class ChatStreamEncoder:
                                        "choices": [{"index": 0, "delta": {"content": SLOT}, "finish_reason": None}]})
         self._reasoning = FrameTemplate({**self._head, "choices": [
             {"index": 0, "delta": {"reasoning_content": SLOT}, "finish_reason": None}]})
-        self._reader = OutputReader(get_family(target.family).think_tags)
-        self._final: Mapping[str, Any] | None = None
         self._calls = 0
-        self._started = False
-        self._closed = False
-
-    @property
-    def started(self) -> bool:
-        return self._started
 
     def _frames(self, thinking: str, content: str) -> list[bytes]:
         frames = []
@@ -95,13 +87,3 @@ class ChatStreamEncoder:
         frames.append(DONE)
         return b"".join(frames)
 
-    def fail(self, code: str, message: str, *, error_type: str | None = None) -> bytes:
-        """An OpenAI error frame; the stream ends there (no [DONE]: the answer did not complete)."""
-        if self._closed:
-            return b""
-        self._started = self._closed = True
-        return data_frame(error_payload(code, message, error_type or error_type_for(code)))
-
-    def usage(self) -> Usage:
-        """Ollama's counts if the done chunk came, else an estimate of what was relayed."""
-        return self._reader.usage(self._final, self._prepared.prompt_tokens_estimate)

@@ -27,7 +27,8 @@ from providers.openai.params import (
     unsupported,
     wrong_type,
 )
-from providers.sse import DONE, SLOT, FrameTemplate, data_frame, error_payload, error_type_for
+from providers.openai.stream_base import DataStreamEncoder
+from providers.sse import DONE, SLOT, FrameTemplate, data_frame
 from providers.tokens import measure_texts
 
 
@@ -119,25 +120,17 @@ def render(prepared: PreparedRequest, target: ModelTarget, ollama: Mapping[str, 
     return answer, usage
 
 
-class CompletionStreamEncoder:
+class CompletionStreamEncoder(DataStreamEncoder):
     """Text deltas as `text_completion` chunks, a final chunk with finish_reason, usage if asked, [DONE]."""
 
-    __slots__ = ("_prepared", "_head", "_text", "_reader", "_final", "_started", "_closed")
+    __slots__ = ("_head", "_text")
 
     def __init__(self, prepared: PreparedRequest, target: ModelTarget, response_id: str, created: int) -> None:
-        self._prepared = prepared
+        super().__init__(prepared, OutputReader(think_tags=False))
         self._head = {"id": response_id, "object": "text_completion", "created": created,
                       "model": target.public_name}
         self._text = FrameTemplate({**self._head, "choices": [
             {"text": SLOT, "index": 0, "logprobs": None, "finish_reason": None}]})
-        self._reader = OutputReader(think_tags=False)
-        self._final: Mapping[str, Any] | None = None
-        self._started = False
-        self._closed = False
-
-    @property
-    def started(self) -> bool:
-        return self._started
 
     def feed(self, chunk: Mapping[str, Any]) -> bytes:
         """One /api/generate chunk -> at most one SSE frame."""
@@ -164,16 +157,6 @@ class CompletionStreamEncoder:
         frames.append(DONE)
         return b"".join(frames)
 
-    def fail(self, code: str, message: str, *, error_type: str | None = None) -> bytes:
-        """An OpenAI error frame; the stream ends there."""
-        if self._closed:
-            return b""
-        self._started = self._closed = True
-        return data_frame(error_payload(code, message, error_type or error_type_for(code)))
-
-    def usage(self) -> Usage:
-        """Ollama's counts if the done chunk came, else an estimate of what was relayed."""
-        return self._reader.usage(self._final, self._prepared.prompt_tokens_estimate)
 
 
 def encoder(prepared: PreparedRequest, target: ModelTarget, response_id: str, created: int) -> CompletionStreamEncoder:
