@@ -12,6 +12,7 @@ import asyncpg
 import yaml
 
 from bench.procs import REPO
+from gateway.tenants import Tenant
 
 BENCH_PLAN = "bench"
 BENCH_RPM = 100_000_000  # the shipped plans stop at 1,000 RPM; load needs a plan that never refuses
@@ -37,14 +38,6 @@ def registry_text(fast_url: str, slow_url: str) -> str:
                               "rpm": BENCH_RPM})
     header = "# Written by bench/ for one run: the shipped registry pointed at the emulators, plus a bench plan.\n"
     return header + yaml.safe_dump(registry, sort_keys=False)
-
-
-@dataclass(frozen=True)
-class Tenant:
-    user_id: str
-    account_id: str
-    key_id: str
-    api_key: str
 
 
 @dataclass
@@ -102,27 +95,15 @@ async def drop_database(admin_dsn: str, name: str) -> None:
 
 
 async def create_tenant(database_url: str, app_secret: str) -> Tenant:
-    """A user with an account on the bench plan, a large grant and one API key (as tests/support/stack.py)."""
-    from gateway.auth.apikeys import hash_key, key_prefix, mint_key
-    from gateway.billing import ledger
+    """A user with an account on the bench plan, a large grant and one API key."""
     from gateway.billing.money import to_pico
     from gateway.db.engine import create_engine, session_factory
-    from gateway.db.models import Account, ApiKey, User
+    from gateway.tenants import create_tenant as provision
 
-    user_id, account_id, key_id = (str(uuid.uuid4()) for _ in range(3))
-    raw = mint_key()
     engine = create_engine(database_url)
     try:
         async with session_factory(engine)() as session:
-            session.add(User(id=user_id, email=f"bench-{user_id[:8]}@example.com", password_hash="!bench"))
-            await session.flush()
-            session.add(Account(id=account_id, user_id=user_id, plan_name=BENCH_PLAN))
-            await session.flush()
-            session.add(ApiKey(id=key_id, user_id=user_id, account_id=account_id, name="bench",
-                               key_prefix=key_prefix(raw), key_hash=hash_key(raw, app_secret)))
-            await ledger.post(session, account_id=account_id, kind="grant", amount_pico=to_pico(BENCH_CREDITS_USD),
-                              note="bench credits")
-            await session.commit()
+            return await provision(session, secret=app_secret, plan=BENCH_PLAN, credits_pico=to_pico(BENCH_CREDITS_USD),
+                                   note="bench credits", key_name="bench")
     finally:
         await engine.dispose()
-    return Tenant(user_id, account_id, key_id, raw)

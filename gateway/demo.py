@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import uuid
 from pathlib import Path
 
 import uvicorn
 from sqlmodel import col, select
 
 from gateway.app import create_app
-from gateway.auth.apikeys import hash_key, key_prefix, mint_key
-from gateway.billing import ledger
 from gateway.billing.money import to_pico
 from gateway.db.engine import create_engine, session_factory
 from gateway.db.migrate import upgrade
-from gateway.db.models import Account, ApiKey, User
+from gateway.db.models import Account, User
 from gateway.registry import load
 from gateway.settings import Settings
+from gateway.tenants import create_key, create_tenant
 from providers.ollama.fake import FakeConfig, create_fake_app
 
 DEMO_EMAIL = "demo@privaterouter.local"
@@ -44,29 +42,21 @@ def demo_registry(models_file: Path, ollama_url: str) -> str:
 
 
 async def create_demo_tenant(database_url: str, secret: str) -> str:
-    """A demo user on the developer plan with $10 and a fresh API key; returns the key."""
-    raw = mint_key()
+    """The demo user on the developer plan with $10 (created once) and a fresh API key; returns the key."""
     engine = create_engine(database_url)
     try:
         async with session_factory(engine)() as session:
             user = (await session.execute(select(User).where(col(User.email) == DEMO_EMAIL))).scalar_one_or_none()
             if user is None:
-                user = User(id=str(uuid.uuid4()), email=DEMO_EMAIL, name="Demo", password_hash="!disabled-login")
-                session.add(user)
-                await session.flush()
-                account = Account(id=str(uuid.uuid4()), user_id=user.id, plan_name=DEMO_PLAN)
-                session.add(account)
-                await session.flush()
-                await ledger.post(session, account_id=account.id, kind="grant", amount_pico=to_pico(DEMO_CREDITS),
-                                  note="demo credits")
-            else:
-                account = (await session.execute(select(Account).where(col(Account.user_id) == user.id))).scalar_one()
-            session.add(ApiKey(id=str(uuid.uuid4()), user_id=user.id, account_id=account.id, name="demo",
-                               key_prefix=key_prefix(raw), key_hash=hash_key(raw, secret)))
+                tenant = await create_tenant(session, secret=secret, plan=DEMO_PLAN, credits_pico=to_pico(DEMO_CREDITS),
+                                             email=DEMO_EMAIL, name="Demo", note="demo credits", key_name="demo")
+                return tenant.api_key
+            account = (await session.execute(select(Account).where(col(Account.user_id) == user.id))).scalar_one()
+            _, raw = await create_key(session, user_id=user.id, account_id=account.id, secret=secret, name="demo")
             await session.commit()
+            return raw
     finally:
         await engine.dispose()
-    return raw
 
 
 def examples(base_url: str, key: str) -> str:

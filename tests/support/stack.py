@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -19,12 +18,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.app import create_app
-from gateway.auth.apikeys import hash_key, key_prefix, mint_key
 from gateway.billing import ledger
 from gateway.billing.money import to_pico
 from gateway.db.engine import create_engine, session_factory
-from gateway.db.models import Account, ApiKey, CreditTransaction, Hold, UsageEvent, User
+from gateway.db.models import Account, CreditTransaction, Hold, UsageEvent, User
 from gateway.settings import Settings
+from gateway.tenants import Tenant, create_tenant
 from providers.ollama.fake import FakeConfig, FakeOllamaApp, create_fake_app
 from tests.support.servers import serve_app
 
@@ -57,14 +56,6 @@ def registry_text(ollama_urls: list[str], *, extra: str = "") -> str:
 
 
 @dataclass
-class Tenant:
-    user_id: str
-    account_id: str
-    key_id: str
-    api_key: str
-
-
-@dataclass
 class Stack:
     base_url: str
     ollama_urls: list[str]
@@ -84,21 +75,11 @@ class Stack:
     async def tenant(self, *, credits_usd: str = "10", plan: str = "developer", key_limit_usd: str | None = None,
                      allowed_models: list[str] | None = None, key_rpm: int | None = None) -> Tenant:
         """A user with an account on `plan` holding `credits_usd`, and one live API key."""
-        user_id, account_id, key_id = (str(uuid.uuid4()) for _ in range(3))
-        raw = mint_key()
         async with session_factory(self.engine)() as session:
-            session.add(User(id=user_id, email=f"{user_id}@example.com", password_hash="unused"))
-            await session.flush()
-            session.add(Account(id=account_id, user_id=user_id, plan_name=plan))
-            await session.flush()
-            session.add(ApiKey(id=key_id, user_id=user_id, account_id=account_id, name="test",
-                               key_prefix=key_prefix(raw), key_hash=hash_key(raw, self.settings.app_secret_key),
-                               monthly_limit_pico=None if key_limit_usd is None else to_pico(key_limit_usd),
-                               allowed_models=allowed_models, rpm=key_rpm))
-            if to_pico(credits_usd):
-                await ledger.post(session, account_id=account_id, kind="grant", amount_pico=to_pico(credits_usd))
-            await session.commit()
-        return Tenant(user_id, account_id, key_id, raw)
+            return await create_tenant(
+                session, secret=self.settings.app_secret_key, plan=plan, credits_pico=to_pico(credits_usd),
+                monthly_limit_pico=None if key_limit_usd is None else to_pico(key_limit_usd),
+                allowed_models=allowed_models, rpm=key_rpm)
 
     async def admin_token(self) -> str:
         """A session token of a fresh admin user (for /api/admin/* calls)."""
