@@ -37,9 +37,13 @@ class RelayResponse(Response):
         self.encoder = stream_encoder(call.prepared, call.target, response_id=call.response_id, created=call.created)
         self.last_send = time.monotonic()
         self.lock = asyncio.Lock()
+        self.complete = False
 
     async def _send_frame(self, send: Send, frame: bytes, more: bool = True) -> None:
         async with self.lock:
+            if self.complete:
+                return  # a keep-alive that woke after the last frame
+            self.complete = not more
             await send({"type": "http.response.body", "body": frame, "more_body": more})
             self.last_send = time.monotonic()
 
