@@ -192,6 +192,15 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 
 
 @pytest.fixture
+def gateway_settings(make_settings: Callable[..., Settings], sqlite_template: Path,
+                     tmp_path: Path) -> Callable[..., Settings]:
+    """Settings on a migrated SQLite copy (these tests are about HTTP, not storage)."""
+    path = tmp_path / "gateway.db"
+    shutil.copyfile(sqlite_template, path)
+    return lambda **env: make_settings(DATABASE_URL=f"sqlite+aiosqlite:///{path}", **env)
+
+
+@pytest.fixture
 async def app_client(make_settings: Callable[..., Settings],
                      database_url: str) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
     """An app on a fresh database with its lifespan running, and an in-process client for it."""

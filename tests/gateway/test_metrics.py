@@ -83,15 +83,6 @@ def scrape(metrics: Metrics) -> Scrape:
 
 
 
-@pytest.fixture
-def gateway_settings(make_settings: Callable[..., Settings], sqlite_template: Path,
-                     tmp_path: Path) -> Callable[..., Settings]:
-    """Settings on a migrated SQLite copy (these tests are about HTTP, not storage)."""
-    path = tmp_path / "gateway.db"
-    shutil.copyfile(sqlite_template, path)
-    return lambda **env: make_settings(DATABASE_URL=f"sqlite+aiosqlite:///{path}", **env)
-
-
 # --- the API -----------------------------------------------------------------------------------
 
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,15 +29,6 @@ SECRET_KEY = "sk-pr-THISISASECRETKEY0123456789abcdef"
 SECRET_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzZWNyZXQifQ.c2lnbmF0dXJlLXNlY3JldA"
 SECRET_PASSWORD = "correct-horse-battery-staple-secret"
 
-
-
-@pytest.fixture
-def gateway_settings(make_settings: Callable[..., Settings], sqlite_template: Path,
-                     tmp_path: Path) -> Callable[..., Settings]:
-    """Settings on a migrated SQLite copy (these tests are about HTTP, not storage)."""
-    path = tmp_path / "gateway.db"
-    shutil.copyfile(sqlite_template, path)
-    return lambda **env: make_settings(DATABASE_URL=f"sqlite+aiosqlite:///{path}", **env)
 
 
 def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,15 +21,6 @@ from gateway.middleware.request_id import RequestIdMiddleware
 from gateway.settings import Settings
 from tests.support.metrics import Scrape
 from tests.support.servers import serve_app
-
-
-@pytest.fixture
-def gateway_settings(make_settings: Callable[..., Settings], sqlite_template: Path,
-                     tmp_path: Path) -> Callable[..., Settings]:
-    """Settings on a migrated SQLite copy (these tests are about HTTP, not storage)."""
-    path = tmp_path / "gateway.db"
-    shutil.copyfile(sqlite_template, path)
-    return lambda **env: make_settings(DATABASE_URL=f"sqlite+aiosqlite:///{path}", **env)
 
 
 class Probe:

@@ -12,14 +12,7 @@ from hypothesis import strategies as st
 from gateway.ratelimit import Limit, MemoryLimiter
 from gateway.ratelimit.base import MAX_CAPACITY
 from gateway.ratelimit.gcra import scale
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 @pytest.fixture

@@ -15,19 +15,12 @@ from redis.exceptions import ConnectionError, RedisError, ResponseError
 
 from gateway.ratelimit import Limit, RedisLimiter
 from gateway.ratelimit.redis import SCRIPT, SCRIPT_SHA, SCRIPT_VERSION, create_client
+from tests.support.clock import FakeClock
 
 PREFIX = "test:rl:"
 RPM5 = Limit("rpm", "acct:a:rpm", 5, 60.0)
 RPD = Limit("rpd", "acct:a:rpd", 100, 86400.0)
 TPD = Limit("tpd", "acct:a:tpd", 100, 86400.0, cost=0)
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

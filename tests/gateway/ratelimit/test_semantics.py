@@ -15,6 +15,7 @@ import pytest
 
 from gateway.ratelimit import Decision, Limit, Limiter, MemoryLimiter, RedisLimiter
 from gateway.ratelimit.redis import create_client
+from tests.support.clock import FakeClock
 
 PREFIX = "test:rl:"
 
@@ -24,14 +25,6 @@ class Backend:
     limiter: Limiter
     advance: Callable[[float], Awaitable[None]]
     slack: float  # seconds of tolerance on timings (0: exact)
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(params=["memory", "redis"])
