@@ -18,6 +18,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.accounts import Member
 from gateway.auth.keyresolver import KeyPrincipal
 from gateway.billing.holds import HoldRefused, PlacedHold, Quote, place_hold, place_worst_case_hold
 from gateway.billing.money import cost
@@ -58,7 +59,7 @@ async def authenticate(request: Request) -> KeyPrincipal:
         raise _unauthorized("Invalid API key: /v1 accepts only sk-pr-... API keys (not dashboard session tokens).")
     ctx = context(request)
     principal = await ctx.key_resolver.resolve(raw)
-    if principal is None:
+    if principal is None or principal.key_id is None:
         raise _unauthorized("Invalid API key: it is unknown, disabled, deleted or expired.")
     ctx.key_resolver.touch(principal.key_id)
     request.scope["state"]["user_id"] = principal.user_id
@@ -204,11 +205,24 @@ def _opens_conversation(prepared: PreparedRequest) -> bool:
     return isinstance(messages, list) and not any(m.get("role") == "assistant" for m in messages)
 
 
-async def admit(request: Request, endpoint: Endpoint) -> Call:
-    """Authorize, limit, validate and place the hold. Raises GatewayError/ProviderError (not admitted)."""
+def session_principal(member: Member) -> KeyPrincipal:
+    """The principal of a signed-in user calling from the playground: no key, so no key limits;
+    the account's plan, balance and rate limits apply exactly as for their API keys."""
+    return KeyPrincipal(key_id=None, user_id=member.user.id, account_id=member.account.id,
+                        plan_name=member.account.plan_name, allowed_models=None, monthly_limit_pico=None, rpm=None,
+                        expires_at=None)
+
+
+async def admit(request: Request, endpoint: Endpoint, principal: KeyPrincipal | None = None) -> Call:
+    """Authorize, limit, validate and place the hold. Raises GatewayError/ProviderError (not admitted).
+
+    `principal` is given by callers that authenticated the request themselves (the playground's
+    session); otherwise the request's API key is resolved here.
+    """
     started = time.perf_counter()
     ctx = context(request)
-    principal = await authenticate(request)
+    if principal is None:
+        principal = await authenticate(request)
     registry = ctx.registry.current  # read once: prices and plans stay those of the request's start
     decision = await enforce_rate_limits(ctx, registry, principal)
     headers = {name.decode(): value.decode() for name, value in rate_limit_headers(decision)}
@@ -294,9 +308,9 @@ async def open_stream(call: Call) -> Response:
     return RelayResponse(call, stream, first, stack)
 
 
-async def handle(request: Request, endpoint: Endpoint) -> Response:
-    """The whole pipeline for one inference request (what each /v1 route calls)."""
-    call = await admit(request, endpoint)
+async def handle(request: Request, endpoint: Endpoint, principal: KeyPrincipal | None = None) -> Response:
+    """The whole pipeline for one inference request (what each /v1 route and the playground call)."""
+    call = await admit(request, endpoint, principal)
     if call.prepared.stream:
         return await open_stream(call)
     return await complete(call)

@@ -34,7 +34,9 @@ DEFAULT_CACHE_SIZE = 10_000
 
 @dataclass(frozen=True)
 class KeyPrincipal:
-    key_id: str
+    """Who an inference request runs for: an API key, or (key_id None) a signed-in user in the playground."""
+
+    key_id: str | None
     user_id: str
     account_id: str
     plan_name: str

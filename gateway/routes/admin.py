@@ -9,58 +9,34 @@ from __future__ import annotations
 import dataclasses
 import enum
 import inspect
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import accounts
-from gateway.accounts import Member
+from gateway import admin as operators
+from gateway.admin import UserRow
 from gateway.auth.deps import require_admin
-from gateway.billing.ledger import InsufficientBalance
 from gateway.context import context
-from gateway.db.models import Account, CreditTransaction, UsageEvent, User
 from gateway.errors import GatewayError
-from gateway.fields import FieldError, iso, parse_int, parse_usd, usd
+from gateway.fields import FieldError, iso, parse_int, usd
 from gateway.http import JSONResponse, read_json
 from gateway.registry import RegistryError
 from gateway.routes.auth import user_json
 from gateway.routes.billing import balance_json
-from gateway.routes.usage import time_range
+from gateway.usage_report import time_range
 
-USAGE_WINDOW = timedelta(days=30)
 MAX_PAGE = 100
-MAX_NOTE_LENGTH = 500
 
 
-def member_json(member: Member, usage: tuple[int, int] = (0, 0)) -> dict[str, Any]:
-    requests, cost_pico = usage
-    return {**user_json(member.user), **balance_json(member.account), "account_id": member.account.id,
-            "usage_30d": {"requests": requests, "cost_usd": usd(cost_pico)}}
-
-
-async def _usage_30d(session: AsyncSession, account_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
-    if not account_ids:
-        return {}
-    rows = await session.execute(
-        sa.select(col(UsageEvent.account_id), sa.func.count(), sa.func.coalesce(sa.func.sum(UsageEvent.cost_pico), 0))
-        .where(col(UsageEvent.account_id).in_(account_ids),
-               col(UsageEvent.created_at) >= datetime.now(UTC) - USAGE_WINDOW)
-        .group_by(col(UsageEvent.account_id))
-    )
-    return {account_id: (int(requests), int(cost)) for account_id, requests, cost in rows.all()}
-
-
-def _like(fragment: str) -> str:
-    escaped = fragment.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+def member_json(row: UserRow) -> dict[str, Any]:
+    return {**user_json(row.member.user), **balance_json(row.member.account), "account_id": row.member.account.id,
+            "usage_30d": {"requests": row.requests_30d, "cost_usd": usd(row.cost_30d_pico)}}
 
 
 async def list_users(request: Request) -> Response:
@@ -69,26 +45,16 @@ async def list_users(request: Request) -> Response:
     params = request.query_params
     limit = parse_int(params.get("limit"), param="limit", default=20, minimum=1, maximum=MAX_PAGE)
     offset = parse_int(params.get("offset"), param="offset", default=0, minimum=0)
-    conditions = []
-    if params.get("email"):
-        conditions.append(col(User.email).like(_like(params["email"].strip().lower()), escape="\\"))
     async with context(request).sessions() as session:
-        total = await session.scalar(sa.select(sa.func.count()).select_from(User).where(*conditions))
-        rows = (await session.execute(
-            sa.select(User, Account).join(Account, col(Account.user_id) == col(User.id)).where(*conditions)
-            .order_by(col(User.created_at).desc(), col(User.id)).limit(limit).offset(offset)
-        )).all()
-        members = [Member(user=user, account=account) for user, account in rows]
-        usage = await _usage_30d(session, [member.account.id for member in members])
-    items = [member_json(member, usage.get(member.account.id, (0, 0))) for member in members]
-    return JSONResponse({"items": items, "total": total or 0, "limit": limit, "offset": offset})
+        total, rows = await operators.search_users(session, email=params.get("email"), limit=limit, offset=offset)
+    return JSONResponse({"items": [member_json(row) for row in rows], "total": total, "limit": limit,
+                         "offset": offset})
 
 
 async def _respond_with_member(request: Request, user_id: str) -> Response:
     async with context(request).sessions() as session:
-        member = await accounts.require_member(session, user_id)
-        usage = await _usage_30d(session, [member.account.id])
-    return JSONResponse(member_json(member, usage.get(member.account.id, (0, 0))))
+        row = await operators.user_row(session, user_id)
+    return JSONResponse(member_json(row))
 
 
 async def get_user(request: Request) -> Response:
@@ -98,25 +64,14 @@ async def get_user(request: Request) -> Response:
 
 async def adjust_credits(request: Request) -> Response:
     """Credit or debit an account (`admin_adjust`); a debit below the free balance is refused."""
-    admin = await require_admin(request)
+    actor = await require_admin(request)
     body = await read_json(request)
     if "amount_usd" not in body:
         raise FieldError('amount_usd is required, e.g. "+5.00" or "-2.50".', param="amount_usd")
-    amount = parse_usd(body["amount_usd"], param="amount_usd", signed=True)
-    if amount == 0:
-        raise FieldError("amount_usd must not be zero.", param="amount_usd")
-    note = body.get("note")
-    if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE_LENGTH):
-        raise FieldError(f"note must be a string of at most {MAX_NOTE_LENGTH} characters.", param="note")
     user_id = request.path_params["user_id"]
     async with context(request).sessions() as session:
-        member = await accounts.require_member(session, user_id)
-        try:
-            await accounts.post_credits(session, account_id=member.account.id, kind="admin_adjust",
-                                        amount_pico=amount, note=note or None, actor_user_id=admin.user.id)
-        except InsufficientBalance:
-            raise FieldError(f"The account's available balance cannot cover a debit of {usd(-amount)} USD.",
-                             param="amount_usd", code="insufficient_credits") from None
+        await operators.adjust_credits(session, user_id=user_id, amount=body["amount_usd"], note=body.get("note"),
+                                   actor_user_id=actor.user.id)
         await session.commit()
     return await _respond_with_member(request, user_id)
 
@@ -163,33 +118,16 @@ async def stats(request: Request) -> Response:
     await require_admin(request)
     since, until = time_range(request.query_params)
     until = until or datetime.now(UTC)
-    since = since or until - USAGE_WINDOW
+    since = since or until - operators.USAGE_WINDOW
     if since >= until:
         raise FieldError("since must be earlier than until.", param="since")
-    created = col(UsageEvent.created_at)
     async with context(request).sessions() as session:
-        users = await session.scalar(sa.select(sa.func.count()).select_from(User)
-                                     .where(col(User.created_at) < until))
-        new_users = await session.scalar(sa.select(sa.func.count()).select_from(User)
-                                         .where(col(User.created_at) >= since, col(User.created_at) < until))
-        usage = (await session.execute(
-            sa.select(sa.func.count(), sa.func.count(sa.distinct(col(UsageEvent.account_id))),
-                      sa.func.coalesce(sa.func.sum(UsageEvent.input_tokens), 0),
-                      sa.func.coalesce(sa.func.sum(UsageEvent.output_tokens), 0),
-                      sa.func.coalesce(sa.func.sum(UsageEvent.cost_pico), 0),
-                      sa.func.coalesce(sa.func.sum(sa.case((col(UsageEvent.status) != "success", 1), else_=0)), 0))
-            .where(created >= since, created < until)
-        )).one()
-        topups = await session.scalar(
-            sa.select(sa.func.coalesce(sa.func.sum(CreditTransaction.amount_pico), 0))
-            .where(col(CreditTransaction.kind) == "topup", col(CreditTransaction.created_at) >= since,
-                   col(CreditTransaction.created_at) < until)
-        )
-    requests, active, tokens_in, tokens_out, revenue, errors = (int(value) for value in usage)
+        found = await operators.stats(session, since=since, until=until)
     return JSONResponse({
-        "since": iso(since), "until": iso(until), "users": users or 0, "new_users": new_users or 0,
-        "active_users": active, "requests": requests, "errors": errors, "input_tokens": tokens_in,
-        "output_tokens": tokens_out, "revenue_usd": usd(revenue), "topups_usd": usd(int(topups or 0)),
+        "since": iso(since), "until": iso(until), "users": found.users, "new_users": found.new_users,
+        "active_users": found.active_users, "requests": found.requests, "errors": found.errors,
+        "input_tokens": found.input_tokens, "output_tokens": found.output_tokens,
+        "revenue_usd": usd(found.revenue_pico), "topups_usd": usd(found.topups_pico),
     })
 
 

@@ -9,13 +9,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import accounts
-from gateway.auth.deps import account_disabled, current_user
-from gateway.auth.passwords import MAX_PASSWORD_LENGTH
+from gateway.auth.deps import current_user
+from gateway.auth.login import log_in
 from gateway.auth.sessions import clear_session_cookie, issue_token, set_session_cookie
 from gateway.context import AppContext, context
 from gateway.db.models import User
-from gateway.errors import GatewayError
-from gateway.fields import FieldError, iso
+from gateway.fields import iso
 from gateway.http import JSONResponse, read_json
 
 
@@ -44,33 +43,12 @@ async def signup(request: Request) -> Response:
     return _session_response(ctx, member.user, status_code=201)
 
 
-def _invalid_credentials() -> GatewayError:
-    return GatewayError(401, "invalid_credentials", "Incorrect email or password.")
-
-
 async def login(request: Request) -> Response:
     """Exchange email and password for a session; throttled per client address and per email."""
     body = await read_json(request)
-    email, password = body.get("email"), body.get("password")
-    if not isinstance(email, str) or not email.strip():
-        raise FieldError("email is required and must be a string.", param="email")
-    if not isinstance(password, str) or not password:
-        raise FieldError("password is required and must be a string.", param="password")
-    if len(password) > MAX_PASSWORD_LENGTH:
-        raise FieldError(f"password must be at most {MAX_PASSWORD_LENGTH} characters.", param="password")
     ctx = context(request)
-    ip = request.scope["state"].get("client_ip")
-    await ctx.login_throttle.check(ip=ip, email=email)
-    async with ctx.sessions() as session:
-        user = await accounts.authenticate(session, ctx.passwords, email=email, password=password)
-        if user is None:
-            await ctx.login_throttle.failed(ip=ip, email=email)
-            raise _invalid_credentials()
-        await session.commit()  # keeps an upgraded password hash
-    # Status is checked only after the password: a guesser learns nothing about disabled accounts.
-    if user.status != "active":
-        raise account_disabled()
-    await ctx.login_throttle.succeeded(email=email)
+    user = await log_in(ctx, ip=request.scope["state"].get("client_ip"), email=body.get("email"),
+                        password=body.get("password"))
     request.scope["state"]["user_id"] = user.id
     return _session_response(ctx, user, status_code=200)
 

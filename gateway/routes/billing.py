@@ -10,16 +10,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import accounts
 from gateway.auth.deps import current_user
-from gateway.billing.money import to_pico
+from gateway.billing.topup import parse_topup_amount, top_up
 from gateway.context import context
 from gateway.db.models import Account, CreditTransaction
-from gateway.fields import FieldError, iso, parse_int, parse_usd, usd
+from gateway.fields import iso, parse_int, usd
 from gateway.http import JSONResponse, read_json
 
-TOPUP_AMOUNTS_USD = (10, 25, 50, 100, 500)
-_TOPUP_PICO = {to_pico(amount) for amount in TOPUP_AMOUNTS_USD}
 MAX_PAGE = 100
 
 
@@ -48,20 +45,10 @@ async def topup(request: Request) -> Response:
     """Mock top-up of exactly 10, 25, 50, 100 or 500 USD (no card is charged)."""
     member = await current_user(request)
     body = await read_json(request)
-    allowed = ", ".join(str(amount) for amount in TOPUP_AMOUNTS_USD)
-    message = f"amount_usd must be one of {allowed} (an integer or a decimal string)."
-    if "amount_usd" not in body:
-        raise FieldError(message, param="amount_usd")
-    try:
-        amount = parse_usd(body["amount_usd"], param="amount_usd")
-    except FieldError:
-        raise FieldError(message, param="amount_usd") from None
-    if amount not in _TOPUP_PICO:
-        raise FieldError(message, param="amount_usd")
+    amount = parse_topup_amount(body.get("amount_usd"))
     ctx = context(request)
     async with ctx.sessions() as session:
-        account = await accounts.post_credits(session, account_id=member.account.id, kind="topup", amount_pico=amount,
-                                              note=f"top-up {usd(amount)} USD (mock)", actor_user_id=member.user.id)
+        account = await top_up(session, member=member, amount_pico=amount)
         await session.commit()
     return JSONResponse(balance_json(account))
 

@@ -1,19 +1,12 @@
 """The caller's usage events and their totals (`/api/usage`, `/api/usage/summary`).
 
-Every query starts with `account_id = ? AND created_at` ranges, so it runs on the
-(account_id, created_at) and (account_id, model_public_name, created_at) indexes however many
-events an account has.
+The queries live in gateway/usage_report.py (shared with the web pages).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
-from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,11 +14,10 @@ from starlette.routing import Route
 from gateway.auth.deps import current_user
 from gateway.context import context
 from gateway.db.models import UsageEvent
-from gateway.fields import FieldError, iso, parse_int, parse_time, usd
+from gateway.fields import iso, parse_int, usd
 from gateway.http import JSONResponse
+from gateway.usage_report import UsageFilter, count_events, page_events, parse_filter, time_range, totals
 
-STATUSES = ("success", "error", "cancelled")
-GROUPS = ("model", "day")
 MAX_PAGE = 100
 
 
@@ -48,55 +40,17 @@ def event_json(event: UsageEvent) -> dict[str, Any]:
     }
 
 
-def time_range(params: QueryParams) -> tuple[datetime | None, datetime | None]:
-    """`since` (inclusive) and `until` (exclusive) from the query string."""
-    since = parse_time(params["since"], param="since") if params.get("since") else None
-    until = parse_time(params["until"], param="until") if params.get("until") else None
-    if since is not None and until is not None and until <= since:
-        raise FieldError("until must be later than since.", param="until")
-    return since, until
-
-
-def in_range(column: Any, since: datetime | None, until: datetime | None) -> list[Any]:
-    conditions = []
-    if since is not None:
-        conditions.append(column >= since)
-    if until is not None:
-        conditions.append(column < until)
-    return conditions
-
-
-def day_of(session: AsyncSession, column: Any) -> Any:
-    """The UTC calendar day of a timestamp as 'YYYY-MM-DD', on either backend."""
-    if session.get_bind().dialect.name == "postgresql":
-        return sa.func.to_char(sa.func.timezone("UTC", column), "YYYY-MM-DD")
-    return sa.func.strftime("%Y-%m-%d", column)
-
-
 async def list_events(request: Request) -> Response:
     member = await current_user(request)
     params = request.query_params
     limit = parse_int(params.get("limit"), param="limit", default=20, minimum=1, maximum=MAX_PAGE)
     offset = parse_int(params.get("offset"), param="offset", default=0, minimum=0)
-    since, until = time_range(params)
-    conditions = [col(UsageEvent.account_id) == member.account.id, *in_range(col(UsageEvent.created_at), since, until)]
-    if params.get("model"):
-        conditions.append(col(UsageEvent.model_public_name) == params["model"])
-    if params.get("status"):
-        if params["status"] not in STATUSES:
-            raise FieldError(f"status must be one of {', '.join(STATUSES)}.", param="status")
-        conditions.append(col(UsageEvent.status) == params["status"])
-    if params.get("key_id"):
-        conditions.append(col(UsageEvent.api_key_id) == params["key_id"])
+    usage_filter = parse_filter(params)
     async with context(request).sessions() as session:
-        total = await session.scalar(sa.select(sa.func.count()).select_from(UsageEvent).where(*conditions))
-        rows = await session.execute(
-            sa.select(UsageEvent).where(*conditions)
-            .order_by(col(UsageEvent.created_at).desc(), col(UsageEvent.id).desc())
-            .limit(limit).offset(offset)
-        )
-        items = [event_json(event) for event in rows.scalars()]
-    return JSONResponse({"items": items, "total": total or 0, "limit": limit, "offset": offset})
+        total = await count_events(session, member.account.id, usage_filter)
+        items = [event_json(event) for event in
+                 await page_events(session, member.account.id, usage_filter, limit=limit, offset=offset)]
+    return JSONResponse({"items": items, "total": total, "limit": limit, "offset": offset})
 
 
 async def summary(request: Request) -> Response:
@@ -104,27 +58,17 @@ async def summary(request: Request) -> Response:
     member = await current_user(request)
     params = request.query_params
     group_by = params.get("group_by") or "model"
-    if group_by not in GROUPS:
-        raise FieldError("group_by must be 'model' or 'day'.", param="group_by")
     since, until = time_range(params)
-    conditions = [col(UsageEvent.account_id) == member.account.id, *in_range(col(UsageEvent.created_at), since, until)]
     async with context(request).sessions() as session:
-        key = col(UsageEvent.model_public_name) if group_by == "model" else day_of(session, col(UsageEvent.created_at))
-        rows = (await session.execute(
-            sa.select(key.label("key"), sa.func.count().label("requests"),
-                      sa.func.coalesce(sa.func.sum(UsageEvent.input_tokens), 0).label("input_tokens"),
-                      sa.func.coalesce(sa.func.sum(UsageEvent.output_tokens), 0).label("output_tokens"),
-                      sa.func.coalesce(sa.func.sum(UsageEvent.cost_pico), 0).label("cost_pico"))
-            .where(*conditions).group_by(key).order_by(key)
-        )).all()
-    items = [{group_by: row.key, "requests": int(row.requests), "input_tokens": int(row.input_tokens),
-              "output_tokens": int(row.output_tokens), "cost_usd": usd(int(row.cost_pico))} for row in rows]
-    totals = {"requests": sum(item["requests"] for item in items),
-              "input_tokens": sum(item["input_tokens"] for item in items),
-              "output_tokens": sum(item["output_tokens"] for item in items),
-              "cost_usd": usd(sum(int(row.cost_pico) for row in rows))}
+        rows = await totals(session, member.account.id, UsageFilter(since=since, until=until), group_by=group_by)
+    items = [{group_by: row.key, "requests": row.requests, "input_tokens": row.input_tokens,
+              "output_tokens": row.output_tokens, "cost_usd": usd(row.cost_pico)} for row in rows]
+    totals_json = {"requests": sum(row.requests for row in rows),
+                   "input_tokens": sum(row.input_tokens for row in rows),
+                   "output_tokens": sum(row.output_tokens for row in rows),
+                   "cost_usd": usd(sum(row.cost_pico for row in rows))}
     return JSONResponse({"group_by": group_by, "since": iso(since), "until": iso(until), "items": items,
-                         "totals": totals})
+                         "totals": totals_json})
 
 
 routes = [
