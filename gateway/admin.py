@@ -18,6 +18,7 @@ from gateway import accounts
 from gateway.accounts import Member
 from gateway.billing.ledger import InsufficientBalance
 from gateway.db.models import Account, CreditTransaction, UsageEvent, User, utcnow
+from gateway.errors import GatewayError
 from gateway.fields import FieldError, parse_usd, usd
 from gateway.usage_report import day_of
 
@@ -123,6 +124,15 @@ async def adjust_credits(session: AsyncSession, *, user_id: str, amount: object,
     except InsufficientBalance:
         raise FieldError(f"The account's available balance cannot cover a debit of {usd(-pico)} USD.",
                          param="amount_usd", code="insufficient_credits") from None
+
+
+async def set_user_status(session: AsyncSession, *, user_id: str, status: str, actor_user_id: str) -> Member:
+    """Enable or disable a user; an admin cannot disable their own account (400 `cannot_disable_self`)."""
+    if status == "disabled" and user_id == actor_user_id:
+        raise GatewayError(400, "cannot_disable_self", "An admin cannot disable their own account.")
+    if status not in accounts.STATUSES:
+        raise FieldError(f"status must be one of {', '.join(accounts.STATUSES)}.", param="status")
+    return await accounts.set_status(session, user_id=user_id, status=status)
 
 
 async def stats(session: AsyncSession, *, since: datetime, until: datetime) -> Stats:

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from gateway import web
 from gateway.auth.keyresolver import KeyResolver, stop_flusher
 from gateway.auth.throttle import LoginThrottle
 from gateway.billing.holds import release_stale_holds
@@ -54,6 +55,7 @@ ROUTES: list[BaseRoute] = [
     *catalog.routes,
     *admin.routes,
     *v1.routes,
+    *web.routes,
 ]
 
 

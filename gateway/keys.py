@@ -157,3 +157,14 @@ async def update_key(session: AsyncSession, *, user_id: str, key_id: str, values
 async def delete_key(session: AsyncSession, *, user_id: str, key_id: str) -> ApiKey:
     """Soft-delete: the row stays for usage history; the key never lists or resolves again."""
     return await update_key(session, user_id=user_id, key_id=key_id, values={"status": "deleted"})
+
+
+async def key_names(session: AsyncSession, *, user_id: str) -> dict[str, str]:
+    """id -> name of every key the user ever had, deleted ones included (their usage still names them)."""
+    rows = await session.execute(sa.select(col(ApiKey.id), col(ApiKey.name)).where(col(ApiKey.user_id) == user_id))
+    return {key_id: name for key_id, name in rows.all()}
+
+
+def month_spend_pico(key: ApiKey, month: str) -> int:
+    """What the key spent in `month` ("YYYY-MM"); its counter belongs to the month it was last charged in."""
+    return key.spend_pico if key.spend_month == month else 0

@@ -12,11 +12,22 @@ from typing import Literal
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from gateway.db.models import Account, CreditTransaction, utcnow
 
 Kind = Literal["grant", "topup", "usage", "admin_adjust", "refund"]
 KINDS: tuple[Kind, ...] = ("grant", "topup", "usage", "admin_adjust", "refund")
+
+
+async def page(session: AsyncSession, *, account_id: str, limit: int,
+               offset: int) -> tuple[int, list[CreditTransaction]]:
+    """(total entries, one page newest first) of an account's ledger."""
+    mine = col(CreditTransaction.account_id) == account_id
+    total = await session.scalar(sa.select(sa.func.count()).select_from(CreditTransaction).where(mine))
+    rows = await session.execute(sa.select(CreditTransaction).where(mine).order_by(col(CreditTransaction.id).desc())
+                                 .limit(limit).offset(offset))
+    return int(total or 0), list(rows.scalars())
 
 
 class InsufficientBalance(Exception):

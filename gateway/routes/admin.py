@@ -95,11 +95,9 @@ async def set_plan(request: Request) -> Response:
 async def _set_status(request: Request, status: str) -> Response:
     admin = await require_admin(request)
     user_id = request.path_params["user_id"]
-    if status == "disabled" and user_id == admin.user.id:
-        raise GatewayError(400, "cannot_disable_self", "An admin cannot disable their own account.")
     ctx = context(request)
     async with ctx.sessions() as session:
-        await accounts.set_status(session, user_id=user_id, status=status)
+        await operators.set_user_status(session, user_id=user_id, status=status, actor_user_id=admin.user.id)
         await session.commit()
     ctx.key_resolver.forget_user(user_id)
     return await _respond_with_member(request, user_id)

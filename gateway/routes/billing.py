@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
-from sqlmodel import col
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.auth.deps import current_user
+from gateway.billing import ledger
 from gateway.billing.topup import parse_topup_amount, top_up
 from gateway.context import context
 from gateway.db.models import Account, CreditTransaction
@@ -58,17 +57,10 @@ async def transactions(request: Request) -> Response:
     member = await current_user(request)
     limit = parse_int(request.query_params.get("limit"), param="limit", default=20, minimum=1, maximum=MAX_PAGE)
     offset = parse_int(request.query_params.get("offset"), param="offset", default=0, minimum=0)
-    mine = col(CreditTransaction.account_id) == member.account.id
-    ctx = context(request)
-    async with ctx.sessions() as session:
-        total = await session.scalar(sa.select(sa.func.count()).select_from(CreditTransaction).where(mine))
-        rows = await session.execute(
-            sa.select(CreditTransaction).where(mine)
-            .order_by(col(CreditTransaction.id).desc())
-            .limit(limit).offset(offset)
-        )
-        items = [transaction_json(entry) for entry in rows.scalars()]
-    return JSONResponse({"items": items, "total": total or 0, "limit": limit, "offset": offset})
+    async with context(request).sessions() as session:
+        total, entries = await ledger.page(session, account_id=member.account.id, limit=limit, offset=offset)
+    items = [transaction_json(entry) for entry in entries]
+    return JSONResponse({"items": items, "total": total, "limit": limit, "offset": offset})
 
 
 routes = [

@@ -29,7 +29,7 @@ def key_json(key: ApiKey, ctx: AppContext) -> dict[str, Any]:
         "key_prefix": key.key_prefix,
         "status": key.status,
         "monthly_limit_usd": usd(key.monthly_limit_pico) if key.monthly_limit_pico is not None else None,
-        "month_spend_usd": usd(key.spend_pico if key.spend_month == month else 0),
+        "month_spend_usd": usd(keys.month_spend_pico(key, month)),
         "allowed_models": key.allowed_models,
         "rpm": key.rpm,
         "expires_at": iso(key.expires_at),

@@ -1,0 +1,98 @@
+"""`/`, `/signup`, `/login`, `/logout`: the same sign-up and login rules as `/api/auth/*`, as forms."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway import accounts
+from gateway.auth.login import log_in
+from gateway.auth.sessions import clear_session_cookie, issue_token, set_session_cookie
+from gateway.context import context
+from gateway.db.models import User
+from gateway.errors import GatewayError
+from gateway.web.forms import Form, read_form
+from gateway.web.render import page, redirect, render
+from gateway.web.security import check_same_site, safe_next
+from gateway.web.session import check_form, current_session, require_session
+
+FIELDS = ("email", "password", "name")
+
+
+def _signed_in(request: Request, user: User, target: str) -> Response:
+    settings = context(request).settings
+    response = redirect(request, target)
+    set_session_cookie(response, issue_token(user.id, secret=settings.jwt_secret,
+                                             ttl_seconds=settings.jwt_ttl_seconds), settings)
+    request.scope["state"]["user_id"] = user.id
+    return response
+
+
+@page
+async def home(request: Request) -> Response:
+    return redirect(request, "/dashboard" if await current_session(request) else "/login")
+
+
+@page
+async def signup(request: Request) -> Response:
+    """GET: the form. POST: create the user (free plan, its credits), sign in, land on /dashboard."""
+    form = Form()
+    if request.method == "POST":
+        check_same_site(request)
+        form = await read_form(request)
+        ctx = context(request)
+        try:
+            async with ctx.sessions() as session:
+                member = await accounts.create_user(session, ctx.registry.current, ctx.passwords,
+                                                    email=form.get("email"), password=form.get("password"),
+                                                    name=form.get("name"))
+                await session.commit()
+        except GatewayError as error:
+            form.fail(error, FIELDS)
+        else:
+            return _signed_in(request, member.user, "/dashboard")
+    return render(request, "signup.html", None, form=form, status=400 if form.errors else 200)
+
+
+@page
+async def login(request: Request) -> Response:
+    """GET: the form. POST: check the credentials (throttled), sign in, go to `next` (same site only)."""
+    form = Form()
+    target = safe_next(request.query_params.get("next"))
+    if request.method == "POST":
+        check_same_site(request)
+        form = await read_form(request)
+        target = safe_next(form.get("next") or request.query_params.get("next"))
+        ctx = context(request)
+        try:
+            user = await log_in(ctx, ip=request.scope["state"].get("client_ip"), email=form.get("email"),
+                                password=form.get("password"))
+        except GatewayError as error:
+            form.fail(error, FIELDS)
+            status = error.status if error.status in (403, 429) else 400
+            return render(request, "login.html", None, form=form, next=target, status=status)
+        return _signed_in(request, user, target)
+    if await current_session(request) is not None:
+        return redirect(request, target)
+    return render(request, "login.html", None, form=form, next=target)
+
+
+@page
+async def logout(request: Request) -> Response:
+    """GET: a confirmation button. POST (with the CSRF token): clear the cookie, back to /login."""
+    web = await require_session(request)
+    if request.method == "GET":
+        return render(request, "logout.html", web)
+    check_form(request, web, await read_form(request))
+    response = redirect(request, "/login")
+    clear_session_cookie(response, context(request).settings)
+    return response
+
+
+routes = [
+    Route("/", home, methods=["GET"]),
+    Route("/signup", signup, methods=["GET", "POST"]),
+    Route("/login", login, methods=["GET", "POST"]),
+    Route("/logout", logout, methods=["GET", "POST"]),
+]

@@ -1,0 +1,177 @@
+// PrivateRouter's only script of its own (no inline script anywhere: the CSP forbids it).
+// Event delegation on the document, so it keeps working after htmx swaps the page body.
+"use strict";
+(function () {
+  function csrf() {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.getAttribute("content") : "";
+  }
+
+  // Copy buttons: <button data-copy="#element-id">
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-copy]");
+    if (!button) return;
+    var source = document.querySelector(button.getAttribute("data-copy"));
+    if (!source || !navigator.clipboard) return;
+    navigator.clipboard.writeText(source.textContent.trim()).then(function () {
+      var label = button.textContent;
+      button.textContent = "Copied";
+      setTimeout(function () { button.textContent = label; }, 1500);
+    });
+  });
+
+  // Show what needs JavaScript only when it runs.
+  function reveal() {
+    document.querySelectorAll(".js-only").forEach(function (el) { el.hidden = false; });
+    document.querySelectorAll(".no-js").forEach(function (el) { el.hidden = true; });
+  }
+  document.addEventListener("DOMContentLoaded", reveal);
+  document.addEventListener("htmx:afterSettle", reveal);
+
+  // ---- Playground: the conversation lives only in this page's memory. ----
+  var history = [];
+
+  function el(tag, cls, text) {
+    var node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function scrollDown(log) { log.scrollTop = log.scrollHeight; }
+
+  async function readStream(response, onDelta) {
+    var reader = response.body.getReader();
+    var decoder = new TextDecoder();
+    var buffer = "";
+    var usage = null;
+    for (;;) {
+      var step = await reader.read();
+      if (step.done) break;
+      buffer += decoder.decode(step.value, { stream: true });
+      var frames = buffer.split("\n\n");
+      buffer = frames.pop();
+      frames.forEach(function (frame) {
+        frame.split("\n").forEach(function (line) {
+          if (line.indexOf("data: ") !== 0) return;
+          var data = line.slice(6);
+          if (data === "[DONE]") return;
+          var chunk = JSON.parse(data);
+          if (chunk.error) throw new Error(chunk.error.message);
+          if (chunk.usage) usage = chunk.usage;
+          (chunk.choices || []).forEach(function (choice) { onDelta(choice.delta || {}); });
+        });
+      });
+    }
+    return usage;
+  }
+
+  async function settledTurn(requestId) {
+    for (var attempt = 0; attempt < 40; attempt++) {
+      var response = await fetch("/playground/turns/" + encodeURIComponent(requestId), { credentials: "same-origin" });
+      if (response.ok) return response.json();
+      await new Promise(function (resolve) { setTimeout(resolve, 250); });
+    }
+    return null;
+  }
+
+  async function send(form) {
+    var log = document.getElementById("chatlog");
+    var prompt = form.querySelector("#pg-prompt");
+    var button = form.querySelector("button[type=submit]");
+    var text = prompt.value.trim();
+    if (!text) return;
+    var empty = log.querySelector(".chat-empty");
+    if (empty) empty.remove();
+    log.appendChild(el("div", "msg user", text));
+    history.push({ role: "user", content: text });
+    prompt.value = "";
+    button.disabled = true;
+
+    var bubble = el("div", "msg assistant");
+    var thinking = el("details");
+    thinking.appendChild(el("summary", "", "Reasoning"));
+    var thoughts = el("span");
+    thinking.appendChild(thoughts);
+    thinking.hidden = true;
+    var answer = el("span", "answer");
+    var meta = el("span", "meta", "Streaming…");
+    bubble.appendChild(thinking);
+    bubble.appendChild(answer);
+    bubble.appendChild(meta);
+    bubble.setAttribute("aria-live", "polite");
+    log.appendChild(bubble);
+    scrollDown(log);
+
+    var messages = [];
+    var system = document.getElementById("pg-system").value.trim();
+    if (system) messages.push({ role: "system", content: system });
+    var body = {
+      model: document.getElementById("pg-model").value,
+      messages: messages.concat(history),
+      stream: true,
+      stream_options: { include_usage: true },
+    };
+    var temperature = document.getElementById("pg-temperature").value;
+    if (temperature !== "") body.temperature = Number(temperature);
+    var maxTokens = document.getElementById("pg-max-tokens").value;
+    if (maxTokens !== "") body.max_tokens = Number(maxTokens);
+
+    try {
+      var response = await fetch("/playground/chat", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
+        body: JSON.stringify(body),
+      });
+      if (!response.ok) {
+        var failure = await response.json().catch(function () { return null; });
+        throw new Error(failure && failure.error ? failure.error.message : "HTTP " + response.status);
+      }
+      var requestId = response.headers.get("x-request-id");
+      await readStream(response, function (delta) {
+        if (delta.reasoning_content) { thinking.hidden = false; thoughts.textContent += delta.reasoning_content; }
+        if (delta.content) answer.textContent += delta.content;
+        scrollDown(log);
+      });
+      history.push({ role: "assistant", content: answer.textContent });
+      meta.textContent = "Settling…";
+      var turn = requestId ? await settledTurn(requestId) : null;
+      if (turn) {
+        meta.textContent = turn.input_tokens + " in · " + turn.output_tokens + " out · $" + turn.cost_usd +
+          (turn.tokens_estimated ? " (tokens estimated)" : "");
+        meta.setAttribute("data-cost", turn.cost_usd);
+        var balance = document.getElementById("pg-balance");
+        if (balance) balance.textContent = "$" + turn.balance_usd;
+      } else {
+        meta.textContent = "Cost not available yet; see the Usage page.";
+      }
+    } catch (error) {
+      bubble.classList.add("failed");
+      meta.textContent = "Error: " + error.message;
+      history.pop();
+    } finally {
+      button.disabled = false;
+      prompt.focus();
+      scrollDown(log);
+    }
+  }
+
+  document.addEventListener("submit", function (event) {
+    if (event.target.id !== "playground-form") return;
+    event.preventDefault();
+    send(event.target);
+  });
+  document.addEventListener("click", function (event) {
+    if (!event.target.closest("#pg-clear")) return;
+    history = [];
+    var log = document.getElementById("chatlog");
+    log.replaceChildren(el("p", "chat-empty", "Conversation cleared. It is kept only in this tab."));
+  });
+  document.addEventListener("keydown", function (event) {
+    if (event.target.id === "pg-prompt" && event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      event.target.form.requestSubmit();
+    }
+  });
+})();
