@@ -146,7 +146,7 @@ async def registry(request: Request) -> Response:
             diff = holder.reload()
         except RegistryError as exc:
             error, status = str(exc), 400
-    return render(request, "admin/registry.html", web, registry=holder.current, path=str(holder.path), diff=diff,
+    return render(request, "admin/registry.html", web, registry=holder.current, file=str(holder.path), diff=diff,
                   error=error, status=status)
 
 
