@@ -30,7 +30,7 @@ class Chart:
     plot_top: int
     plot_bottom: int
     bars: list[Bar]
-    ticks: list[tuple[float, str]]  # x position and label of a few days
+    ticks: list[tuple[float, str, str]]  # x position, label and SVG text-anchor of a few days
     legend: list[tuple[int, str]]
     top_label: str  # the value of the highest bar (the y scale)
     empty: bool
@@ -66,7 +66,8 @@ def stacked_bars(days: Sequence[str], values: Mapping[tuple[str, str], int], *,
             bars.append(Bar(round(position * slot + slot * 0.15, 2), round(y, 2), round(slot * 0.7, 2),
                             round(bar_height, 2), colour[name], f"{day} · {name}: {label(value)}"))
     step = max(1, len(days) // 6)
-    ticks = [(round(position * slot + slot / 2, 2), day[5:]) for position, day in enumerate(days)
-             if position % step == 0]
+    # The first label starts at the left edge so it is never clipped; the others centre on their bar.
+    ticks = [(round(position * slot + slot / 2, 2) if position else 0.0, day[5:], "middle" if position else "start")
+             for position, day in enumerate(days) if position % step == 0]
     return Chart(width=width, height=height, plot_top=top, plot_bottom=bottom, bars=bars, ticks=ticks,
                  legend=legend, top_label=label(peak), empty=peak == 0)

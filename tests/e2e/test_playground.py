@@ -16,7 +16,7 @@ from gateway.fields import usd
 from tests.support.control_plane import PASSWORD
 from tests.support.stack import Stack
 
-CSRF = re.compile(r'<meta name="csrf-token" content="([0-9a-f]{64})">')
+CSRF = re.compile(r'data-csrf="([0-9a-f]{64})"')
 
 
 @contextlib.asynccontextmanager

@@ -3,8 +3,8 @@
 "use strict";
 (function () {
   function csrf() {
-    var meta = document.querySelector('meta[name="csrf-token"]');
-    return meta ? meta.getAttribute("content") : "";
+    var holder = document.querySelector("[data-csrf]");
+    return holder ? holder.getAttribute("data-csrf") : "";
   }
 
   // Copy buttons: <button data-copy="#element-id">
