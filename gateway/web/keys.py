@@ -18,6 +18,8 @@ from gateway.context import context
 from gateway.db.models import ApiKey
 from gateway.errors import GatewayError
 from gateway.fields import as_utc
+from gateway.registry import Registry
+from gateway.web.dashboard import plan_of
 from gateway.web.forms import Form, read_form
 from gateway.web.render import page, redirect, render
 from gateway.web.session import WebSession, check_form, require_session
@@ -38,6 +40,12 @@ def create_body(form: Form) -> dict[str, Any]:
     return body
 
 
+def _plan_models(registry: Registry, web: WebSession) -> list[str]:
+    """The models a key can be restricted to: those the account's plan allows (a key only narrows its plan)."""
+    plan = plan_of(registry, web.member.account.plan_name)
+    return [name for name in registry.models if plan.allows(name)]
+
+
 async def _page(request: Request, web: WebSession, *, form: Form | None = None, created: str | None = None,
                 created_key: ApiKey | None = None, status: int = 200) -> Response:
     ctx = context(request)
@@ -52,7 +60,7 @@ async def _page(request: Request, web: WebSession, *, form: Form | None = None, 
             last_used = pending
         rows.append((key, keys.month_spend_pico(key, month), last_used))
     response = render(request, "keys.html", web, rows=rows, form=form or Form(), created=created,
-                      created_key=created_key, models=list(ctx.registry.current.models), status=status)
+                      created_key=created_key, models=_plan_models(ctx.registry.current, web), status=status)
     return response
 
 

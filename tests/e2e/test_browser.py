@@ -66,6 +66,7 @@ async def test_quickstart_in_a_browser(stack: Stack, browser: Browser, tmp_path:
     secret = (await page.locator("#secret").text_content() or "").strip()
     assert secret.startswith("sk-pr-")
     await expect(page.get_by_text("This is the only time it is shown", exact=False)).to_be_visible()
+    await page.screenshot(path=str(screenshot_dir(tmp_path) / "keys-created.png"), full_page=True)
     await page.reload()
     await expect(page.get_by_role("cell", name="laptop", exact=True)).to_be_visible()
     assert secret not in await page.content()
@@ -80,6 +81,7 @@ async def test_quickstart_in_a_browser(stack: Stack, browser: Browser, tmp_path:
     row = page.locator(f'tr[data-request-id="{events[0].request_id}"]')
     await expect(row).to_contain_text("privaterouter/fast")
     await expect(row).to_contain_text("laptop")
+    await page.screenshot(path=str(screenshot_dir(tmp_path) / "usage.png"), full_page=True)
 
     await page.get_by_role("link", name="Billing").click()
     await page.get_by_role("button", name="Add $10", exact=True).click()
@@ -124,7 +126,8 @@ async def test_playground_streams_and_the_balance_drops_by_the_turn_cost(stack: 
     await page.screenshot(path=str(shots / "playground-narrow.png"), full_page=True)
 
 
-async def test_an_admin_fixes_a_balance_and_reloads_the_registry(stack: Stack, browser: Browser) -> None:
+async def test_an_admin_fixes_a_balance_and_reloads_the_registry(stack: Stack, browser: Browser,
+                                                                 tmp_path: Path) -> None:
     user_page = await browser.new_page()
     await _sign_up(user_page, stack, "customer@example.com")
     await create_admin(session_factory(stack.engine), _registry(stack),
@@ -145,6 +148,7 @@ async def test_an_admin_fixes_a_balance_and_reloads_the_registry(stack: Stack, b
     await expect(admin.get_by_text("Credits adjusted.")).to_be_visible()
     await expect(admin.locator("#user-balance")).to_have_text("$6.00")
     await expect(admin.get_by_role("cell", name="support ticket 42")).to_be_visible()
+    await admin.screenshot(path=str(screenshot_dir(tmp_path) / "admin-user.png"), full_page=True)
     assert (await _account(stack, "customer@example.com")).balance_pico == 6 * 10**12
 
     stack.models_file.write_text(stack.models_file.read_text().replace('output_price: "0.300000"',
