@@ -118,8 +118,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("UPSTREAM_IDLE_TIMEOUT", "60", "Seconds a started stream may stay silent.", _positive_float),
     Setting("UPSTREAM_ACQUIRE_TIMEOUT", "10", "Seconds to wait for a free node slot before 503.", _positive_float),
     Setting("HEALTH_CHECK_INTERVAL", "5", "Seconds between active health checks of each node.", _positive_float),
-    Setting("ADMIN_ALLOWED_CIDRS", "", "Comma-separated networks allowed to call /api/admin/*; empty = any.",
-            _cidrs),
+    Setting("ADMIN_ALLOWED_CIDRS", "", "Comma-separated networks allowed to reach /api/admin/* and the /admin "
+            "pages; empty = any.", _cidrs),
     Setting("TRUSTED_PROXIES", "", "Comma-separated networks whose X-Forwarded-For is believed.", _cidrs),
     Setting("LOG_LEVEL", "info", "debug, info, warning, error or critical.", _log_level),
     Setting("LOG_FORMAT", "json", "json (one object a line) or text.", _choice("json", "text")),

@@ -126,7 +126,9 @@ async def page_events(session: AsyncSession, account_id: str, usage_filter: Usag
     where = conditions(account_id, usage_filter)
     created, ident = col(UsageEvent.created_at), col(UsageEvent.id)
     if after is not None:
-        where.append(sa.or_(created < after.created_at, sa.and_(created == after.created_at, ident < after.id)))
+        # A row-value comparison: PostgreSQL turns it into one range on the (account_id, created_at) index.
+        where.append(sa.tuple_(created, ident) < sa.tuple_(sa.literal(after.created_at, sa.DateTime(timezone=True)),
+                                                           sa.literal(after.id, sa.BigInteger())))
     rows = await session.execute(sa.select(UsageEvent).where(*where).order_by(created.desc(), ident.desc())
                                  .limit(limit).offset(offset))
     return list(rows.scalars())

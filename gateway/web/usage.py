@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from gateway import keys, usage_report
 from gateway.context import context
-from gateway.db.models import UsageEvent
+from gateway.db.models import UsageEvent, utcnow
 from gateway.errors import GatewayError
 from gateway.fields import as_utc, usd
 from gateway.usage_report import Cursor, UsageFilter
@@ -45,9 +45,15 @@ def _day(value: str, name: str, form: Form) -> datetime | None:
 
 
 def read_filter(request: Request) -> tuple[UsageFilter, Form]:
-    """The page's filter from its query string, and the form (values and errors) to show it in."""
+    """The page's filter from its query string, and the form (values and errors) to show it in.
+
+    Without any `since` parameter the page shows the current UTC month (as billing consoles do), so
+    its totals cover a bounded range however long the history; `since=` (empty) means all time.
+    """
     params = request.query_params
     form = Form({name: [params.get(name, "")] for name in FILTERS})
+    if "since" not in params:
+        form.values["since"] = [utcnow().date().replace(day=1).isoformat()]
     status = form.get("status") or None
     if status is not None and status not in usage_report.STATUSES:
         form.errors["status"] = f"Choose one of {', '.join(usage_report.STATUSES)}."
@@ -70,14 +76,15 @@ async def usage(request: Request) -> Response:
     after = Cursor.decode(after_text) if after_text else None
     account_id = web.member.account.id
     async with context(request).sessions() as session:
-        total = await usage_report.count_events(session, account_id, usage_filter)
         events = await usage_report.page_events(session, account_id, usage_filter, limit=PAGE_SIZE + 1, after=after)
         per_model = await usage_report.totals(session, account_id, usage_filter)
+        total = sum(row.requests for row in per_model)  # the totals already count the rows: no second scan
         names = await keys.key_names(session, user_id=web.member.user.id)
         live = await keys.list_keys(session, user_id=web.member.user.id)
     more = len(events) > PAGE_SIZE
     events = events[:PAGE_SIZE]
     query = {name: form.get(name) for name in FILTERS if form.get(name) and name not in form.errors}
+    query.setdefault("since", "")  # links keep "all time" when that was chosen
     next_url = None
     if more:
         last = events[-1]

@@ -44,6 +44,14 @@ async def _account(stack: Stack, email: str) -> Account:
         return (await session.execute(sa.select(Account).where(col(Account.user_id) == user.id))).scalar_one()
 
 
+def console_errors(page: Page) -> list[str]:
+    """Errors the page logs from now on: a CSP violation (an inline script or style) would show here."""
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return errors
+
+
 async def _sign_up(page: Page, stack: Stack, email: str) -> None:
     await page.goto(f"{stack.base_url}/signup")
     await page.get_by_label("Name").fill("Ada Lovelace")
@@ -55,6 +63,7 @@ async def _sign_up(page: Page, stack: Stack, email: str) -> None:
 
 async def test_quickstart_in_a_browser(stack: Stack, browser: Browser, tmp_path: Path) -> None:
     page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = console_errors(page)
     email = "ada@example.com"
     await _sign_up(page, stack, email)
     await expect(page.locator("#balance")).to_have_text("$1.00")
@@ -66,7 +75,7 @@ async def test_quickstart_in_a_browser(stack: Stack, browser: Browser, tmp_path:
     secret = (await page.locator("#secret").text_content() or "").strip()
     assert secret.startswith("sk-pr-")
     await expect(page.get_by_text("This is the only time it is shown", exact=False)).to_be_visible()
-    await page.screenshot(path=str(screenshot_dir(tmp_path) / "keys-created.png"), full_page=True)
+    await page.screenshot(path=str(tmp_path / "keys-created.png"), full_page=True)
     await page.reload()
     await expect(page.get_by_role("cell", name="laptop", exact=True)).to_be_visible()
     assert secret not in await page.content()
@@ -81,7 +90,7 @@ async def test_quickstart_in_a_browser(stack: Stack, browser: Browser, tmp_path:
     row = page.locator(f'tr[data-request-id="{events[0].request_id}"]')
     await expect(row).to_contain_text("privaterouter/fast")
     await expect(row).to_contain_text("laptop")
-    await page.screenshot(path=str(screenshot_dir(tmp_path) / "usage.png"), full_page=True)
+    await page.screenshot(path=str(tmp_path / "usage.png"), full_page=True)
 
     await page.get_by_role("link", name="Billing").click()
     await page.get_by_role("button", name="Add $10", exact=True).click()
@@ -91,15 +100,17 @@ async def test_quickstart_in_a_browser(stack: Stack, browser: Browser, tmp_path:
 
     await page.get_by_role("link", name="Dashboard").click()
     await expect(page.locator("figure.chart rect")).to_have_count(1)
+    assert errors == []
     shots = screenshot_dir(tmp_path)
     await page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
     await page.set_viewport_size({"width": 390, "height": 844})
-    await page.screenshot(path=str(shots / "dashboard-narrow.png"), full_page=True)
+    await page.screenshot(path=str(tmp_path / "dashboard-narrow.png"), full_page=True)
 
 
 async def test_playground_streams_and_the_balance_drops_by_the_turn_cost(stack: Stack, browser: Browser,
                                                                           tmp_path: Path) -> None:
     page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = console_errors(page)
     email = "player@example.com"
     await _sign_up(page, stack, email)
     await page.get_by_role("link", name="Playground").click()
@@ -120,10 +131,11 @@ async def test_playground_streams_and_the_balance_drops_by_the_turn_cost(stack: 
     await page.get_by_label("Message").fill("And of Canada?")
     await page.get_by_role("button", name="Send").click()
     await expect(page.locator(".msg.assistant .meta[data-cost]")).to_have_count(2)
+    assert errors == []
     shots = screenshot_dir(tmp_path)
     await page.screenshot(path=str(shots / "playground.png"), full_page=True)
     await page.set_viewport_size({"width": 390, "height": 844})
-    await page.screenshot(path=str(shots / "playground-narrow.png"), full_page=True)
+    await page.screenshot(path=str(tmp_path / "playground-narrow.png"), full_page=True)
 
 
 async def test_an_admin_fixes_a_balance_and_reloads_the_registry(stack: Stack, browser: Browser,
@@ -148,7 +160,7 @@ async def test_an_admin_fixes_a_balance_and_reloads_the_registry(stack: Stack, b
     await expect(admin.get_by_text("Credits adjusted.")).to_be_visible()
     await expect(admin.locator("#user-balance")).to_have_text("$6.00")
     await expect(admin.get_by_role("cell", name="support ticket 42")).to_be_visible()
-    await admin.screenshot(path=str(screenshot_dir(tmp_path) / "admin-user.png"), full_page=True)
+    await admin.screenshot(path=str(tmp_path / "admin-user.png"), full_page=True)
     assert (await _account(stack, "customer@example.com")).balance_pico == 6 * 10**12
 
     stack.models_file.write_text(stack.models_file.read_text().replace('output_price: "0.300000"',

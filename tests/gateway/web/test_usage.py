@@ -37,14 +37,14 @@ async def test_lists_filters_and_totals_by_model(web: App) -> None:
                  created_at=now - timedelta(days=3))
     await record(app, login, model="privaterouter/fast", status="error", cost_pico=0, input_tokens=0,
                  output_tokens=0, created_at=now - timedelta(days=10))
-    page = await client.get("/usage")
+    page = await client.get("/usage?since=")  # all time
     assert page.status_code == 200 and len(_rows(page)) == 3
     text = text_of(page)
     assert "3 matching" in text
     assert "privaterouter/embed 1 7 0 $0.0000007" in text and "privaterouter/fast 2 14 9 $0.0000041" in text
-    errors = await client.get("/usage?status=error")
+    errors = await client.get("/usage?since=&status=error")
     assert len(_rows(errors)) == 1 and "upstream_error" in errors.text
-    fast = await client.get("/usage?model=privaterouter/fast")
+    fast = await client.get("/usage?since=&model=privaterouter/fast")
     assert len(_rows(fast)) == 2
     since = (now - timedelta(days=5)).date().isoformat()
     recent = await client.get(f"/usage?since={since}&until={now.date().isoformat()}")
@@ -60,12 +60,12 @@ async def test_keyset_pages_cover_every_row_once(web: App) -> None:
     start = datetime.now(UTC) - timedelta(hours=1)
     for index in range(57):  # a few share a timestamp: the cursor breaks ties by id
         await record(app, _login(user.user_id), created_at=start + timedelta(seconds=index // 3), charge=False)
-    first = await client.get("/usage?model=privaterouter/fast")
+    first = await client.get("/usage?since=&model=privaterouter/fast")
     assert len(_rows(first)) == 50
     found = re.search(r'href="(/usage\?[^"]*after=[^"]+)" rel="next"', first.text)
     assert found is not None
     next_url = found.group(1).replace("&amp;", "&")
-    assert "model=privaterouter%2Ffast" in next_url
+    assert "model=privaterouter%2Ffast" in next_url and "since=&" in next_url
     second = await client.get(next_url)
     assert len(_rows(second)) == 7 and 'rel="next"' not in second.text and "Newest" in second.text
     assert len(set(_rows(first)) | set(_rows(second))) == 57
@@ -78,7 +78,7 @@ async def test_csv_exports_all_filtered_rows(web: App) -> None:
     for index in range(3):
         await record(app, _login(user.user_id), cost_pico=1_000_000 * (index + 1), charge=False)
     await record(app, _login(user.user_id), model="privaterouter/embed", charge=False)
-    response = await client.get("/usage.csv?model=privaterouter/fast")
+    response = await client.get("/usage.csv?since=&model=privaterouter/fast")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
     assert "attachment" in response.headers["content-disposition"]
     rows = list(csv.DictReader(io.StringIO(response.text)))
@@ -98,3 +98,15 @@ async def test_a_user_never_sees_another_users_usage(web: App) -> None:
         assert "0 matching" in text_of(page) and _rows(page) == [""] and "No requests yet" in page.text
         exported = await browser.get("/usage.csv")
         assert exported.text.strip().count("\n") == 0  # the header only
+
+
+async def test_without_dates_the_page_shows_the_current_month(web: App) -> None:
+    app, client = web
+    user = await web_signup(client, app)
+    now = datetime.now(UTC)
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    await record(app, _login(user.user_id), created_at=now, charge=False)
+    await record(app, _login(user.user_id), created_at=month_start - timedelta(seconds=1), charge=False)
+    page = await client.get("/usage")
+    assert len(_rows(page)) == 1 and f'value="{month_start.date().isoformat()}"' in page.text
+    assert len(_rows(await client.get("/usage?since="))) == 2
