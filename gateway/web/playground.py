@@ -54,7 +54,11 @@ async def chat(request: Request) -> Response:
 
 
 async def turn(request: Request) -> Response:
-    """The settled usage of one of the user's own turns: tokens, exact cost, balance after; 404 until written."""
+    """The settled usage of one of the user's own turns: tokens, exact cost, balance after.
+
+    202 `{"settled": false}` until its usage event is written (settlement is batched, off the
+    answer's path); another user's turn looks exactly like one that never settles.
+    """
     web = await current_session(request)
     if web is None:
         raise GatewayError(401, "invalid_token", "Your session has ended; log in again.")
@@ -66,8 +70,8 @@ async def turn(request: Request) -> Response:
         )).scalar_one_or_none()
         account = await session.get(Account, account_id)
     if event is None or account is None:
-        raise GatewayError(404, "not_found", "No settled turn with this id (yet).")
-    return JSONResponse({"request_id": event.request_id, "model": event.model_public_name,
+        return JSONResponse({"settled": False}, status_code=202)
+    return JSONResponse({"settled": True, "request_id": event.request_id, "model": event.model_public_name,
                          "input_tokens": event.input_tokens, "output_tokens": event.output_tokens,
                          "tokens_estimated": event.tokens_estimated, "cost_usd": usd(event.cost_pico),
                          "status": event.status, "balance_usd": usd(account.balance_pico)})

@@ -85,6 +85,8 @@ async def test_the_plan_rules_of_v1_apply_and_turns_are_private(stack: Stack) ->
         assert done.status_code == 200, done.text
         request_id = done.headers["x-request-id"]
         await stack.settled(account_id, 1)
-        assert (await client.get(f"/playground/turns/{request_id}")).status_code == 200
+        mine = await client.get(f"/playground/turns/{request_id}")
+        assert mine.status_code == 200 and mine.json()["settled"] is True
         async with browser(stack, "other@example.com") as (other, _, _):
-            assert (await other.get(f"/playground/turns/{request_id}")).status_code == 404
+            theirs = await other.get(f"/playground/turns/{request_id}")
+            assert (theirs.status_code, theirs.json()) == (202, {"settled": False})

@@ -69,7 +69,7 @@
   async function settledTurn(requestId) {
     for (var attempt = 0; attempt < 40; attempt++) {
       var response = await fetch("/playground/turns/" + encodeURIComponent(requestId), { credentials: "same-origin" });
-      if (response.ok) return response.json();
+      if (response.status === 200) return response.json();
       await new Promise(function (resolve) { setTimeout(resolve, 250); });
     }
     return null;
