@@ -54,13 +54,16 @@ def csrf_token(token_id: str, secret: str) -> str:
 def check_same_site(request: Request) -> None:
     """CsrfRefused when the browser says the request comes from another site.
 
-    `Sec-Fetch-Site` (every current browser) must be same-origin or none; failing that, an `Origin`
-    header must name this host. A request with neither (curl, very old browsers) passes this check;
-    the session's token check still applies to it.
+    `Sec-Fetch-Site` (sent by every current browser, and not settable by a page) decides when
+    present: same-origin or none only. Without it, an `Origin` header must name this host (a proxy
+    must then pass the Host header through). A request with neither (curl, very old browsers)
+    passes this check; the session's token check still applies to it.
     """
     site = request.headers.get("sec-fetch-site")
-    if site is not None and site not in ("same-origin", "none"):
-        raise CsrfRefused("cross-site request")
+    if site is not None:
+        if site not in ("same-origin", "none"):
+            raise CsrfRefused("cross-site request")
+        return
     origin = request.headers.get("origin")
     if origin is not None and (origin == "null" or urlsplit(origin).netloc != request.headers.get("host")):
         raise CsrfRefused("foreign origin")

@@ -137,3 +137,11 @@ async def test_static_files_are_served_with_htmx_pinned(web: App) -> None:
     assert htmx.status_code == 200 and htmx.text.startswith("var htmx=function()")
     for asset in ("app.css", "app.js"):
         assert (await client.get(f"/static/{asset}")).status_code == 200
+
+
+async def test_sec_fetch_site_decides_when_present(web: App) -> None:
+    """A proxy that rewrites Host must not break same-origin posts from a current browser."""
+    _, client = web
+    response = await client.post("/signup", data={"email": "proxied@example.com", "password": PASSWORD},
+                                 headers={"Sec-Fetch-Site": "same-origin", "Origin": "https://public.example"})
+    assert response.status_code == 303
