@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute
 from gateway.auth.keyresolver import KeyResolver, stop_flusher
 from gateway.auth.throttle import LoginThrottle
 from gateway.billing.holds import release_stale_holds
+from gateway.billing.policy import warn_if_unsafe
 from gateway.context import AppContext
 from gateway.db.engine import create_engine, session_factory
 from gateway.errors import GatewayError, error_response, from_provider
@@ -110,6 +111,7 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
                          login_throttle=LoginThrottle.create(redis), pool=pool,
                          limiter=create_limiter(redis, app_metrics), usage_writer=usage_writer)
         app.state.ctx = ctx
+        warn_if_unsafe(settings)
         await pool.start()
         await _release_stale_holds(ctx)
         usage_writer.start()

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from gateway.billing.money import MoneyError, price_per_token, to_pico
+from gateway.billing.offers import DEFAULT_BILLING, BillingConfig, parse_billing
 from providers.families import get_family
 
 log = logging.getLogger("pr.registry")
@@ -86,6 +87,7 @@ class Registry:
     version: str
     source: str
     loaded_at: int = 0  # unix seconds; the `created` of every model in /v1/models
+    billing: BillingConfig = DEFAULT_BILLING  # top-up amounts and packs (gateway/billing/offers.py)
 
     def diff(self, new: Registry) -> str:
         """One line saying what `new` changes relative to this registry."""
@@ -98,6 +100,8 @@ class Registry:
             marks = [f"+{k}" for k in added] + [f"-{k}" for k in removed] + [f"~{k}" for k in changed]
             if marks:
                 parts.append(f"{label} {' '.join(marks)}")
+        if self.billing != new.billing:
+            parts.append("billing ~")
         summary = "; ".join(parts) if parts else "no changes"
         return f"registry {self.version} -> {new.version}: {summary}"
 
@@ -212,7 +216,7 @@ def parse(text: str, source: str = "models.yaml") -> Registry:
     """Validate a whole registry document; raise RegistryError on the first problem found."""
     data, lines = _compose(text, source)
     check = _Validator(source, lines)
-    top = check.mapping(data, (), {"nodes", "models", "plans"}, set())
+    top = check.mapping(data, (), {"nodes", "models", "plans"}, {"billing"})
 
     nodes: dict[str, Node] = {}
     if not isinstance(top["nodes"], list) or not top["nodes"]:
@@ -298,9 +302,11 @@ def parse(text: str, source: str = "models.yaml") -> Registry:
     if "free" not in plans:
         raise check.fail(("plans",), "a plan named 'free' is required (new accounts start on it)")
 
+    billing = parse_billing(check, top["billing"]) if "billing" in top else DEFAULT_BILLING
+
     version = hashlib.sha256(text.encode()).hexdigest()[:12]
     return Registry(nodes=MappingProxyType(nodes), models=MappingProxyType(models), plans=MappingProxyType(plans),
-                    version=version, source=source, loaded_at=int(time.time()))
+                    version=version, source=source, loaded_at=int(time.time()), billing=billing)
 
 
 def load(path: Path) -> Registry:

@@ -21,12 +21,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import accounts
+from gateway import accounts, invites
 from gateway.accounts import Member
 from gateway.auth.deps import require_admin
 from gateway.billing.ledger import InsufficientBalance
 from gateway.context import context
-from gateway.db.models import Account, CreditTransaction, UsageEvent, User
+from gateway.db.models import Account, CreditTransaction, Invite, UsageEvent, User
 from gateway.errors import GatewayError
 from gateway.fields import FieldError, iso, parse_int, parse_usd, usd
 from gateway.http import JSONResponse, read_json
@@ -158,6 +158,57 @@ async def enable_user(request: Request) -> Response:
     return await _set_status(request, "active")
 
 
+async def create_user(request: Request) -> Response:
+    """Create a user (whatever SIGNUP_MODE says): `{"email", "password", "name"?, "role"?}` -> 201 and the user."""
+    await require_admin(request)
+    body = await read_json(request)
+    role = body.get("role", "user")
+    if role not in accounts.ROLES:
+        raise FieldError(f"role must be one of: {', '.join(accounts.ROLES)}.", param="role")
+    ctx = context(request)
+    async with ctx.sessions() as session:
+        member = await accounts.create_user(session, ctx.registry.current, ctx.passwords, email=body.get("email"),
+                                            password=body.get("password"), name=body.get("name"), role=role)
+        await session.commit()
+    return JSONResponse(member_json(member), status_code=201)
+
+
+def invite_json(invite: Invite) -> dict[str, Any]:
+    return {"id": invite.id, "email": invite.email, "expires_at": iso(invite.expires_at),
+            "used_at": iso(invite.used_at), "used_by": invite.used_by, "created_at": iso(invite.created_at)}
+
+
+async def create_invite(request: Request) -> Response:
+    """A single-use sign-up invite: `{"email"?, "days"?}` -> 201 with the token (shown only now)."""
+    admin = await require_admin(request)
+    body = await read_json(request)
+    email = accounts.normalize_email(body["email"]) if body.get("email") is not None else None
+    days = body.get("days", invites.DEFAULT_DAYS)
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= invites.MAX_DAYS:
+        raise FieldError(f"days must be an integer from 1 to {invites.MAX_DAYS}.", param="days")
+    ctx = context(request)
+    async with ctx.sessions() as session:
+        new = await invites.create_invite(session, secret=ctx.settings.app_secret_key, email=email, days=days,
+                                          created_by=admin.user.id)
+        await session.commit()
+    base = ctx.settings.public_base_url
+    return JSONResponse({**invite_json(new.invite), "token": new.token,
+                         "signup_url": f"{base}/signup?invite={new.token}" if base else None}, status_code=201)
+
+
+async def list_invites(request: Request) -> Response:
+    """Invites, newest first (never their tokens)."""
+    await require_admin(request)
+    limit = parse_int(request.query_params.get("limit"), param="limit", default=20, minimum=1, maximum=MAX_PAGE)
+    offset = parse_int(request.query_params.get("offset"), param="offset", default=0, minimum=0)
+    async with context(request).sessions() as session:
+        total = await session.scalar(sa.select(sa.func.count()).select_from(Invite))
+        rows = await session.execute(sa.select(Invite).order_by(col(Invite.created_at).desc(), col(Invite.id))
+                                     .limit(limit).offset(offset))
+        items = [invite_json(invite) for invite in rows.scalars()]
+    return JSONResponse({"items": items, "total": total or 0, "limit": limit, "offset": offset})
+
+
 async def stats(request: Request) -> Response:
     """Users, active users, requests, tokens, revenue (usage cost) and top-ups over a period (default 30 days)."""
     await require_admin(request)
@@ -232,6 +283,9 @@ async def reload(request: Request) -> Response:
 
 routes = [
     Route("/api/admin/users", list_users, methods=["GET"]),
+    Route("/api/admin/users", create_user, methods=["POST"]),
+    Route("/api/admin/invites", list_invites, methods=["GET"]),
+    Route("/api/admin/invites", create_invite, methods=["POST"]),
     Route("/api/admin/users/{user_id}", get_user, methods=["GET"]),
     Route("/api/admin/users/{user_id}/credits", adjust_credits, methods=["POST"]),
     Route("/api/admin/users/{user_id}/plan", set_plan, methods=["POST"]),

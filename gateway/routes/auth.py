@@ -17,6 +17,7 @@ from gateway.db.models import User
 from gateway.errors import GatewayError
 from gateway.fields import FieldError, iso
 from gateway.http import JSONResponse, read_json
+from gateway.signup import sign_up
 
 
 def user_json(user: User) -> dict[str, Any]:
@@ -33,12 +34,12 @@ def _session_response(ctx: AppContext, user: User, *, status_code: int) -> Respo
 
 
 async def signup(request: Request) -> Response:
-    """Create a user on the free plan with its starter credits, and sign them in."""
+    """Create a user on the free plan with its starter credits, and sign them in (as SIGNUP_MODE allows)."""
     body = await read_json(request)
     ctx = context(request)
     async with ctx.sessions() as session:
-        member = await accounts.create_user(session, ctx.registry.current, ctx.passwords, email=body.get("email"),
-                                            password=body.get("password"), name=body.get("name"))
+        member = await sign_up(session, ctx.registry.current, ctx.passwords, ctx.settings, email=body.get("email"),
+                               password=body.get("password"), name=body.get("name"), invite=body.get("invite"))
         await session.commit()
     request.scope["state"]["user_id"] = member.user.id
     return _session_response(ctx, member.user, status_code=201)

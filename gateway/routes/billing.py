@@ -12,14 +12,12 @@ from starlette.routing import Route
 
 from gateway import accounts
 from gateway.auth.deps import current_user
-from gateway.billing.money import to_pico
+from gateway.billing import policy
 from gateway.context import context
 from gateway.db.models import Account, CreditTransaction
-from gateway.fields import FieldError, iso, parse_int, parse_usd, usd
+from gateway.fields import iso, parse_int, usd
 from gateway.http import JSONResponse, read_json
 
-TOPUP_AMOUNTS_USD = (10, 25, 50, 100, 500)
-_TOPUP_PICO = {to_pico(amount) for amount in TOPUP_AMOUNTS_USD}
 MAX_PAGE = 100
 
 
@@ -45,25 +43,24 @@ async def balance(request: Request) -> Response:
 
 
 async def topup(request: Request) -> Response:
-    """Mock top-up of exactly 10, 25, 50, 100 or 500 USD (no card is charged)."""
+    """Mock top-up of an allowed amount or pack (no card is charged); 403 `payments_disabled` unless
+    PAYMENT_PROVIDERS includes mock."""
     member = await current_user(request)
-    body = await read_json(request)
-    allowed = ", ".join(str(amount) for amount in TOPUP_AMOUNTS_USD)
-    message = f"amount_usd must be one of {allowed} (an integer or a decimal string)."
-    if "amount_usd" not in body:
-        raise FieldError(message, param="amount_usd")
-    try:
-        amount = parse_usd(body["amount_usd"], param="amount_usd")
-    except FieldError:
-        raise FieldError(message, param="amount_usd") from None
-    if amount not in _TOPUP_PICO:
-        raise FieldError(message, param="amount_usd")
     ctx = context(request)
+    policy.require_provider(ctx.settings, "mock")
+    offer = policy.choose_offer(ctx.registry.current.billing, await read_json(request))
     async with ctx.sessions() as session:
-        account = await accounts.post_credits(session, account_id=member.account.id, kind="topup", amount_pico=amount,
-                                              note=f"top-up {usd(amount)} USD (mock)", actor_user_id=member.user.id)
+        account = await accounts.post_credits(session, account_id=member.account.id, kind="topup",
+                                              amount_pico=offer.credit_pico,
+                                              note=f"top-up {offer.label} (mock)", actor_user_id=member.user.id)
         await session.commit()
     return JSONResponse(balance_json(account))
+
+
+async def options(request: Request) -> Response:
+    """The enabled payment providers, top-up amounts and packs (for the billing page); public."""
+    ctx = context(request)
+    return JSONResponse(policy.options(ctx.settings, ctx.registry.current.billing))
 
 
 async def transactions(request: Request) -> Response:
@@ -87,5 +84,6 @@ async def transactions(request: Request) -> Response:
 routes = [
     Route("/api/billing/balance", balance, methods=["GET"]),
     Route("/api/billing/topup", topup, methods=["POST"]),
+    Route("/api/billing/options", options, methods=["GET"]),
     Route("/api/billing/transactions", transactions, methods=["GET"]),
 ]
