@@ -15,8 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.models import Account, CreditTransaction, utcnow
 
-Kind = Literal["grant", "topup", "usage", "admin_adjust", "refund"]
-KINDS: tuple[Kind, ...] = ("grant", "topup", "usage", "admin_adjust", "refund")
+Kind = Literal["grant", "topup", "usage", "admin_adjust", "refund", "reversal"]
+# reversal: a provider refund or a lost dispute takes back credit it had bought (issue 11).
+KINDS: tuple[Kind, ...] = ("grant", "topup", "usage", "admin_adjust", "refund", "reversal")
 
 
 class InsufficientBalance(Exception):
@@ -33,12 +34,17 @@ async def post(
     request_id: str | None = None,
     actor_user_id: str | None = None,
     release_pico: int = 0,
+    allow_negative: bool = False,
 ) -> int:
     """Apply `amount_pico` (signed) to the account and write its ledger row; return the new balance.
 
     `release_pico` releases that much of the account's held credits in the same update (settling a
     request). A debit never takes the balance below the credits still held for other requests. A
     zero amount only releases and writes no ledger row. Does not commit.
+
+    `allow_negative` (payment reversals only) applies a debit whatever the balance: money already
+    spent cannot be un-spent, so the balance goes below zero and holds refuse the account until a
+    top-up.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown ledger kind {kind!r}")
@@ -48,7 +54,7 @@ async def post(
         values["held_pico"] = accounts.c.held_pico - release_pico
     statement = sa.update(accounts).where(accounts.c.id == account_id).values(**values) \
         .returning(accounts.c.balance_pico)
-    if amount_pico < 0:
+    if amount_pico < 0 and not allow_negative:
         statement = statement.where(accounts.c.balance_pico + amount_pico >= accounts.c.held_pico - release_pico)
     balance_after = (await session.execute(statement)).scalar_one_or_none()
     if balance_after is None:

@@ -179,8 +179,9 @@ class Payment(SQLModel, table=True):
     amount_minor: int = Field(sa_type=sa.BigInteger, nullable=False)  # price in the currency's minor unit
     currency: str = Field(max_length=8)
     credit_pico: int = _money()  # credits granted when paid (price plus any pack bonus)
-    reversed_minor: int = Field(default=0, sa_type=sa.BigInteger, nullable=False)  # refunded + lost in disputes
-    reversed_pico: int = _money()  # credits taken back for those
+    refunded_minor: int = Field(default=0, sa_type=sa.BigInteger, nullable=False)  # refunded so far (cumulative)
+    disputed_minor: int = Field(default=0, sa_type=sa.BigInteger, nullable=False)  # lost in disputes
+    reversed_pico: int = _money()  # credits taken back for refunds and lost disputes
     offer: str = Field(default="", max_length=64)  # amount or pack name, for receipts and audit
     paid_at: datetime | None = _time(nullable=True)
     created_at: datetime = _time()

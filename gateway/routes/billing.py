@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col
 from starlette.requests import Request
 from starlette.responses import Response
@@ -12,13 +14,15 @@ from starlette.routing import Route
 
 from gateway import accounts
 from gateway.auth.deps import current_user
-from gateway.billing import policy
+from gateway.billing import policy, stripe_payments
 from gateway.context import context
 from gateway.db.models import Account, CreditTransaction
+from gateway.errors import GatewayError
 from gateway.fields import iso, parse_int, usd
 from gateway.http import JSONResponse, read_json
 
 MAX_PAGE = 100
+log = logging.getLogger("pr.billing")
 
 
 def balance_json(account: Account) -> dict[str, Any]:
@@ -57,6 +61,35 @@ async def topup(request: Request) -> Response:
     return JSONResponse(balance_json(account))
 
 
+async def checkout(request: Request) -> Response:
+    """Start a Stripe Checkout for an allowed amount or pack: `{"amount_usd"}` or `{"pack"}` ->
+    `{"payment_id", "session_id", "checkout_url"}`; 403 `payments_disabled` unless stripe is enabled."""
+    member = await current_user(request)
+    ctx = context(request)
+    policy.require_provider(ctx.settings, "stripe")
+    billing = ctx.registry.current.billing
+    offer = policy.choose_offer(billing, await read_json(request))
+    link = await stripe_payments.create_checkout(ctx.sessions, ctx.settings, account_id=member.account.id,
+                                                 offer=offer, currency=billing.currency)
+    return JSONResponse({"payment_id": link.payment_id, "session_id": link.session_id, "checkout_url": link.url})
+
+
+async def stripe_webhook(request: Request) -> Response:
+    """Stripe's deliveries: signature checked first (400 otherwise, nothing applied), then applied once."""
+    ctx = context(request)
+    policy.require_provider(ctx.settings, "stripe")
+    assert ctx.settings.stripe_webhook_secret is not None
+    event = stripe_payments.verify_event(await request.body(), request.headers.get("stripe-signature"),
+                                         ctx.settings.stripe_webhook_secret)
+    try:
+        outcome = await stripe_payments.handle_event(ctx.sessions, event)
+    except (SQLAlchemyError, OSError):
+        log.exception("stripe event %s not applied; Stripe will deliver it again", event["id"])
+        raise GatewayError(503, "service_unavailable", "The event could not be stored now; deliver it again.",
+                           type="server_error") from None
+    return JSONResponse({"received": True, "outcome": outcome.outcome})
+
+
 async def options(request: Request) -> Response:
     """The enabled payment providers, top-up amounts and packs (for the billing page); public."""
     ctx = context(request)
@@ -85,5 +118,7 @@ routes = [
     Route("/api/billing/balance", balance, methods=["GET"]),
     Route("/api/billing/topup", topup, methods=["POST"]),
     Route("/api/billing/options", options, methods=["GET"]),
+    Route("/api/billing/checkout", checkout, methods=["POST"]),
+    Route("/api/billing/stripe/webhook", stripe_webhook, methods=["POST"]),
     Route("/api/billing/transactions", transactions, methods=["GET"]),
 ]
