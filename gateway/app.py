@@ -23,6 +23,7 @@ from gateway.auth.keyresolver import KeyResolver, stop_flusher
 from gateway.auth.throttle import LoginThrottle
 from gateway.billing.holds import release_stale_holds
 from gateway.billing.policy import warn_if_unsafe
+from gateway.billing.redemption import RedeemThrottle
 from gateway.context import AppContext
 from gateway.db.engine import create_engine, session_factory
 from gateway.errors import GatewayError, error_response, from_provider
@@ -110,6 +111,7 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
                          key_resolver=KeyResolver(sessions, settings.app_secret_key),
                          login_throttle=LoginThrottle.create(redis), pool=pool,
                          limiter=create_limiter(redis, app_metrics), usage_writer=usage_writer)
+        ctx.redeem_throttle = RedeemThrottle.create(redis)
         app.state.ctx = ctx
         warn_if_unsafe(settings)
         await pool.start()

@@ -13,6 +13,7 @@ from starlette.requests import HTTPConnection
 from gateway.auth.keyresolver import KeyResolver
 from gateway.auth.passwords import Passwords
 from gateway.auth.throttle import LoginThrottle
+from gateway.billing.redemption import RedeemThrottle
 from gateway.metrics import Metrics
 from gateway.ratelimit.base import Limiter
 from gateway.registry import RegistryHolder
@@ -32,6 +33,7 @@ class AppContext:
     metrics: Metrics = field(default_factory=Metrics)
     passwords: Passwords = field(default_factory=Passwords)
     login_throttle: LoginThrottle = field(default_factory=lambda: LoginThrottle.create(None))
+    redeem_throttle: RedeemThrottle = field(default_factory=lambda: RedeemThrottle.create(None))
     key_resolver: KeyResolver = field(kw_only=True)
     pool: NodePool = field(kw_only=True)
     limiter: Limiter = field(kw_only=True)

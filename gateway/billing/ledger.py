@@ -15,9 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.models import Account, CreditTransaction, utcnow
 
-Kind = Literal["grant", "topup", "usage", "admin_adjust", "refund", "reversal"]
-# reversal: a provider refund or a lost dispute takes back credit it had bought (issue 11).
-KINDS: tuple[Kind, ...] = ("grant", "topup", "usage", "admin_adjust", "refund", "reversal")
+Kind = Literal["grant", "topup", "usage", "admin_adjust", "refund", "reversal", "redeem"]
+# reversal: a provider refund or a lost dispute takes back credit it had bought; redeem: a
+# redemption code (issue 11).
+KINDS: tuple[Kind, ...] = ("grant", "topup", "usage", "admin_adjust", "refund", "reversal", "redeem")
 
 
 class InsufficientBalance(Exception):

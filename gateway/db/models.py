@@ -202,3 +202,20 @@ class WebhookEvent(SQLModel, table=True):
     detail: str | None = Field(default=None, max_length=500, nullable=True)
     account_id: str | None = Field(default=None, max_length=36, nullable=True)
     created_at: datetime = _time(index=True)
+
+
+class RedemptionCode(SQLModel, table=True):
+    """A single-use credit voucher from an admin's batch; only the code's HMAC is stored."""
+
+    __tablename__ = "redemption_codes"
+
+    id: str = Field(primary_key=True, max_length=36)
+    batch_id: str = Field(max_length=36, index=True)
+    code_hash: str = Field(max_length=64, unique=True)  # HMAC-SHA256 hex of the normalised code
+    face_pico: int = _money()
+    expires_at: datetime | None = _time(nullable=True)
+    reason: str = Field(default="", max_length=500)
+    created_by: str | None = Field(default=None, max_length=36, nullable=True)
+    redeemed_at: datetime | None = _time(nullable=True)
+    redeemed_by: str | None = Field(default=None, max_length=36, nullable=True)  # account id
+    created_at: datetime = _time()

@@ -24,11 +24,12 @@ from starlette.routing import Route
 from gateway import accounts, invites
 from gateway.accounts import Member
 from gateway.auth.deps import require_admin
+from gateway.billing import redemption
 from gateway.billing.ledger import InsufficientBalance
 from gateway.context import context
-from gateway.db.models import Account, CreditTransaction, Invite, UsageEvent, User
+from gateway.db.models import Account, CreditTransaction, Invite, RedemptionCode, UsageEvent, User
 from gateway.errors import GatewayError
-from gateway.fields import FieldError, iso, parse_int, parse_usd, usd
+from gateway.fields import FieldError, iso, parse_int, parse_time, parse_usd, usd
 from gateway.http import JSONResponse, read_json
 from gateway.registry import RegistryError
 from gateway.routes.auth import user_json
@@ -38,6 +39,7 @@ from gateway.routes.usage import time_range
 USAGE_WINDOW = timedelta(days=30)
 MAX_PAGE = 100
 MAX_NOTE_LENGTH = 500
+MAX_CODE_VALUE_PICO = 100_000 * 10**12
 
 
 def member_json(member: Member, usage: tuple[int, int] = (0, 0)) -> dict[str, Any]:
@@ -209,6 +211,67 @@ async def list_invites(request: Request) -> Response:
     return JSONResponse({"items": items, "total": total or 0, "limit": limit, "offset": offset})
 
 
+def _reason(body: dict[str, Any]) -> str:
+    """The required reason of an admin money action (it goes into the ledger note)."""
+    reason = body.get("reason")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_NOTE_LENGTH:
+        raise FieldError(f"reason is required: a non-empty string of at most {MAX_NOTE_LENGTH} characters.",
+                         param="reason")
+    return reason.strip()
+
+
+async def create_redemption_codes(request: Request) -> Response:
+    """A batch of single-use codes: `{"count", "amount_usd", "reason", "expires_at"?, "format"?: "csv"}` ->
+    201 with the plain codes (JSON, or CSV with `format: csv`); they are never shown again."""
+    admin = await require_admin(request)
+    body = await read_json(request)
+    count = body.get("count")
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= redemption.MAX_BATCH:
+        raise FieldError(f"count must be an integer from 1 to {redemption.MAX_BATCH}.", param="count")
+    face = parse_usd(body.get("amount_usd"), param="amount_usd")
+    if not 0 < face <= MAX_CODE_VALUE_PICO:
+        raise FieldError("amount_usd must be more than 0 and at most 100000.", param="amount_usd")
+    reason = _reason(body)
+    try:
+        expires_at = parse_time(body["expires_at"], param="expires_at") if body.get("expires_at") is not None else None
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is past datetime.max in UTC
+        raise FieldError("expires_at is out of range.", param="expires_at") from None
+    if expires_at is not None and not datetime.now(UTC) < expires_at < datetime(9000, 1, 1, tzinfo=UTC):
+        raise FieldError("expires_at must be in the future (and before the year 9000).", param="expires_at")
+    fmt = body.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise FieldError("format must be json or csv.", param="format")
+    ctx = context(request)
+    async with ctx.sessions() as session:
+        batch = await redemption.create_batch(session, secret=ctx.settings.app_secret_key, count=count,
+                                              face_pico=face, expires_at=expires_at, reason=reason,
+                                              created_by=admin.user.id)
+        await session.commit()
+    if fmt == "csv":
+        return Response(batch.csv(), status_code=201, media_type="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="codes-{batch.batch_id}.csv"'})
+    return JSONResponse({"batch_id": batch.batch_id, "amount_usd": usd(face), "expires_at": iso(expires_at),
+                         "codes": batch.codes}, status_code=201)
+
+
+async def list_redemption_codes(request: Request) -> Response:
+    """Codes (never their plain text) with their state, newest first; optional `batch_id` filter."""
+    await require_admin(request)
+    params = request.query_params
+    limit = parse_int(params.get("limit"), param="limit", default=20, minimum=1, maximum=MAX_PAGE)
+    offset = parse_int(params.get("offset"), param="offset", default=0, minimum=0)
+    conditions = [col(RedemptionCode.batch_id) == params["batch_id"]] if params.get("batch_id") else []
+    async with context(request).sessions() as session:
+        total = await session.scalar(sa.select(sa.func.count()).select_from(RedemptionCode).where(*conditions))
+        rows = await session.execute(sa.select(RedemptionCode).where(*conditions)
+                                     .order_by(col(RedemptionCode.created_at).desc(), col(RedemptionCode.id))
+                                     .limit(limit).offset(offset))
+        items = [{"id": code.id, "batch_id": code.batch_id, "amount_usd": usd(code.face_pico),
+                  "expires_at": iso(code.expires_at), "reason": code.reason, "redeemed_at": iso(code.redeemed_at),
+                  "redeemed_by": code.redeemed_by, "created_at": iso(code.created_at)} for code in rows.scalars()]
+    return JSONResponse({"items": items, "total": total or 0, "limit": limit, "offset": offset})
+
+
 async def stats(request: Request) -> Response:
     """Users, active users, requests, tokens, revenue (usage cost) and top-ups over a period (default 30 days)."""
     await require_admin(request)
@@ -291,6 +354,8 @@ routes = [
     Route("/api/admin/users/{user_id}/plan", set_plan, methods=["POST"]),
     Route("/api/admin/users/{user_id}/disable", disable_user, methods=["POST"]),
     Route("/api/admin/users/{user_id}/enable", enable_user, methods=["POST"]),
+    Route("/api/admin/redemption-codes", list_redemption_codes, methods=["GET"]),
+    Route("/api/admin/redemption-codes", create_redemption_codes, methods=["POST"]),
     Route("/api/admin/stats", stats, methods=["GET"]),
     Route("/api/admin/nodes", nodes, methods=["GET"]),
     Route("/api/admin/reload", reload, methods=["POST"]),

@@ -14,11 +14,11 @@ from starlette.routing import Route
 
 from gateway import accounts
 from gateway.auth.deps import current_user
-from gateway.billing import policy, stripe_payments
+from gateway.billing import policy, redemption, stripe_payments
 from gateway.context import context
 from gateway.db.models import Account, CreditTransaction
 from gateway.errors import GatewayError
-from gateway.fields import iso, parse_int, usd
+from gateway.fields import FieldError, iso, parse_int, usd
 from gateway.http import JSONResponse, read_json
 
 MAX_PAGE = 100
@@ -90,6 +90,29 @@ async def stripe_webhook(request: Request) -> Response:
     return JSONResponse({"received": True, "outcome": outcome.outcome})
 
 
+async def redeem(request: Request) -> Response:
+    """Redeem a code: `{"code": "PR-..."}` -> the balance; 400 `invalid_code`, 429 after repeated failures."""
+    member = await current_user(request)
+    body = await read_json(request)
+    code = body.get("code")
+    if not isinstance(code, str) or not code.strip():
+        raise FieldError("code is required (a string such as PR-XXXXX-XXXXX-XXXXX-XXXXX).", param="code")
+    ctx = context(request)
+    ip = request.scope["state"].get("client_ip")
+    await ctx.redeem_throttle.check(account_id=member.account.id, ip=ip)
+    async with ctx.sessions() as session:
+        try:
+            await redemption.redeem(session, secret=ctx.settings.app_secret_key, code=code,
+                                    account_id=member.account.id, actor_user_id=member.user.id)
+        except GatewayError:
+            await ctx.redeem_throttle.failed(account_id=member.account.id, ip=ip)
+            raise
+        await session.commit()
+        account = await session.get(Account, member.account.id, populate_existing=True)
+    assert account is not None
+    return JSONResponse(balance_json(account))
+
+
 async def options(request: Request) -> Response:
     """The enabled payment providers, top-up amounts and packs (for the billing page); public."""
     ctx = context(request)
@@ -119,6 +142,7 @@ routes = [
     Route("/api/billing/topup", topup, methods=["POST"]),
     Route("/api/billing/options", options, methods=["GET"]),
     Route("/api/billing/checkout", checkout, methods=["POST"]),
+    Route("/api/billing/redeem", redeem, methods=["POST"]),
     Route("/api/billing/stripe/webhook", stripe_webhook, methods=["POST"]),
     Route("/api/billing/transactions", transactions, methods=["GET"]),
 ]

@@ -84,9 +84,27 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("webhook_events", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_webhook_events_created_at"), ["created_at"], unique=False)
+    op.create_table(
+        "redemption_codes",
+        sa.Column("id", sqlmodel.sql.sqltypes.AutoString(length=36), nullable=False),
+        sa.Column("batch_id", sqlmodel.sql.sqltypes.AutoString(length=36), nullable=False),
+        sa.Column("code_hash", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("face_pico", sa.BigInteger(), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("reason", sqlmodel.sql.sqltypes.AutoString(length=500), nullable=False),
+        sa.Column("created_by", sqlmodel.sql.sqltypes.AutoString(length=36), nullable=True),
+        sa.Column("redeemed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("redeemed_by", sqlmodel.sql.sqltypes.AutoString(length=36), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("code_hash"),
+    )
+    with op.batch_alter_table("redemption_codes", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_redemption_codes_batch_id"), ["batch_id"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_table("redemption_codes")
     op.drop_table("webhook_events")
     op.drop_table("payments")
     op.drop_table("invites")
