@@ -24,6 +24,7 @@ from gateway.auth.throttle import LoginThrottle
 from gateway.billing.holds import release_stale_holds
 from gateway.billing.policy import warn_if_unsafe
 from gateway.billing.redemption import RedeemThrottle
+from gateway.billing.trials import expire_trials
 from gateway.context import AppContext
 from gateway.db.engine import create_engine, session_factory
 from gateway.errors import GatewayError, error_response, from_provider
@@ -198,8 +199,17 @@ async def _release_stale_holds(ctx: AppContext) -> None:
         log.exception("releasing stale holds failed")
 
 
+async def _expire_trials(ctx: AppContext) -> None:
+    try:
+        async with ctx.sessions() as session:
+            await expire_trials(session)
+    except Exception:
+        log.exception("expiring trials failed")
+
+
 async def _housekeeping(ctx: AppContext) -> None:
-    """Node gauges and the usage queue depth every second; stale holds (from a crash) every minute."""
+    """Node gauges and the usage queue depth every second; stale holds (from a crash) and expired trials
+    every minute."""
     ticks = 0
     while True:
         ctx.metrics.set_nodes((node.name, _host(node.url), node.up, node.utilization) for node in ctx.pool.snapshot())
@@ -207,6 +217,7 @@ async def _housekeeping(ctx: AppContext) -> None:
         ticks += 1
         if ticks % 60 == 0:
             await _release_stale_holds(ctx)
+            await _expire_trials(ctx)
         await asyncio.sleep(HOUSEKEEPING_INTERVAL)
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway import accounts, invites
 from gateway.accounts import Member
 from gateway.auth.passwords import Passwords
+from gateway.billing import trials
 from gateway.errors import GatewayError
 from gateway.registry import Registry
 from gateway.settings import Settings
@@ -22,7 +23,8 @@ def signup_closed() -> GatewayError:
 
 async def sign_up(session: AsyncSession, registry: Registry, passwords: Passwords, settings: Settings, *,
                   email: object, password: object, name: object = "", invite: object = None) -> Member:
-    """A new user on the free plan, if SIGNUP_MODE allows it; flushes, the caller commits.
+    """A new user on the free plan (plus the registry's sign-up trial, if any), if SIGNUP_MODE allows it;
+    flushes, the caller commits.
 
     Raises 403 `signup_closed` (mode closed), 403 `invite_required` (mode invite without a valid,
     unused, unexpired invite for this address), or the field errors of `accounts.create_user`.
@@ -36,4 +38,9 @@ async def sign_up(session: AsyncSession, registry: Registry, passwords: Password
     if settings.signup_mode == "invite":
         await invites.use_invite(session, secret=settings.app_secret_key, token=invite, email=member.user.email,
                                  user_id=member.user.id)
+    trial = registry.billing.trial
+    if trial is not None:
+        await trials.grant_trial(session, account_id=member.account.id, credit_pico=trial.credit_pico,
+                                 days=trial.days, note=f"sign-up trial ({trial.days} days)")
+        await session.refresh(member.account)
     return member

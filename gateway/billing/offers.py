@@ -7,6 +7,9 @@
         - name: team-pack
           price_usd: "200"
           bonus_usd: "20"
+      trial:                              # optional: trial credit at sign-up, removed after `days`
+        credits_usd: "5"
+        days: 14
 
 Without the section the seed's amounts (10, 25, 50, 100, 500 USD, seed 000) apply and there are no
 packs. Amounts are whole cents (a payment provider charges in cents). Parsing reports the file,
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 DEFAULT_TOPUP_AMOUNTS_USD = ("10", "25", "50", "100", "500")
 PICO_PER_CENT = PICO_PER_USD // 100
 MAX_AMOUNT_USD = Decimal(100_000)  # one purchase; far below what a BIGINT of pico-USD holds
+MAX_TRIAL_DAYS = 366
 
 
 @dataclass(frozen=True)
@@ -59,12 +63,21 @@ class Offer:
 
 
 @dataclass(frozen=True)
+class Trial:
+    """Trial credit granted at sign-up: `credit_pico` for `days` days (spent first, then removed)."""
+
+    credit_pico: int
+    days: int
+
+
+@dataclass(frozen=True)
 class BillingConfig:
     """The registry's billing section, parsed; `DEFAULT_BILLING` when the file has none."""
 
     currency: str
     amounts: tuple[Offer, ...]
     packs: tuple[Offer, ...]
+    trial: Trial | None = None
 
     def amount(self, price_pico: int) -> Offer | None:
         return next((offer for offer in self.amounts if offer.price_pico == price_pico), None)
@@ -73,8 +86,10 @@ class BillingConfig:
         return next((offer for offer in self.packs if offer.name == name), None)
 
     def as_json(self) -> dict[str, Any]:
+        trial = None if self.trial is None else {"credits_usd": format_usd(self.trial.credit_pico),
+                                                 "days": self.trial.days}
         return {"currency": self.currency, "topup_amounts_usd": [format_usd(o.price_pico) for o in self.amounts],
-                "packs": [pack.as_json() for pack in self.packs]}
+                "packs": [pack.as_json() for pack in self.packs], "trial": trial}
 
 
 def _plain(amount: str) -> Offer:
@@ -97,7 +112,7 @@ def _price(check: _Validator, value: Any, path: Path_, *, allow_zero: bool = Fal
 def parse_billing(check: _Validator, raw: Any) -> BillingConfig:
     """Validate the `billing:` mapping; raise RegistryError (via `check.fail`) on the first problem."""
     path: Path_ = ("billing",)
-    item = check.mapping(raw, path, set(), {"currency", "topup_amounts_usd", "packs"})
+    item = check.mapping(raw, path, set(), {"currency", "topup_amounts_usd", "packs", "trial"})
     currency = item.get("currency", "usd")
     if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha():
         raise check.fail(path + ("currency",), f"must be a three-letter ISO currency code (got {currency!r})")
@@ -123,4 +138,12 @@ def parse_billing(check: _Validator, raw: Any) -> BillingConfig:
         price = _price(check, pack["price_usd"], pack_path + ("price_usd",))
         bonus = _price(check, pack.get("bonus_usd", "0"), pack_path + ("bonus_usd",), allow_zero=True)
         packs.append(Offer(name=name, price_pico=price, credit_pico=price + bonus))
-    return BillingConfig(currency=currency.lower(), amounts=amounts, packs=tuple(packs))
+    trial = None
+    if "trial" in item:
+        trial_path = path + ("trial",)
+        raw_trial = check.mapping(item["trial"], trial_path, {"credits_usd", "days"}, set())
+        days = check.integer(raw_trial["days"], trial_path + ("days",))
+        if days > MAX_TRIAL_DAYS:
+            raise check.fail(trial_path + ("days",), f"must be at most {MAX_TRIAL_DAYS} (got {days})")
+        trial = Trial(credit_pico=_price(check, raw_trial["credits_usd"], trial_path + ("credits_usd",)), days=days)
+    return BillingConfig(currency=currency.lower(), amounts=amounts, packs=tuple(packs), trial=trial)

@@ -4,6 +4,8 @@ Invariants the code keeps (and tests check):
 - `accounts.balance_pico` equals the sum of the account's `credit_transactions.amount_pico`.
 - `accounts.held_pico` equals the sum of the account's open `holds.amount_pico`, and
   `balance_pico - held_pico` never goes below zero through holds.
+- `accounts.trial_pico` (the trial bucket inside the balance) equals the sum of the ledger's
+  `trial_pico` parts; debits take from it first.
 - `accounts.balance_pico` goes below zero only through a payment reversal (a refund or a lost
   dispute of credit already spent); holds then refuse every request (402) until a top-up.
 """
@@ -56,6 +58,9 @@ class Account(SQLModel, table=True):
     plan_name: str = Field(default="free", max_length=64)
     balance_pico: int = _money()
     held_pico: int = _money()
+    # The trial bucket: the part of balance_pico that is trial credit, spent first, removed at expiry.
+    trial_pico: int = _money()
+    trial_expires_at: datetime | None = _time(nullable=True)
     created_at: datetime = _time()
     updated_at: datetime = _time()
 
@@ -105,6 +110,7 @@ class CreditTransaction(SQLModel, table=True):
     account_id: str = Field(foreign_key="accounts.id", max_length=36)
     kind: str = Field(max_length=16)  # grant | topup | usage | admin_adjust | refund
     amount_pico: int = Field(sa_type=sa.BigInteger, nullable=False)
+    trial_pico: int = _money()  # the part of amount_pico that moved the trial bucket (sums to accounts.trial_pico)
     balance_after_pico: int = Field(sa_type=sa.BigInteger, nullable=False)
     request_id: str | None = Field(default=None, max_length=64, nullable=True, unique=True)
     note: str | None = Field(default=None, max_length=500, nullable=True)

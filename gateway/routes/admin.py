@@ -24,8 +24,9 @@ from starlette.routing import Route
 from gateway import accounts, invites
 from gateway.accounts import Member
 from gateway.auth.deps import require_admin
-from gateway.billing import redemption
+from gateway.billing import redemption, trials
 from gateway.billing.ledger import InsufficientBalance
+from gateway.billing.offers import MAX_TRIAL_DAYS
 from gateway.context import context
 from gateway.db.models import Account, CreditTransaction, Invite, RedemptionCode, UsageEvent, User
 from gateway.errors import GatewayError
@@ -220,6 +221,27 @@ def _reason(body: dict[str, Any]) -> str:
     return reason.strip()
 
 
+async def grant_trial(request: Request) -> Response:
+    """Grant trial credit: `{"amount_usd", "days", "reason"}` -> the user; a `trial_grant` ledger row."""
+    admin = await require_admin(request)
+    body = await read_json(request)
+    amount = parse_usd(body.get("amount_usd"), param="amount_usd")
+    if not 0 < amount <= MAX_CODE_VALUE_PICO:
+        raise FieldError("amount_usd must be more than 0 and at most 100000.", param="amount_usd")
+    days = body.get("days")
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_TRIAL_DAYS:
+        raise FieldError(f"days must be an integer from 1 to {MAX_TRIAL_DAYS}.", param="days")
+    reason = _reason(body)
+    user_id = request.path_params["user_id"]
+    async with context(request).sessions() as session:
+        member = await accounts.require_member(session, user_id)
+        await trials.grant_trial(session, account_id=member.account.id, credit_pico=amount, days=days,
+                                 note=f"trial granted by an admin ({days} days): {reason}",
+                                 actor_user_id=admin.user.id)
+        await session.commit()
+    return await _respond_with_member(request, user_id)
+
+
 async def create_redemption_codes(request: Request) -> Response:
     """A batch of single-use codes: `{"count", "amount_usd", "reason", "expires_at"?, "format"?: "csv"}` ->
     201 with the plain codes (JSON, or CSV with `format: csv`); they are never shown again."""
@@ -352,6 +374,7 @@ routes = [
     Route("/api/admin/users/{user_id}", get_user, methods=["GET"]),
     Route("/api/admin/users/{user_id}/credits", adjust_credits, methods=["POST"]),
     Route("/api/admin/users/{user_id}/plan", set_plan, methods=["POST"]),
+    Route("/api/admin/users/{user_id}/trial", grant_trial, methods=["POST"]),
     Route("/api/admin/users/{user_id}/disable", disable_user, methods=["POST"]),
     Route("/api/admin/users/{user_id}/enable", enable_user, methods=["POST"]),
     Route("/api/admin/redemption-codes", list_redemption_codes, methods=["GET"]),

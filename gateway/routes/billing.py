@@ -14,11 +14,11 @@ from starlette.routing import Route
 
 from gateway import accounts
 from gateway.auth.deps import current_user
-from gateway.billing import policy, redemption, stripe_payments
+from gateway.billing import policy, redemption, stripe_payments, trials
 from gateway.context import context
-from gateway.db.models import Account, CreditTransaction
+from gateway.db.models import Account, CreditTransaction, utcnow
 from gateway.errors import GatewayError
-from gateway.fields import FieldError, iso, parse_int, usd
+from gateway.fields import FieldError, as_utc, iso, parse_int, usd
 from gateway.http import JSONResponse, read_json
 
 MAX_PAGE = 100
@@ -26,10 +26,14 @@ log = logging.getLogger("pr.billing")
 
 
 def balance_json(account: Account) -> dict[str, Any]:
+    """The balance with its trial bucket shown apart: `balance_usd` = `paid_usd` + `trial_usd`."""
     return {
         "balance_usd": usd(account.balance_pico),
         "held_usd": usd(account.held_pico),
         "available_usd": usd(max(0, account.balance_pico - account.held_pico)),
+        "paid_usd": usd(account.balance_pico - account.trial_pico),
+        "trial_usd": usd(account.trial_pico),
+        "trial_expires_at": iso(account.trial_expires_at),
         "plan_name": account.plan_name,
         "monthly_quota_tokens": None,
     }
@@ -42,8 +46,16 @@ def transaction_json(entry: CreditTransaction) -> dict[str, Any]:
 
 
 async def balance(request: Request) -> Response:
+    """The balance; an expired trial is removed first, so the answer never shows stale trial credit."""
     member = await current_user(request)
-    return JSONResponse(balance_json(member.account))
+    account = member.account
+    if account.trial_expires_at is not None and as_utc(account.trial_expires_at) <= utcnow():
+        async with context(request).sessions() as session:
+            await trials.expire_trial(session, account.id)
+            refreshed = await session.get(Account, account.id, populate_existing=True)
+        assert refreshed is not None
+        account = refreshed
+    return JSONResponse(balance_json(account))
 
 
 async def topup(request: Request) -> Response:

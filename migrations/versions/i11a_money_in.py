@@ -29,6 +29,12 @@ def upgrade() -> None:
         op.execute("PRAGMA foreign_keys=ON")
     else:
         op.drop_constraint("ck_accounts_balance_nonnegative", "accounts", type_="check")
+    # The trial bucket (part of the balance) and each ledger row's share of it.
+    with op.batch_alter_table("accounts") as batch_op:
+        batch_op.add_column(sa.Column("trial_pico", sa.BigInteger(), nullable=False, server_default="0"))
+        batch_op.add_column(sa.Column("trial_expires_at", sa.DateTime(timezone=True), nullable=True))
+    with op.batch_alter_table("credit_transactions") as batch_op:
+        batch_op.add_column(sa.Column("trial_pico", sa.BigInteger(), nullable=False, server_default="0"))
 
     op.create_table(
         "invites",
@@ -104,6 +110,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("credit_transactions") as batch_op:
+        batch_op.drop_column("trial_pico")
+    with op.batch_alter_table("accounts") as batch_op:
+        batch_op.drop_column("trial_expires_at")
+        batch_op.drop_column("trial_pico")
     op.drop_table("redemption_codes")
     op.drop_table("webhook_events")
     op.drop_table("payments")

@@ -66,7 +66,8 @@ async def test_options_lists_providers_amounts_and_packs(make_settings: Callable
     async with running(settings) as (_, client):
         assert (await client.get("/api/billing/options")).json() == {
             "providers": ["mock"], "currency": "usd", "topup_amounts_usd": ["5.00", "20.50"],
-            "packs": [{"name": "big", "price_usd": "100.00", "credits_usd": "115.00", "bonus_usd": "15.00"}]}
+            "packs": [{"name": "big", "price_usd": "100.00", "credits_usd": "115.00", "bonus_usd": "15.00"}],
+            "trial": None}
         login = await signup(client)
         refused = await client.post("/api/billing/topup", headers=login.headers, json={"amount_usd": 10})
         assert refused.status_code == 400 and "5, 20.50" in envelope(refused)["message"]
