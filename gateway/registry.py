@@ -70,6 +70,7 @@ class Plan:
     rpm: int
     rpd: int | None = None
     tpd: int | None = None
+    stripe_price_id: str | None = None  # a recurring Stripe price: the plan can be bought (issue 11)
 
     @property
     def included_credits_pico(self) -> int:
@@ -282,7 +283,7 @@ def parse(text: str, source: str = "models.yaml") -> Registry:
     for index, raw in enumerate(top["plans"]):
         path = ("plans", index)
         item = check.mapping(raw, path, {"name", "monthly_usd", "included_credits_usd", "models", "rpm"},
-                             {"rpd", "tpd"})
+                             {"rpd", "tpd", "stripe_price_id"})
         name = check.name(item["name"], path + ("name",))
         if name in plans:
             raise check.fail(path + ("name",), f"duplicate plan name '{name}'")
@@ -298,6 +299,7 @@ def parse(text: str, source: str = "models.yaml") -> Registry:
             models=allowed, rpm=check.integer(item["rpm"], path + ("rpm",)),
             rpd=check.integer(item["rpd"], path + ("rpd",)) if "rpd" in item else None,
             tpd=check.integer(item["tpd"], path + ("tpd",)) if "tpd" in item else None,
+            stripe_price_id=_stripe_price(check, item, path),
         )
     if "free" not in plans:
         raise check.fail(("plans",), "a plan named 'free' is required (new accounts start on it)")
@@ -307,6 +309,17 @@ def parse(text: str, source: str = "models.yaml") -> Registry:
     version = hashlib.sha256(text.encode()).hexdigest()[:12]
     return Registry(nodes=MappingProxyType(nodes), models=MappingProxyType(models), plans=MappingProxyType(plans),
                     version=version, source=source, loaded_at=int(time.time()), billing=billing)
+
+
+def _stripe_price(check: _Validator, item: dict[str, Any], path: Path_) -> str | None:
+    if "stripe_price_id" not in item:
+        return None
+    value = item["stripe_price_id"]
+    if not isinstance(value, str) or not re.match(r"^price_[A-Za-z0-9]{1,200}$", value):
+        raise check.fail(path + ("stripe_price_id",), f"must be a Stripe price id such as price_1Abc (got {value!r})")
+    if item.get("name") == "free":
+        raise check.fail(path + ("stripe_price_id",), "the free plan cannot be sold")
+    return value
 
 
 def load(path: Path) -> Registry:

@@ -5,7 +5,9 @@ Events handled (enable these on the webhook endpoint, README "Billing and paymen
 - `checkout.session.completed` / `checkout.session.async_payment_succeeded`: credit the session's
   payment once, when `payment_status` is `paid` and `amount_total`/`currency` are what we asked;
 - `charge.refunded`: take back credit in proportion to `amount_refunded` (cumulative);
-- `charge.dispute.closed` with `status: lost`: take back the disputed part.
+- `charge.dispute.closed` with `status: lost`: take back the disputed part;
+- `invoice.paid`, `customer.subscription.updated`/`deleted`, and `checkout.session.completed` in
+  subscription mode: paid plans (gateway/billing/stripe_subscriptions.py).
 
 Anything else is stored as `ignored`. The signature is checked with the SDK's
 `WebhookSignature.verify_header` (HMAC-SHA256 of "t.payload", 5-minute tolerance) before the
@@ -22,11 +24,13 @@ import orjson
 import stripe
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.billing import payments
+from gateway.billing import payments, stripe_subscriptions
 from gateway.billing.offers import Offer
 from gateway.billing.payments import Outcome
+from gateway.billing.stripe_client import client_for, provider_error
 from gateway.db.models import Payment
 from gateway.errors import GatewayError
+from gateway.registry import Registry
 from gateway.settings import Settings
 
 log = logging.getLogger("pr.billing")
@@ -43,20 +47,9 @@ class CheckoutLink:
     url: str
 
 
-def provider_error() -> GatewayError:
-    return GatewayError(502, "payment_provider_error", "The payment provider could not start a checkout; "
-                        "nothing was charged. Try again in a moment.", type="upstream_error")
-
-
 def invalid_signature() -> GatewayError:
     return GatewayError(400, "invalid_signature", "The Stripe-Signature header is missing or does not match "
                         "this endpoint's signing secret.")
-
-
-def _client(settings: Settings, http: stripe.HTTPXClient) -> stripe.StripeClient:
-    assert settings.stripe_secret_key is not None
-    return stripe.StripeClient(settings.stripe_secret_key, base_addresses={"api": settings.stripe_api_base},
-                               http_client=http, max_network_retries=2)
 
 
 async def create_checkout(sessions: async_sessionmaker[AsyncSession], settings: Settings, *, account_id: str,
@@ -84,7 +77,7 @@ async def create_checkout(sessions: async_sessionmaker[AsyncSession], settings: 
         "cancel_url": f"{base}/billing?checkout=cancelled",
     }
     http = stripe.HTTPXClient(timeout=20)  # the SDK's async transport (httpx); closed after the call
-    client = _client(settings, http)
+    client = client_for(settings, http)
     try:
         created = await client.v1.checkout.sessions.create_async(params, {"idempotency_key": payment.id})  # type: ignore[arg-type]
     except stripe.StripeError as exc:
@@ -116,7 +109,8 @@ def verify_event(payload: bytes, header: str | None, secret: str) -> dict[str, A
     return event
 
 
-async def handle_event(sessions: async_sessionmaker[AsyncSession], event: dict[str, Any]) -> Outcome:
+async def handle_event(sessions: async_sessionmaker[AsyncSession], registry: Registry,
+                       event: dict[str, Any]) -> Outcome:
     """Apply one verified event exactly once and store it with its outcome; commits."""
     async with sessions() as session:
         row = await payments.claim_event(session, provider=PROVIDER, event_id=event["id"], type=event["type"])
@@ -124,7 +118,7 @@ async def handle_event(sessions: async_sessionmaker[AsyncSession], event: dict[s
             await session.rollback()
             log.info("stripe event %s (%s) seen before: not applied again", event["id"], event["type"])
             return Outcome("duplicate")
-        outcome = await _apply(session, event["type"], event["data"]["object"])
+        outcome = await _apply(session, registry, event["type"], event["data"]["object"])
         await payments.finish_event(session, row, outcome)
         await session.commit()
     log.info("stripe event %s (%s): %s", event["id"], event["type"], outcome.outcome)
@@ -141,9 +135,16 @@ def _minor(obj: dict[str, Any], key: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-async def _apply(session: AsyncSession, type: str, obj: dict[str, Any]) -> Outcome:
+async def _apply(session: AsyncSession, registry: Registry, type: str, obj: dict[str, Any]) -> Outcome:
     if type in CREDIT_EVENTS and obj.get("mode", "payment") == "payment":
         return await _checkout_paid(session, obj)
+    if type == "checkout.session.completed" and obj.get("mode") == "subscription":
+        return await stripe_subscriptions.session_completed(session, registry, obj)
+    if type == "invoice.paid":
+        return await stripe_subscriptions.invoice_paid(session, registry, obj, registry.billing.currency)
+    if type in ("customer.subscription.deleted", "customer.subscription.updated"):
+        return await stripe_subscriptions.subscription_changed(session, obj,
+                                                               deleted=type == "customer.subscription.deleted")
     if type == "charge.refunded":
         charge_ref = _text(obj, "payment_intent")
         refunded = _minor(obj, "amount_refunded")

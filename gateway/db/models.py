@@ -225,3 +225,17 @@ class RedemptionCode(SQLModel, table=True):
     redeemed_at: datetime | None = _time(nullable=True)
     redeemed_by: str | None = Field(default=None, max_length=36, nullable=True)  # account id
     created_at: datetime = _time()
+
+
+class Subscription(SQLModel, table=True):
+    """A provider subscription that puts an account on a paid plan while it is paid."""
+
+    __tablename__ = "subscriptions"
+
+    id: str = Field(primary_key=True, max_length=255)  # the provider's id (sub_...)
+    provider: str = Field(default="stripe", max_length=16)
+    account_id: str = Field(foreign_key="accounts.id", max_length=36, index=True)
+    plan_name: str = Field(max_length=64)
+    status: str = Field(max_length=32)  # the provider's status: active, past_due, canceled...
+    created_at: datetime = _time()
+    updated_at: datetime = _time()

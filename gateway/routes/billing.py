@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from gateway import accounts
 from gateway.auth.deps import current_user
-from gateway.billing import policy, redemption, stripe_payments, trials
+from gateway.billing import policy, redemption, stripe_payments, stripe_subscriptions, trials
 from gateway.context import context
 from gateway.db.models import Account, CreditTransaction, utcnow
 from gateway.errors import GatewayError
@@ -86,6 +86,17 @@ async def checkout(request: Request) -> Response:
     return JSONResponse({"payment_id": link.payment_id, "session_id": link.session_id, "checkout_url": link.url})
 
 
+async def subscribe(request: Request) -> Response:
+    """Buy a paid plan through a Stripe subscription: `{"plan"}` -> `{"session_id", "checkout_url"}`."""
+    member = await current_user(request)
+    ctx = context(request)
+    policy.require_provider(ctx.settings, "stripe")
+    body = await read_json(request)
+    session_id, url = await stripe_subscriptions.start_checkout(ctx.sessions, ctx.settings, ctx.registry.current,
+                                                                account_id=member.account.id, plan=body.get("plan"))
+    return JSONResponse({"session_id": session_id, "checkout_url": url})
+
+
 async def stripe_webhook(request: Request) -> Response:
     """Stripe's deliveries: signature checked first (400 otherwise, nothing applied), then applied once."""
     ctx = context(request)
@@ -94,7 +105,7 @@ async def stripe_webhook(request: Request) -> Response:
     event = stripe_payments.verify_event(await request.body(), request.headers.get("stripe-signature"),
                                          ctx.settings.stripe_webhook_secret)
     try:
-        outcome = await stripe_payments.handle_event(ctx.sessions, event)
+        outcome = await stripe_payments.handle_event(ctx.sessions, ctx.registry.current, event)
     except (SQLAlchemyError, OSError):
         log.exception("stripe event %s not applied; Stripe will deliver it again", event["id"])
         raise GatewayError(503, "service_unavailable", "The event could not be stored now; deliver it again.",
@@ -155,6 +166,7 @@ routes = [
     Route("/api/billing/options", options, methods=["GET"]),
     Route("/api/billing/checkout", checkout, methods=["POST"]),
     Route("/api/billing/redeem", redeem, methods=["POST"]),
+    Route("/api/billing/subscribe", subscribe, methods=["POST"]),
     Route("/api/billing/stripe/webhook", stripe_webhook, methods=["POST"]),
     Route("/api/billing/transactions", transactions, methods=["GET"]),
 ]

@@ -107,9 +107,24 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("redemption_codes", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_redemption_codes_batch_id"), ["batch_id"], unique=False)
+    op.create_table(
+        "subscriptions",
+        sa.Column("id", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
+        sa.Column("provider", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+        sa.Column("account_id", sqlmodel.sql.sqltypes.AutoString(length=36), nullable=False),
+        sa.Column("plan_name", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("status", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"]),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("subscriptions", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_subscriptions_account_id"), ["account_id"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_table("subscriptions")
     with op.batch_alter_table("credit_transactions") as batch_op:
         batch_op.drop_column("trial_pico")
     with op.batch_alter_table("accounts") as batch_op:

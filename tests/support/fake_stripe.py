@@ -54,8 +54,13 @@ class FakeStripe:
             "amount_total": int(form.get("line_items[0][price_data][unit_amount]", "0")),
             "currency": form.get("line_items[0][price_data][currency]"),
             "metadata": {key[9:-1]: value for key, value in form.items() if key.startswith("metadata[")},
-            "payment_status": "unpaid", "status": "open", "payment_intent": None,
+            "payment_status": "unpaid", "status": "open", "payment_intent": None, "subscription": None,
         }
+        if form["mode"] == "subscription":
+            obj["price"] = form.get("line_items[0][price]")
+            prefix = "subscription_data[metadata]["
+            obj["subscription_metadata"] = {key[len(prefix):-1]: value for key, value in form.items()
+                                            if key.startswith(prefix)}
         self.sessions[session_id] = obj
         return JSONResponse(obj)
 
@@ -86,3 +91,17 @@ def signature(payload: bytes, secret: str = WEBHOOK_SECRET, timestamp: int | Non
 def signed(body: dict[str, Any], secret: str = WEBHOOK_SECRET, timestamp: int | None = None) -> tuple[bytes, str]:
     payload = orjson.dumps(body)
     return payload, signature(payload, secret, timestamp)
+
+
+def invoice_paid(event_id: str, *, invoice_id: str, subscription: str, metadata: dict[str, str],
+                 amount_paid: int = 2000, currency: str = "usd") -> dict[str, Any]:
+    """`invoice.paid` in the current API shape (subscription under parent.subscription_details)."""
+    return event(event_id, "invoice.paid", {
+        "id": invoice_id, "object": "invoice", "status": "paid", "amount_paid": amount_paid, "currency": currency,
+        "billing_reason": "subscription_cycle",
+        "parent": {"type": "subscription_details",
+                   "subscription_details": {"subscription": subscription, "metadata": metadata}}})
+
+
+def subscription_event(event_id: str, type: str, subscription: str, status: str) -> dict[str, Any]:
+    return event(event_id, type, {"id": subscription, "object": "subscription", "status": status})
