@@ -154,6 +154,12 @@ SETTINGS: tuple[Setting, ...] = (
             "/api/billing/stripe/webhook; required with stripe.", secret=True),
     Setting("STRIPE_API_BASE", "https://api.stripe.com", "Stripe API address (tests point it at a fake).",
             _base_url),
+    Setting("BTCPAY_URL", None, "Your BTCPay Server (https://btcpay.example.com); required with btcpay.", _base_url),
+    Setting("BTCPAY_STORE_ID", None, "The BTCPay store that issues invoices; required with btcpay."),
+    Setting("BTCPAY_API_KEY", None, "Greenfield API key with btcpay.store.cancreateinvoice and "
+            "btcpay.store.canviewinvoices; required with btcpay.", secret=True),
+    Setting("BTCPAY_WEBHOOK_SECRET", None, "Secret of the store webhook to /api/billing/btcpay/webhook "
+            "(checks BTCPay-Sig); required with btcpay.", secret=True),
 )
 
 
@@ -187,6 +193,10 @@ class Settings:
     stripe_secret_key: str | None = None
     stripe_webhook_secret: str | None = None
     stripe_api_base: str = "https://api.stripe.com"
+    btcpay_url: str | None = None
+    btcpay_store_id: str | None = None
+    btcpay_api_key: str | None = None
+    btcpay_webhook_secret: str | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -234,10 +244,15 @@ class Settings:
 
 def _check_providers(values: dict[str, Any]) -> None:
     """An enabled provider must have its secrets: a half-configured till would take money it cannot see."""
-    if "stripe" in values["payment_providers"]:
-        for name in ("stripe_secret_key", "stripe_webhook_secret", "public_base_url"):
+    required = {"stripe": ("stripe_secret_key", "stripe_webhook_secret", "public_base_url"),
+                "btcpay": ("btcpay_url", "btcpay_store_id", "btcpay_api_key", "btcpay_webhook_secret",
+                           "public_base_url")}
+    for provider, names in required.items():
+        if provider not in values["payment_providers"]:
+            continue
+        for name in names:
             if not values[name]:
-                raise SettingsError(f"{name.upper()} is required when PAYMENT_PROVIDERS includes stripe")
+                raise SettingsError(f"{name.upper()} is required when PAYMENT_PROVIDERS includes {provider}")
 
 
 def read_dotenv(path: Path) -> dict[str, str]:

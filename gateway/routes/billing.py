@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col
@@ -14,7 +15,7 @@ from starlette.routing import Route
 
 from gateway import accounts
 from gateway.auth.deps import current_user
-from gateway.billing import policy, redemption, stripe_payments, stripe_subscriptions, trials
+from gateway.billing import btcpay, policy, redemption, stripe_payments, stripe_subscriptions, trials
 from gateway.context import context
 from gateway.db.models import Account, CreditTransaction, utcnow
 from gateway.errors import GatewayError
@@ -136,6 +137,34 @@ async def redeem(request: Request) -> Response:
     return JSONResponse(balance_json(account))
 
 
+async def btcpay_invoice(request: Request) -> Response:
+    """Pay with BTCPay: `{"amount_usd"}` or `{"pack"}` -> `{"payment_id", "invoice_id", "checkout_url"}`."""
+    member = await current_user(request)
+    ctx = context(request)
+    policy.require_provider(ctx.settings, "btcpay")
+    billing = ctx.registry.current.billing
+    offer = policy.choose_offer(billing, await read_json(request))
+    link = await btcpay.create_invoice(ctx.sessions, ctx.settings, account_id=member.account.id, offer=offer,
+                                       currency=billing.currency)
+    return JSONResponse({"payment_id": link.payment_id, "invoice_id": link.invoice_id, "checkout_url": link.url})
+
+
+async def btcpay_webhook(request: Request) -> Response:
+    """BTCPay's deliveries: BTCPay-Sig checked first (400 otherwise), InvoiceSettled credited once."""
+    ctx = context(request)
+    policy.require_provider(ctx.settings, "btcpay")
+    assert ctx.settings.btcpay_webhook_secret is not None
+    event = btcpay.verify_event(await request.body(), request.headers.get("btcpay-sig"),
+                                ctx.settings.btcpay_webhook_secret)
+    try:
+        outcome = await btcpay.handle_event(ctx.sessions, ctx.settings, event)
+    except (SQLAlchemyError, OSError, httpx.HTTPError):
+        log.exception("btcpay delivery not applied; BTCPay will deliver it again")
+        raise GatewayError(503, "service_unavailable", "The event could not be applied now; deliver it again.",
+                           type="server_error") from None
+    return JSONResponse({"received": True, "outcome": outcome.outcome})
+
+
 async def options(request: Request) -> Response:
     """The enabled payment providers, top-up amounts and packs (for the billing page); public."""
     ctx = context(request)
@@ -167,6 +196,8 @@ routes = [
     Route("/api/billing/checkout", checkout, methods=["POST"]),
     Route("/api/billing/redeem", redeem, methods=["POST"]),
     Route("/api/billing/subscribe", subscribe, methods=["POST"]),
+    Route("/api/billing/btcpay/invoice", btcpay_invoice, methods=["POST"]),
+    Route("/api/billing/btcpay/webhook", btcpay_webhook, methods=["POST"]),
     Route("/api/billing/stripe/webhook", stripe_webhook, methods=["POST"]),
     Route("/api/billing/transactions", transactions, methods=["GET"]),
 ]

@@ -33,6 +33,9 @@ def test_defaults_mock_on_sqlite_and_none_on_postgres(make_settings: Callable[..
     ({"PAYMENT_PROVIDERS": "stripe", "STRIPE_SECRET_KEY": "sk_test_x", "STRIPE_WEBHOOK_SECRET": "whsec_x"},
      "PUBLIC_BASE_URL"),
     ({"SIGNUP_MODE": "maybe"}, "SIGNUP_MODE"),
+    ({"PAYMENT_PROVIDERS": "btcpay", "PUBLIC_BASE_URL": "https://x.example"}, "BTCPAY_URL"),
+    ({"PAYMENT_PROVIDERS": "btcpay", "PUBLIC_BASE_URL": "https://x.example", "BTCPAY_URL": "https://b.example",
+      "BTCPAY_STORE_ID": "s", "BTCPAY_API_KEY": "k"}, "BTCPAY_WEBHOOK_SECRET"),
 ])
 def test_bad_or_half_configured_policy_stops_the_start(make_settings: Callable[..., Settings], env: dict[str, str],
                                                        names: str) -> None:
