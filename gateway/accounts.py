@@ -111,8 +111,9 @@ async def require_member(session: AsyncSession, user_id: str) -> Member:
 
 
 async def create_user(session: AsyncSession, registry: Registry, passwords: Passwords, *, email: object,
-                      password: object, name: object = "", role: str = "user") -> Member:
-    """A new user with an account on the free plan and its included credits as a `grant` entry."""
+                      password: object, name: object = "", role: str = "user", starter_credits: bool = True) -> Member:
+    """A new user with an account on the free plan and (unless `starter_credits` is False: they wait for
+    email verification) its included credits as a `grant` entry."""
     canonical = normalize_email(email)
     secret = check_password(password)
     display_name = check_name(name)
@@ -132,7 +133,7 @@ async def create_user(session: AsyncSession, registry: Registry, passwords: Pass
         raise EmailTaken() from None
     session.add(account)
     await session.flush()
-    if free.included_credits_pico > 0:
+    if starter_credits and free.included_credits_pico > 0:
         await ledger.post(session, account_id=account.id, kind="grant", amount_pico=free.included_credits_pico,
                           note=f"{free.name} plan included credits")
     await session.refresh(account)

@@ -158,6 +158,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BTCPAY_STORE_ID", None, "The BTCPay store that issues invoices; required with btcpay."),
     Setting("BTCPAY_API_KEY", None, "Greenfield API key with btcpay.store.cancreateinvoice and "
             "btcpay.store.canviewinvoices; required with btcpay.", secret=True),
+    Setting("SMTP_HOST", None, "SMTP server for password resets, verification, invites and receipts; unset = no "
+            "email (those flows say so)."),
+    Setting("SMTP_PORT", "587", "SMTP port.", _port),
+    Setting("SMTP_SECURITY", "starttls", "starttls, tls (implicit, port 465) or none.",
+            _choice("starttls", "tls", "none")),
+    Setting("SMTP_USERNAME", None, "SMTP login (unset = no authentication)."),
+    Setting("SMTP_PASSWORD", None, "SMTP password.", secret=True),
+    Setting("SMTP_FROM", None, "Sender address, e.g. PrivateRouter <noreply@example.com>; required with SMTP_HOST."),
+    Setting("REQUIRE_EMAIL_VERIFICATION", "false", "New users verify their email before their first API key; "
+            "starter and trial credits are granted only then (needs SMTP_HOST).", _bool),
     Setting("BTCPAY_WEBHOOK_SECRET", None, "Secret of the store webhook to /api/billing/btcpay/webhook "
             "(checks BTCPay-Sig); required with btcpay.", secret=True),
 )
@@ -197,6 +207,13 @@ class Settings:
     btcpay_store_id: str | None = None
     btcpay_api_key: str | None = None
     btcpay_webhook_secret: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_security: str = "starttls"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str | None = None
+    require_email_verification: bool = False
 
     @property
     def is_sqlite(self) -> bool:
@@ -247,6 +264,10 @@ def _check_providers(values: dict[str, Any]) -> None:
     required = {"stripe": ("stripe_secret_key", "stripe_webhook_secret", "public_base_url"),
                 "btcpay": ("btcpay_url", "btcpay_store_id", "btcpay_api_key", "btcpay_webhook_secret",
                            "public_base_url")}
+    if values["smtp_host"] and not (values["smtp_from"] and values["public_base_url"]):
+        raise SettingsError("SMTP_FROM and PUBLIC_BASE_URL are required with SMTP_HOST (mails carry links back here)")
+    if values["require_email_verification"] and not values["smtp_host"]:
+        raise SettingsError("REQUIRE_EMAIL_VERIFICATION needs SMTP_HOST: without email nobody could verify")
     for provider, names in required.items():
         if provider not in values["payment_providers"]:
             continue

@@ -24,7 +24,8 @@ def signup_closed() -> GatewayError:
 async def sign_up(session: AsyncSession, registry: Registry, passwords: Passwords, settings: Settings, *,
                   email: object, password: object, name: object = "", invite: object = None) -> Member:
     """A new user on the free plan (plus the registry's sign-up trial, if any), if SIGNUP_MODE allows it;
-    flushes, the caller commits.
+    flushes, the caller commits. With REQUIRE_EMAIL_VERIFICATION the credits wait for
+    `email_flows.verify_email`.
 
     Raises 403 `signup_closed` (mode closed), 403 `invite_required` (mode invite without a valid,
     unused, unexpired invite for this address), or the field errors of `accounts.create_user`.
@@ -34,12 +35,14 @@ async def sign_up(session: AsyncSession, registry: Registry, passwords: Password
         raise signup_closed()
     if settings.signup_mode == "invite" and (not isinstance(invite, str) or not invite):
         raise invites.invite_refused()
-    member = await accounts.create_user(session, registry, passwords, email=email, password=password, name=name)
+    verify = settings.require_email_verification  # then starter and trial credits wait for the address
+    member = await accounts.create_user(session, registry, passwords, email=email, password=password, name=name,
+                                        starter_credits=not verify)
     if settings.signup_mode == "invite":
         await invites.use_invite(session, secret=settings.app_secret_key, token=invite, email=member.user.email,
                                  user_id=member.user.id)
     trial = registry.billing.trial
-    if trial is not None:
+    if trial is not None and not verify:
         await trials.grant_trial(session, account_id=member.account.id, credit_pico=trial.credit_pico,
                                  days=trial.days, note=f"sign-up trial ({trial.days} days)")
         await session.refresh(member.account)

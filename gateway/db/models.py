@@ -45,6 +45,7 @@ class User(SQLModel, table=True):
     password_hash: str = Field(max_length=255)
     role: str = Field(default="user", max_length=16)  # user | admin
     status: str = Field(default="active", max_length=16)  # active | disabled
+    email_verified_at: datetime | None = _time(nullable=True)
     created_at: datetime = _time()
     updated_at: datetime = _time()
 
@@ -239,3 +240,17 @@ class Subscription(SQLModel, table=True):
     status: str = Field(max_length=32)  # the provider's status: active, past_due, canceled...
     created_at: datetime = _time()
     updated_at: datetime = _time()
+
+
+class EmailToken(SQLModel, table=True):
+    """A single-use, expiring emailed link (password reset or address verification); only its HMAC is kept."""
+
+    __tablename__ = "email_tokens"
+
+    id: str = Field(primary_key=True, max_length=36)
+    user_id: str = Field(foreign_key="users.id", max_length=36, index=True)
+    purpose: str = Field(max_length=16)  # reset | verify
+    token_hash: str = Field(max_length=64, unique=True)
+    expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True), nullable=False)
+    used_at: datetime | None = _time(nullable=True)
+    created_at: datetime = _time()

@@ -17,21 +17,23 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import accounts, invites
+from gateway import accounts, email_flows, invites
 from gateway.accounts import Member
 from gateway.auth.deps import require_admin
 from gateway.billing import redemption, trials
 from gateway.billing.ledger import InsufficientBalance
 from gateway.billing.offers import MAX_TRIAL_DAYS
 from gateway.context import context
-from gateway.db.models import Account, CreditTransaction, Invite, RedemptionCode, UsageEvent, User
+from gateway.db.models import Account, CreditTransaction, Invite, RedemptionCode, UsageEvent, User, utcnow
 from gateway.errors import GatewayError
 from gateway.fields import FieldError, iso, parse_int, parse_time, parse_usd, usd
 from gateway.http import JSONResponse, read_json
+from gateway.mail import Mailer
 from gateway.registry import RegistryError
 from gateway.routes.auth import user_json
 from gateway.routes.billing import balance_json
@@ -172,6 +174,7 @@ async def create_user(request: Request) -> Response:
     async with ctx.sessions() as session:
         member = await accounts.create_user(session, ctx.registry.current, ctx.passwords, email=body.get("email"),
                                             password=body.get("password"), name=body.get("name"), role=role)
+        member.user.email_verified_at = utcnow()  # the admin vouches for the address
         await session.commit()
     return JSONResponse(member_json(member), status_code=201)
 
@@ -195,8 +198,13 @@ async def create_invite(request: Request) -> Response:
                                           created_by=admin.user.id)
         await session.commit()
     base = ctx.settings.public_base_url
-    return JSONResponse({**invite_json(new.invite), "token": new.token,
-                         "signup_url": f"{base}/signup?invite={new.token}" if base else None}, status_code=201)
+    mailer = Mailer.from_settings(ctx.settings)
+    background = None
+    if email is not None and mailer is not None:
+        background = BackgroundTask(email_flows.send_invite, mailer, email=email, token=new.token)
+    return JSONResponse({**invite_json(new.invite), "token": new.token, "emailed": background is not None,
+                         "signup_url": f"{base}/signup?invite={new.token}" if base else None}, status_code=201,
+                        background=background)
 
 
 async def list_invites(request: Request) -> Response:

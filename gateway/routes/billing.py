@@ -9,18 +9,21 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import accounts
+from gateway import accounts, email_flows
 from gateway.auth.deps import current_user
 from gateway.billing import btcpay, policy, redemption, stripe_payments, stripe_subscriptions, trials
-from gateway.context import context
+from gateway.billing.payments import Outcome
+from gateway.context import AppContext, context
 from gateway.db.models import Account, CreditTransaction, utcnow
 from gateway.errors import GatewayError
 from gateway.fields import FieldError, as_utc, iso, parse_int, usd
 from gateway.http import JSONResponse, read_json
+from gateway.mail import Mailer
 
 MAX_PAGE = 100
 log = logging.getLogger("pr.billing")
@@ -111,7 +114,16 @@ async def stripe_webhook(request: Request) -> Response:
         log.exception("stripe event %s not applied; Stripe will deliver it again", event["id"])
         raise GatewayError(503, "service_unavailable", "The event could not be stored now; deliver it again.",
                            type="server_error") from None
-    return JSONResponse({"received": True, "outcome": outcome.outcome})
+    return _received(ctx, outcome, "Stripe")
+
+
+def _received(ctx: AppContext, outcome: Outcome, provider: str) -> Response:
+    """The webhook's answer; a receipt is mailed after it when credit was bought and email is configured."""
+    mailer = Mailer.from_settings(ctx.settings)
+    background = None
+    if mailer is not None and outcome.outcome in ("credited", "plan_paid"):
+        background = BackgroundTask(email_flows.send_receipt, ctx.sessions, mailer, outcome, provider)
+    return JSONResponse({"received": True, "outcome": outcome.outcome}, background=background)
 
 
 async def redeem(request: Request) -> Response:
@@ -162,7 +174,7 @@ async def btcpay_webhook(request: Request) -> Response:
         log.exception("btcpay delivery not applied; BTCPay will deliver it again")
         raise GatewayError(503, "service_unavailable", "The event could not be applied now; deliver it again.",
                            type="server_error") from None
-    return JSONResponse({"received": True, "outcome": outcome.outcome})
+    return _received(ctx, outcome, "BTCPay")
 
 
 async def options(request: Request) -> Response:

@@ -35,6 +35,24 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("trial_expires_at", sa.DateTime(timezone=True), nullable=True))
     with op.batch_alter_table("credit_transactions") as batch_op:
         batch_op.add_column(sa.Column("trial_pico", sa.BigInteger(), nullable=False, server_default="0"))
+    # Email: verified addresses and single-use emailed links.
+    with op.batch_alter_table("users") as batch_op:
+        batch_op.add_column(sa.Column("email_verified_at", sa.DateTime(timezone=True), nullable=True))
+    op.create_table(
+        "email_tokens",
+        sa.Column("id", sqlmodel.sql.sqltypes.AutoString(length=36), nullable=False),
+        sa.Column("user_id", sqlmodel.sql.sqltypes.AutoString(length=36), nullable=False),
+        sa.Column("purpose", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+        sa.Column("token_hash", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"]),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("token_hash"),
+    )
+    with op.batch_alter_table("email_tokens", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_email_tokens_user_id"), ["user_id"], unique=False)
 
     op.create_table(
         "invites",
@@ -124,6 +142,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("email_tokens")
+    with op.batch_alter_table("users") as batch_op:
+        batch_op.drop_column("email_verified_at")
     op.drop_table("subscriptions")
     with op.batch_alter_table("credit_transactions") as batch_op:
         batch_op.drop_column("trial_pico")
