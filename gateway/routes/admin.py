@@ -113,6 +113,9 @@ async def adjust_credits(request: Request) -> Response:
     note = body.get("note")
     if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE_LENGTH):
         raise FieldError(f"note must be a string of at most {MAX_NOTE_LENGTH} characters.", param="note")
+    # Every admin money action carries a reason into the ledger: `reason`, or the older `note`.
+    if body.get("reason") is not None or not (isinstance(note, str) and note.strip()):
+        note = _reason(body)
     user_id = request.path_params["user_id"]
     async with context(request).sessions() as session:
         member = await accounts.require_member(session, user_id)
@@ -132,11 +135,12 @@ async def set_plan(request: Request) -> Response:
     grant = body.get("grant_included_credits", False)
     if not isinstance(grant, bool):
         raise FieldError("grant_included_credits must be true or false.", param="grant_included_credits")
+    reason = _reason(body) if grant else None  # granting credits is a money action: it needs a reason
     ctx = context(request)
     user_id = request.path_params["user_id"]
     async with ctx.sessions() as session:
         await accounts.set_plan(session, ctx.registry.current, user_id=user_id, plan=body.get("plan"),
-                                grant_included_credits=grant, actor_user_id=admin.user.id)
+                                grant_included_credits=grant, actor_user_id=admin.user.id, reason=reason)
         await session.commit()
     ctx.key_resolver.forget_user(user_id)  # cached principals carry the plan name
     return await _respond_with_member(request, user_id)
@@ -150,6 +154,20 @@ async def _set_status(request: Request, status: str) -> Response:
     ctx = context(request)
     async with ctx.sessions() as session:
         await accounts.set_status(session, user_id=user_id, status=status)
+        await session.commit()
+    ctx.key_resolver.forget_user(user_id)
+    return await _respond_with_member(request, user_id)
+
+
+async def delete_user(request: Request) -> Response:
+    """Soft-delete a user: keys revoked at once, email freed, ledger and usage kept -> the user as it is now."""
+    admin = await require_admin(request)
+    user_id = request.path_params["user_id"]
+    if user_id == admin.user.id:
+        raise GatewayError(400, "cannot_delete_self", "An admin cannot delete their own account.")
+    ctx = context(request)
+    async with ctx.sessions() as session:
+        await accounts.soft_delete(session, user_id=user_id)
         await session.commit()
     ctx.key_resolver.forget_user(user_id)
     return await _respond_with_member(request, user_id)
@@ -384,6 +402,7 @@ routes = [
     Route("/api/admin/users/{user_id}/plan", set_plan, methods=["POST"]),
     Route("/api/admin/users/{user_id}/trial", grant_trial, methods=["POST"]),
     Route("/api/admin/users/{user_id}/disable", disable_user, methods=["POST"]),
+    Route("/api/admin/users/{user_id}", delete_user, methods=["DELETE"]),
     Route("/api/admin/users/{user_id}/enable", enable_user, methods=["POST"]),
     Route("/api/admin/redemption-codes", list_redemption_codes, methods=["GET"]),
     Route("/api/admin/redemption-codes", create_redemption_codes, methods=["POST"]),
