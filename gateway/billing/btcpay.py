@@ -86,6 +86,7 @@ async def create_invoice(sessions: async_sessionmaker[AsyncSession], settings: S
     if not isinstance(invoice, dict) or not isinstance(invoice.get("id"), str) \
             or not isinstance(invoice.get("checkoutLink"), str):
         log.error("btcpay invoice for payment %s failed", payment.id)
+        await payments.mark_failed(sessions, payment.id)
         raise provider_error()
     async with sessions() as session:
         stored = await session.get(Payment, payment.id)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.billing import ledger
 from gateway.billing.money import format_usd
@@ -55,6 +55,14 @@ async def open_payment(session: AsyncSession, *, account_id: str, provider: str,
     session.add(payment)
     await session.flush()
     return payment
+
+
+async def mark_failed(sessions: async_sessionmaker[AsyncSession], payment_id: str) -> None:
+    """The provider never opened a checkout for this payment: `failed`, so it can never be credited."""
+    async with sessions() as session:
+        await session.execute(sa.update(_payments).where(_payments.c.id == payment_id, _payments.c.status == "pending")
+                              .values(status="failed", updated_at=utcnow()))
+        await session.commit()
 
 
 async def claim_event(session: AsyncSession, *, provider: str, event_id: str, type: str) -> int | None:

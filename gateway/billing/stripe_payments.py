@@ -82,6 +82,7 @@ async def create_checkout(sessions: async_sessionmaker[AsyncSession], settings: 
         created = await client.v1.checkout.sessions.create_async(params, {"idempotency_key": payment.id})  # type: ignore[arg-type]
     except stripe.StripeError as exc:
         log.error("stripe checkout for payment %s failed: %s: %s", payment.id, type(exc).__name__, exc)
+        await payments.mark_failed(sessions, payment.id)
         raise provider_error() from None
     finally:
         await http.close_async()  # type: ignore[no-untyped-call]

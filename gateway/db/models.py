@@ -182,7 +182,7 @@ class Payment(SQLModel, table=True):
     kind: str = Field(default="topup", max_length=16)  # topup | subscription
     provider_ref: str | None = Field(default=None, max_length=255, nullable=True)  # checkout session / invoice id
     charge_ref: str | None = Field(default=None, max_length=255, nullable=True, index=True)  # payment intent id
-    status: str = Field(default="pending", max_length=16)  # pending | paid | mismatch
+    status: str = Field(default="pending", max_length=16)  # pending | paid | mismatch | failed
     amount_minor: int = Field(sa_type=sa.BigInteger, nullable=False)  # price in the currency's minor unit
     currency: str = Field(max_length=8)
     credit_pico: int = _money()  # credits granted when paid (price plus any pack bonus)

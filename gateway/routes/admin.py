@@ -29,7 +29,16 @@ from gateway.billing import redemption, trials
 from gateway.billing.ledger import InsufficientBalance
 from gateway.billing.offers import MAX_TRIAL_DAYS
 from gateway.context import context
-from gateway.db.models import Account, CreditTransaction, Invite, RedemptionCode, UsageEvent, User, utcnow
+from gateway.db.models import (
+    Account,
+    CreditTransaction,
+    Invite,
+    RedemptionCode,
+    UsageEvent,
+    User,
+    WebhookEvent,
+    utcnow,
+)
 from gateway.errors import GatewayError
 from gateway.fields import FieldError, iso, parse_int, parse_time, parse_usd, usd
 from gateway.http import JSONResponse, read_json
@@ -320,6 +329,23 @@ async def list_redemption_codes(request: Request) -> Response:
     return JSONResponse({"items": items, "total": total or 0, "limit": limit, "offset": offset})
 
 
+async def webhook_events(request: Request) -> Response:
+    """The payment providers' webhook deliveries as applied (audit), newest first; optional `provider`."""
+    await require_admin(request)
+    params = request.query_params
+    limit = parse_int(params.get("limit"), param="limit", default=20, minimum=1, maximum=MAX_PAGE)
+    offset = parse_int(params.get("offset"), param="offset", default=0, minimum=0)
+    conditions = [col(WebhookEvent.provider) == params["provider"]] if params.get("provider") else []
+    async with context(request).sessions() as session:
+        total = await session.scalar(sa.select(sa.func.count()).select_from(WebhookEvent).where(*conditions))
+        rows = await session.execute(sa.select(WebhookEvent).where(*conditions)
+                                     .order_by(col(WebhookEvent.id).desc()).limit(limit).offset(offset))
+        items = [{"id": event.id, "provider": event.provider, "event_id": event.event_id, "type": event.type,
+                  "outcome": event.outcome, "detail": event.detail, "account_id": event.account_id,
+                  "received_at": iso(event.created_at)} for event in rows.scalars()]
+    return JSONResponse({"items": items, "total": total or 0, "limit": limit, "offset": offset})
+
+
 async def stats(request: Request) -> Response:
     """Users, active users, requests, tokens, revenue (usage cost) and top-ups over a period (default 30 days)."""
     await require_admin(request)
@@ -406,6 +432,7 @@ routes = [
     Route("/api/admin/users/{user_id}/enable", enable_user, methods=["POST"]),
     Route("/api/admin/redemption-codes", list_redemption_codes, methods=["GET"]),
     Route("/api/admin/redemption-codes", create_redemption_codes, methods=["POST"]),
+    Route("/api/admin/webhook-events", webhook_events, methods=["GET"]),
     Route("/api/admin/stats", stats, methods=["GET"]),
     Route("/api/admin/nodes", nodes, methods=["GET"]),
     Route("/api/admin/reload", reload, methods=["POST"]),

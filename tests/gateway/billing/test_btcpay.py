@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from starlette.applications import Starlette
 
-from gateway.db.models import Account, CreditTransaction, WebhookEvent
+from gateway.db.models import Account, CreditTransaction, Payment, WebhookEvent
 from gateway.settings import Settings
 from tests.conftest import envelope
 from tests.support.control_plane import Login, account_id, ctx, signup
@@ -141,6 +141,9 @@ async def test_btcpay_down_is_502_on_invoice_and_503_on_webhook(shop: Shop) -> N
     _, client, _, buyer, _ = shop
     refused = await client.post("/api/billing/btcpay/invoice", headers=buyer.headers, json={"amount_usd": "10"})
     assert refused.status_code == 502 and envelope(refused)["code"] == "payment_provider_error"
+    async with ctx(shop[0]).sessions() as session:
+        failed = await session.scalar(sa.select(sa.func.count()).select_from(Payment).where(Payment.status == "failed"))
+    assert failed == 1
     retry = await _deliver(shop, settled_event(link["invoice_id"], "D1"))
     assert retry.status_code == 503
     shop[2].fail_with = None

@@ -7,13 +7,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from gateway.billing.holds import HoldRefused, Quote, place_hold
 from gateway.db.models import Payment
 from gateway.settings import Settings
 from tests.conftest import envelope
 from tests.gateway.billing.conftest import Till
-from tests.support.control_plane import ctx, signup
+from tests.support.control_plane import ctx, make_admin, signup
 from tests.support.fake_stripe import WEBHOOK_SECRET, event, signature, signed
 from tests.support.running import running
 
@@ -49,6 +50,9 @@ async def test_checkout_refusals(till: Till, make_settings: Callable[..., Settin
     till.stripe.fail_with = 500
     failed = await till.client.post("/api/billing/checkout", headers=till.buyer.headers, json={"amount_usd": "10"})
     assert failed.status_code == 502 and envelope(failed)["code"] == "payment_provider_error"
+    async with ctx(till.app).sessions() as session:
+        statuses = (await session.execute(sa.select(Payment.status))).scalars().all()
+    assert statuses == ["failed"]  # never credited, whatever arrives later
     anonymous = await till.client.post("/api/billing/checkout", json={"amount_usd": "10"})
     assert anonymous.status_code == 401
 
@@ -80,6 +84,10 @@ async def test_paid_session_is_credited_once_replays_are_not(till: Till) -> None
                                    ("evt_again", "checkout.session.async_payment_succeeded", "already_credited")]
     ledger = (await till.client.get("/api/billing/transactions", headers=till.buyer.headers)).json()["items"]
     assert (ledger[0]["kind"], ledger[0]["amount_usd"]) == ("topup", "25.00")
+    admin = await make_admin(till.app, till.client)
+    audit = (await till.client.get("/api/admin/webhook-events?provider=stripe", headers=admin.headers)).json()
+    assert [(item["event_id"], item["outcome"], item["account_id"]) for item in audit["items"]] == [
+        ("evt_again", "already_credited", till.account_id), ("evt_paid", "credited", till.account_id)]
 
 
 async def test_async_payment_credits_when_it_succeeds(till: Till) -> None:

@@ -59,7 +59,8 @@ ADMIN_CALLS = [("GET", "/api/admin/users"), ("GET", "/api/admin/users/x"), ("POS
                ("POST", "/api/admin/users/x/enable"), ("GET", "/api/admin/stats"), ("GET", "/api/admin/nodes"),
                ("POST", "/api/admin/reload"), ("DELETE", "/api/admin/users/x"), ("POST", "/api/admin/users"),
                ("POST", "/api/admin/invites"), ("GET", "/api/admin/invites"), ("POST", "/api/admin/users/x/trial"),
-               ("POST", "/api/admin/redemption-codes"), ("GET", "/api/admin/redemption-codes")]
+               ("POST", "/api/admin/redemption-codes"), ("GET", "/api/admin/redemption-codes"),
+               ("GET", "/api/admin/webhook-events")]
 
 
 async def test_non_admins_are_forbidden(api: App) -> None:
