@@ -23,12 +23,12 @@ from datetime import datetime
 
 import sqlalchemy as sa
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.auth.throttle import Counters, MemoryCounters, RedisCounters
 from gateway.billing import ledger
 from gateway.billing.money import format_usd
-from gateway.db.models import RedemptionCode, utcnow
+from gateway.db.models import Account, RedemptionCode, utcnow
 from gateway.errors import GatewayError
 from gateway.fields import iso
 
@@ -108,6 +108,29 @@ async def redeem(session: AsyncSession, *, secret: str, code: str, account_id: s
     await ledger.post(session, account_id=account_id, kind="redeem", amount_pico=int(row.face_pico),
                       note=f"redemption code {row.id} (batch {row.batch_id})", actor_user_id=actor_user_id)
     return int(row.face_pico)
+
+
+async def redeem_throttled(sessions: async_sessionmaker[AsyncSession], throttle: RedeemThrottle, *, secret: str,
+                           code: object, account_id: str, actor_user_id: str, ip: str | None) -> Account:
+    """What the API and the billing page call: check the throttle, redeem, count a failure; commits.
+
+    Returns the account after the credit. Raises 400 (`param: code`) for a missing code, 400
+    `invalid_code`, or 429 while the account or the address is locked out.
+    """
+    if not isinstance(code, str) or not code.strip():
+        raise GatewayError(400, "invalid_body", "code is required (a string such as PR-XXXXX-XXXXX-XXXXX-XXXXX).",
+                           param="code")
+    await throttle.check(account_id=account_id, ip=ip)
+    async with sessions() as session:
+        try:
+            await redeem(session, secret=secret, code=code, account_id=account_id, actor_user_id=actor_user_id)
+        except GatewayError:
+            await throttle.failed(account_id=account_id, ip=ip)
+            raise
+        await session.commit()
+        account = await session.get(Account, account_id, populate_existing=True)
+    assert account is not None
+    return account
 
 
 class RedeemThrottle:

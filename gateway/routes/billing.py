@@ -21,7 +21,7 @@ from gateway.billing.payments import Outcome
 from gateway.context import AppContext, context
 from gateway.db.models import Account, CreditTransaction, utcnow
 from gateway.errors import GatewayError
-from gateway.fields import FieldError, as_utc, iso, parse_int, usd
+from gateway.fields import as_utc, iso, parse_int, usd
 from gateway.http import JSONResponse, read_json
 from gateway.mail import Mailer
 
@@ -130,22 +130,11 @@ async def redeem(request: Request) -> Response:
     """Redeem a code: `{"code": "PR-..."}` -> the balance; 400 `invalid_code`, 429 after repeated failures."""
     member = await current_user(request)
     body = await read_json(request)
-    code = body.get("code")
-    if not isinstance(code, str) or not code.strip():
-        raise FieldError("code is required (a string such as PR-XXXXX-XXXXX-XXXXX-XXXXX).", param="code")
     ctx = context(request)
     ip = request.scope["state"].get("client_ip")
-    await ctx.redeem_throttle.check(account_id=member.account.id, ip=ip)
-    async with ctx.sessions() as session:
-        try:
-            await redemption.redeem(session, secret=ctx.settings.app_secret_key, code=code,
-                                    account_id=member.account.id, actor_user_id=member.user.id)
-        except GatewayError:
-            await ctx.redeem_throttle.failed(account_id=member.account.id, ip=ip)
-            raise
-        await session.commit()
-        account = await session.get(Account, member.account.id, populate_existing=True)
-    assert account is not None
+    account = await redemption.redeem_throttled(ctx.sessions, ctx.redeem_throttle, secret=ctx.settings.app_secret_key,
+                                                code=body.get("code"), account_id=member.account.id,
+                                                actor_user_id=member.user.id, ip=ip)
     return JSONResponse(balance_json(account))
 
 
