@@ -5,7 +5,8 @@ subscription-mode Checkout Session whose subscription carries `metadata.account_
 `metadata.plan`. Then, from the webhook (gateway/billing/stripe_payments.py):
 
 - `invoice.paid`: the account moves to the plan and its included credits are granted once per
-  invoice (a `payments` row keyed by the invoice id, inserted with ON CONFLICT DO NOTHING);
+  invoice with a non-zero `amount_paid` (a $0 invoice of a Stripe-side trial or coupon moves the
+  plan only) (a `payments` row keyed by the invoice id, inserted with ON CONFLICT DO NOTHING);
 - `customer.subscription.deleted`, or `customer.subscription.updated` to `canceled`, `unpaid` or
   `incomplete_expired` (Stripe gave up collecting): the account returns to `free`.
 
@@ -130,13 +131,16 @@ async def invoice_paid(session: AsyncSession, registry: Registry, invoice: dict[
         return Outcome("amount_mismatch", f"paid in {paid_currency}, plans are sold in {currency}", account_id)
     plan = registry.plans[plan_name]
     amount = invoice.get("amount_paid")
+    paid = isinstance(amount, int) and not isinstance(amount, bool) and amount > 0
+    # A $0 invoice (a Stripe-side trial, a 100% coupon) moves the plan but buys no credits.
+    credits = plan.included_credits_pico if paid else 0
     insert = postgresql.insert(_payments) if session.get_bind().dialect.name == "postgresql" \
         else sqlite.insert(_payments)
     now = utcnow()
     first = (await session.execute(insert.values(
         id=str(uuid.uuid4()), account_id=account_id, provider="stripe", kind="subscription", provider_ref=invoice_id,
-        charge_ref=None, status="paid", amount_minor=amount if isinstance(amount, int) else 0, currency=currency,
-        credit_pico=plan.included_credits_pico, refunded_minor=0, disputed_minor=0, reversed_pico=0, offer=plan.name,
+        charge_ref=None, status="paid", amount_minor=amount if paid else 0, currency=currency,
+        credit_pico=credits, refunded_minor=0, disputed_minor=0, reversed_pico=0, offer=plan.name,
         paid_at=now, created_at=now, updated_at=now,
     ).on_conflict_do_nothing(index_elements=["provider", "provider_ref"]).returning(_payments.c.id))).first()
     if first is None:
@@ -144,10 +148,10 @@ async def invoice_paid(session: AsyncSession, registry: Registry, invoice: dict[
     await _upsert(session, sub_id=sub_id, account_id=account_id, plan=plan.name, status="active")
     await session.execute(sa.update(_accounts).where(_accounts.c.id == account_id)
                           .values(plan_name=plan.name, updated_at=now))
-    if plan.included_credits_pico > 0:
-        await ledger.post(session, account_id=account_id, kind="grant", amount_pico=plan.included_credits_pico,
+    if credits > 0:
+        await ledger.post(session, account_id=account_id, kind="grant", amount_pico=credits,
                           note=f"{plan.name} plan included credits (Stripe invoice {invoice_id})")
-    return Outcome("plan_paid", plan.name, account_id, plan.included_credits_pico, str(first[0]))
+    return Outcome("plan_paid", plan.name, account_id, credits, str(first[0]))
 
 
 async def subscription_changed(session: AsyncSession, obj: dict[str, Any], *, deleted: bool) -> Outcome:

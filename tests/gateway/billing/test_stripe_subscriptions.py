@@ -146,3 +146,12 @@ def test_stripe_price_id_is_validated(price: object, message: str) -> None:
     free = MODELS_FILE.read_text().replace('  - name: free\n', '  - name: free\n    stripe_price_id: price_1\n')
     with pytest.raises(RegistryError, match="the free plan cannot be sold"):
         parse(free)
+
+
+async def test_a_zero_invoice_moves_the_plan_but_grants_no_credits(till: Till) -> None:
+    _sell_pro(till)
+    metadata = {"account_id": till.account_id, "plan": "pro"}
+    free_month = await till.deliver(invoice_paid("evt_0", invoice_id="in_0", subscription="sub_1", metadata=metadata,
+                                                 amount_paid=0))
+    assert free_month.json()["outcome"] == "plan_paid"
+    assert await _plan(till) == "pro" and await till.balance() == USD
