@@ -19,11 +19,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from gateway.auth.attempts import redeem_throttle, reset_throttle
 from gateway.auth.keyresolver import KeyResolver, stop_flusher
 from gateway.auth.throttle import LoginThrottle
 from gateway.billing.holds import release_stale_holds
 from gateway.billing.policy import warn_if_unsafe
-from gateway.billing.redemption import RedeemThrottle
 from gateway.billing.trials import expire_trials
 from gateway.context import AppContext
 from gateway.db.engine import create_engine, session_factory
@@ -112,7 +112,7 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
                          key_resolver=KeyResolver(sessions, settings.app_secret_key),
                          login_throttle=LoginThrottle.create(redis), pool=pool,
                          limiter=create_limiter(redis, app_metrics), usage_writer=usage_writer)
-        ctx.redeem_throttle = RedeemThrottle.create(redis)
+        ctx.redeem_throttle, ctx.reset_throttle = redeem_throttle(redis), reset_throttle(redis)
         app.state.ctx = ctx
         warn_if_unsafe(settings)
         await pool.start()

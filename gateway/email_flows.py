@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway import accounts
 from gateway.accounts import Member
+from gateway.auth.attempts import AttemptThrottle, reset_limits
 from gateway.auth.passwords import Passwords
 from gateway.billing import ledger, trials
 from gateway.billing.money import format_usd
@@ -144,6 +145,13 @@ async def verify_email(session: AsyncSession, registry: Registry, *, secret: str
     if first is not None:
         await grant_starter_credits(session, registry, member.account.id)
     return await accounts.require_member(session, user_id)
+
+
+async def throttle_reset(throttle: AttemptThrottle, *, email: str, ip: str | None) -> None:
+    """Count one reset request; 429 beyond the limits of `gateway.auth.attempts.reset_limits`."""
+    limits = reset_limits(email, ip)
+    await throttle.check(limits)
+    await throttle.count(limits)
 
 
 def require_verified(settings: Settings, user: User) -> None:

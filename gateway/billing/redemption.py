@@ -6,7 +6,7 @@ keyed with APP_SECRET_KEY) is stored, so the digest is also the lookup key and t
 exist only in the admin's one-time answer (JSON or CSV). Redeeming is one conditional UPDATE
 (unused, unexpired), so a code pays once however many people race for it, and its ledger row
 (`redeem`) is in the same transaction. Failed attempts are throttled per account and per address
-(`RedeemThrottle`) so codes cannot be guessed.
+(`gateway.auth.attempts.redeem_throttle`) so codes cannot be guessed.
 """
 
 from __future__ import annotations
@@ -15,17 +15,15 @@ import csv
 import hashlib
 import hmac
 import io
-import math
 import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.auth.throttle import Counters, MemoryCounters, RedisCounters
+from gateway.auth.attempts import AttemptThrottle, redeem_limits
 from gateway.billing import ledger
 from gateway.billing.money import format_usd
 from gateway.db.models import Account, RedemptionCode, utcnow
@@ -110,7 +108,7 @@ async def redeem(session: AsyncSession, *, secret: str, code: str, account_id: s
     return int(row.face_pico)
 
 
-async def redeem_throttled(sessions: async_sessionmaker[AsyncSession], throttle: RedeemThrottle, *, secret: str,
+async def redeem_throttled(sessions: async_sessionmaker[AsyncSession], throttle: AttemptThrottle, *, secret: str,
                            code: object, account_id: str, actor_user_id: str, ip: str | None) -> Account:
     """What the API and the billing page call: check the throttle, redeem, count a failure; commits.
 
@@ -120,49 +118,15 @@ async def redeem_throttled(sessions: async_sessionmaker[AsyncSession], throttle:
     if not isinstance(code, str) or not code.strip():
         raise GatewayError(400, "invalid_body", "code is required (a string such as PR-XXXXX-XXXXX-XXXXX-XXXXX).",
                            param="code")
-    await throttle.check(account_id=account_id, ip=ip)
+    limits = redeem_limits(account_id, ip)
+    await throttle.check(limits)
     async with sessions() as session:
         try:
             await redeem(session, secret=secret, code=code, account_id=account_id, actor_user_id=actor_user_id)
         except GatewayError:
-            await throttle.failed(account_id=account_id, ip=ip)
+            await throttle.count(limits)
             raise
         await session.commit()
         account = await session.get(Account, account_id, populate_existing=True)
     assert account is not None
     return account
-
-
-class RedeemThrottle:
-    """At most `limit` failed redemptions per account and per client address in `window` seconds.
-
-    With Redis the counters are shared by every replica (as the login throttle's are).
-    """
-
-    def __init__(self, counters: Counters, *, window: float = 3600.0, limit: int = 10) -> None:
-        self._counters = counters
-        self.window = window
-        self.limit = limit
-
-    @classmethod
-    def create(cls, redis: Redis | None) -> RedeemThrottle:
-        return cls(RedisCounters(redis, namespace="pr:redeem:") if redis is not None else MemoryCounters())
-
-    def _keys(self, account_id: str, ip: str | None) -> list[str]:
-        return [f"account:{account_id}"] + ([f"ip:{ip}"] if ip else [])
-
-    async def check(self, *, account_id: str, ip: str | None) -> None:
-        """429 `rate_limit_exceeded` with Retry-After while locked out."""
-        wait = 0.0
-        for key in self._keys(account_id, ip):
-            failures, remaining = await self._counters.count(key)
-            if failures >= self.limit:
-                wait = max(wait, remaining)
-        if wait > 0:
-            seconds = max(1, math.ceil(wait))
-            raise GatewayError(429, "rate_limit_exceeded", f"Too many invalid codes; try again in {seconds} seconds.",
-                               type="rate_limit_error", headers={"Retry-After": str(seconds)})
-
-    async def failed(self, *, account_id: str, ip: str | None) -> None:
-        for key in self._keys(account_id, ip):
-            await self._counters.add(key, self.window)

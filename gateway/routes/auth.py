@@ -60,10 +60,12 @@ def _mailer(ctx: AppContext, what: str) -> Mailer:
 
 
 async def password_reset(request: Request) -> Response:
-    """`{"email"}` -> 202, the same answer at once whether or not the address has an account."""
+    """`{"email"}` -> 202, the same answer at once whether or not the address has an account; 429 after 5
+    requests an hour for one email (known or not) or 30 from one address."""
     ctx = context(request)
     mailer = _mailer(ctx, "Password reset")
     email = email_flows.check_email_field((await read_json(request)).get("email"))
+    await email_flows.throttle_reset(ctx.reset_throttle, email=email, ip=request.scope["state"].get("client_ip"))
     return JSONResponse({"status": "accepted", "message": "If an account uses this address, a reset link is on "
                          "its way; it works once, for an hour."}, status_code=202,
                         background=BackgroundTask(email_flows.request_password_reset, ctx.sessions, ctx.settings,

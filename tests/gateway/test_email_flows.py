@@ -218,3 +218,15 @@ async def test_without_smtp_the_flows_say_so(make_settings: Callable[..., Settin
 def test_mail_settings_are_checked(make_settings: Callable[..., Settings], env: dict[str, str], name: str) -> None:
     with pytest.raises(SettingsError, match=name):
         make_settings(**env)
+
+
+async def test_reset_requests_are_throttled_alike_for_known_and_unknown_addresses(
+        site_factory: Callable[..., Site]) -> None:
+    site = site_factory()
+    await _signup(site, "ada@example.com")
+    for email in ("ada@example.com", "nobody@example.com"):
+        answers = [await site.client.post("/api/auth/password-reset", json={"email": email}) for _ in range(6)]
+        assert [answer.status_code for answer in answers] == [202] * 5 + [429], email
+        assert envelope(answers[-1])["code"] == "rate_limit_exceeded" and int(answers[-1].headers["retry-after"]) > 0
+    assert len(site.inbox.wait_for(5)) == 5
+    assert {message["To"] for message in site.inbox.messages} == {"ada@example.com"}
