@@ -74,6 +74,7 @@ async def topup(request: Request) -> Response:
                                               amount_pico=offer.credit_pico,
                                               note=f"top-up {offer.label} (mock)", actor_user_id=member.user.id)
         await session.commit()
+    ctx.metrics.credit_transaction("topup")
     return JSONResponse(balance_json(account))
 
 
@@ -119,6 +120,9 @@ async def stripe_webhook(request: Request) -> Response:
 
 def _received(ctx: AppContext, outcome: Outcome, provider: str) -> Response:
     """The webhook's answer; a receipt is mailed after it when credit was bought and email is configured."""
+    ledger_kind = {"credited": "topup", "plan_paid": "grant", "reversed": "reversal"}.get(outcome.outcome)
+    if ledger_kind is not None and outcome.credited_pico:
+        ctx.metrics.credit_transaction(ledger_kind)  # pr_credit_transactions_total{kind} (seed 004)
     mailer = Mailer.from_settings(ctx.settings)
     background = None
     if mailer is not None and outcome.outcome in ("credited", "plan_paid"):
@@ -135,6 +139,7 @@ async def redeem(request: Request) -> Response:
     account = await redemption.redeem_throttled(ctx.sessions, ctx.redeem_throttle, secret=ctx.settings.app_secret_key,
                                                 code=body.get("code"), account_id=member.account.id,
                                                 actor_user_id=member.user.id, ip=ip)
+    ctx.metrics.credit_transaction("redeem")
     return JSONResponse(balance_json(account))
 
 

@@ -16,6 +16,7 @@ from tests.conftest import envelope
 from tests.gateway.billing.conftest import Till
 from tests.support.control_plane import ctx, make_admin, signup
 from tests.support.fake_stripe import WEBHOOK_SECRET, event, signature, signed
+from tests.support.metrics import Scrape
 from tests.support.running import running
 
 WEBHOOK = "/api/billing/stripe/webhook"
@@ -74,12 +75,16 @@ async def test_paid_session_is_credited_once_replays_are_not(till: Till) -> None
     first = await till.deliver(paid)
     assert first.status_code == 200 and first.json() == {"received": True, "outcome": "credited"}
     assert await till.balance() == 26 * USD
+    scraped = Scrape.parse(ctx(till.app).metrics.render()[0])
+    assert scraped.value("pr_credit_transactions_total", kind="topup") == 1
     replay = await till.deliver(paid)
     assert replay.json()["outcome"] == "duplicate"
     other_event = till.stripe.completed(link["session_id"], event_id="evt_again",
                                         type="checkout.session.async_payment_succeeded")
     assert (await till.deliver(other_event)).json()["outcome"] == "already_credited"
     assert await till.balance() == 26 * USD
+    scraped = Scrape.parse(ctx(till.app).metrics.render()[0])
+    assert scraped.value("pr_credit_transactions_total", kind="topup") == 1  # replays count nothing
     assert await till.events() == [("evt_paid", "checkout.session.completed", "credited"),
                                    ("evt_again", "checkout.session.async_payment_succeeded", "already_credited")]
     ledger = (await till.client.get("/api/billing/transactions", headers=till.buyer.headers)).json()["items"]
