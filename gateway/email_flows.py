@@ -26,7 +26,7 @@ from gateway.auth.passwords import Passwords
 from gateway.billing import ledger, trials
 from gateway.billing.money import format_usd
 from gateway.billing.payments import Outcome
-from gateway.db.models import Account, EmailToken, User, utcnow
+from gateway.db.models import Account, CreditTransaction, EmailToken, User, utcnow
 from gateway.errors import GatewayError
 from gateway.fields import FieldError
 from gateway.mail import Mailer
@@ -136,15 +136,25 @@ async def grant_starter_credits(session: AsyncSession, registry: Registry, accou
 
 
 async def verify_email(session: AsyncSession, registry: Registry, *, secret: str, token: object) -> Member:
-    """Mark the address verified and grant the starter and trial credits, once. Does not commit."""
+    """Mark the address verified and grant the starter and trial credits, once (and never to an account
+    that already had them, e.g. one made before verification was required). Does not commit."""
     user_id = await use_token(session, secret=secret, token=token, purpose="verify")
     now = utcnow()
     first = (await session.execute(sa.update(_users).where(_users.c.id == user_id, _users.c.email_verified_at.is_(None))
                                    .values(email_verified_at=now, updated_at=now).returning(_users.c.id))).first()
     member = await accounts.require_member(session, user_id)
-    if first is not None:
+    if first is not None and not await _had_grants(session, member.account.id):
         await grant_starter_credits(session, registry, member.account.id)
     return await accounts.require_member(session, user_id)
+
+
+async def _had_grants(session: AsyncSession, account_id: str) -> bool:
+    """Whether the account already received grants: it signed up before verification was required (and got
+    its starter credits then), so verifying now must not pay them twice."""
+    found = await session.scalar(sa.select(sa.func.count()).select_from(CreditTransaction).where(
+        CreditTransaction.account_id == account_id,  # type: ignore[arg-type]
+        CreditTransaction.kind.in_(("grant", "trial_grant"))))  # type: ignore[attr-defined]
+    return bool(found)
 
 
 async def throttle_reset(throttle: AttemptThrottle, *, email: str, ip: str | None) -> None:

@@ -230,3 +230,18 @@ async def test_reset_requests_are_throttled_alike_for_known_and_unknown_addresse
         assert envelope(answers[-1])["code"] == "rate_limit_exceeded" and int(answers[-1].headers["retry-after"]) > 0
     assert len(site.inbox.wait_for(5)) == 5
     assert {message["To"] for message in site.inbox.messages} == {"ada@example.com"}
+
+
+async def test_turning_verification_on_later_never_pays_starter_credits_twice(
+        site_factory: Callable[..., Site]) -> None:
+    before = site_factory()
+    headers = await _signup(before, "early@example.com")  # credited at sign-up: $1 + $2 trial
+    after = site_factory(REQUIRE_EMAIL_VERIFICATION="true")  # the operator turns verification on
+    refused = await after.client.post("/api/keys", headers=headers, json={"name": "k"})
+    assert refused.status_code == 403
+    assert (await after.client.post("/api/auth/verify-email/resend", headers=headers)).status_code == 202
+    token = link_token(after.inbox.wait_for(1)[0], "/verify-email")
+    assert (await after.client.post("/api/auth/verify-email", json={"token": token})).status_code == 200
+    balance = (await after.client.get("/api/billing/balance", headers=headers)).json()
+    assert (balance["balance_usd"], balance["trial_usd"]) == ("3.00", "2.00")
+    assert (await after.client.post("/api/keys", headers=headers, json={"name": "k"})).status_code == 201
