@@ -10,7 +10,7 @@ import pytest
 
 from gateway.settings import Settings, SettingsError
 from tests.conftest import MODELS_FILE, envelope
-from tests.support.control_plane import signup
+from tests.support.control_plane import make_admin, signup
 from tests.support.running import running
 
 PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/none"
@@ -93,3 +93,22 @@ async def test_loud_warning_when_mock_runs_on_postgres(make_settings: Callable[.
         async with running(make_settings(DATABASE_URL=postgres_url)):
             pass
     assert not [r for r in caplog.records if "mock" in r.getMessage()]
+
+
+async def test_offers_follow_a_registry_reload(make_settings: Callable[..., Settings], tmp_path: Path,
+                                              database_url: str) -> None:
+    models = tmp_path / "models.yaml"
+    models.write_text(MODELS_FILE.read_text())
+    settings = make_settings(DATABASE_URL=database_url, MODELS_FILE=str(models), PAYMENT_PROVIDERS="mock")
+    async with running(settings) as (app, client):
+        admin = await make_admin(app, client)
+        models.write_text(MODELS_FILE.read_text() + "\nbilling:\n  topup_amounts_usd: [\"7\"]\n")
+        reloaded = await client.post("/api/admin/reload", headers=admin.headers)
+        assert reloaded.status_code == 200 and "billing ~" in reloaded.json()["diff"]
+        assert (await client.get("/api/billing/options")).json()["topup_amounts_usd"] == ["7.00"]
+        assert (await client.post("/api/billing/topup", headers=admin.headers, json={"amount_usd": 7})).status_code \
+            == 200
+        models.write_text(MODELS_FILE.read_text() + "\nbilling:\n  topup_amounts_usd: [\"7.001\"]\n")
+        refused = await client.post("/api/admin/reload", headers=admin.headers)
+        assert refused.status_code == 400 and "billing.topup_amounts_usd[0]" in envelope(refused)["message"]
+        assert (await client.get("/api/billing/options")).json()["topup_amounts_usd"] == ["7.00"]
