@@ -41,12 +41,15 @@ class Till:
                                       headers={"Stripe-Signature": header, "Content-Type": "application/json"})
 
     async def balance(self) -> int:
+        """The balance, after checking that the ledger sums to it and to the trial bucket."""
         async with ctx(self.app).sessions() as session:
             account = await session.get(Account, self.account_id, populate_existing=True)
             assert account is not None
-            total = await session.scalar(sa.select(sa.func.coalesce(sa.func.sum(CreditTransaction.amount_pico), 0))
-                                         .where(CreditTransaction.account_id == self.account_id))
-        assert account.balance_pico == total, "the ledger must sum to the balance"
+            total, trial = (await session.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(CreditTransaction.amount_pico), 0),
+                          sa.func.coalesce(sa.func.sum(CreditTransaction.trial_pico), 0))
+                .where(CreditTransaction.account_id == self.account_id))).one()
+        assert (account.balance_pico, account.trial_pico) == (total, trial), "the ledger sums to both buckets"
         return account.balance_pico
 
     async def events(self) -> list[tuple[str, str, str]]:

@@ -59,9 +59,10 @@ async def _deliver(shop: Shop, body: dict[str, Any], secret: str = WEBHOOK_SECRE
 async def _balance(shop: Shop) -> int:
     async with ctx(shop[0]).sessions() as session:
         account = await session.get(Account, shop[4], populate_existing=True)
-        total = await session.scalar(sa.select(sa.func.sum(CreditTransaction.amount_pico))
-                                     .where(CreditTransaction.account_id == shop[4]))
-    assert account is not None and account.balance_pico == total
+        total, trial = (await session.execute(
+            sa.select(sa.func.sum(CreditTransaction.amount_pico), sa.func.sum(CreditTransaction.trial_pico))
+            .where(CreditTransaction.account_id == shop[4]))).one()
+    assert account is not None and (account.balance_pico, account.trial_pico) == (total, trial)
     return account.balance_pico
 
 
