@@ -18,7 +18,7 @@ from sqlmodel import col
 
 from gateway.auth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, Passwords
 from gateway.billing import ledger
-from gateway.db.models import Account, User, utcnow
+from gateway.db.models import Account, ApiKey, User, utcnow
 from gateway.errors import GatewayError
 from gateway.fields import FieldError
 from gateway.registry import Registry
@@ -28,6 +28,7 @@ MAX_NAME_LENGTH = 200
 FREE_PLAN = "free"
 ROLES = ("user", "admin")
 STATUSES = ("active", "disabled")
+DELETED = "deleted"  # soft-deleted (see soft_delete); not a status an admin can set back
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+$")
 
 
@@ -111,8 +112,9 @@ async def require_member(session: AsyncSession, user_id: str) -> Member:
 
 
 async def create_user(session: AsyncSession, registry: Registry, passwords: Passwords, *, email: object,
-                      password: object, name: object = "", role: str = "user") -> Member:
-    """A new user with an account on the free plan and its included credits as a `grant` entry."""
+                      password: object, name: object = "", role: str = "user", starter_credits: bool = True) -> Member:
+    """A new user with an account on the free plan and (unless `starter_credits` is False: they wait for
+    email verification) its included credits as a `grant` entry."""
     canonical = normalize_email(email)
     secret = check_password(password)
     display_name = check_name(name)
@@ -132,7 +134,7 @@ async def create_user(session: AsyncSession, registry: Registry, passwords: Pass
         raise EmailTaken() from None
     session.add(account)
     await session.flush()
-    if free.included_credits_pico > 0:
+    if starter_credits and free.included_credits_pico > 0:
         await ledger.post(session, account_id=account.id, kind="grant", amount_pico=free.included_credits_pico,
                           note=f"{free.name} plan included credits")
     await session.refresh(account)
@@ -184,8 +186,10 @@ async def create_admin(sessions: async_sessionmaker[AsyncSession], registry: Reg
 
 
 async def set_plan(session: AsyncSession, registry: Registry, *, user_id: str, plan: object,
-                   grant_included_credits: bool = False, actor_user_id: str | None = None) -> Member:
-    """Move the user's account to `plan` (which must exist in the registry in force)."""
+                   grant_included_credits: bool = False, actor_user_id: str | None = None,
+                   reason: str | None = None) -> Member:
+    """Move the user's account to `plan` (which must exist in the registry in force); `reason` goes into the
+    note of the credits grant."""
     if not isinstance(plan, str) or plan not in registry.plans:
         known = ", ".join(registry.plans)
         raise FieldError(f"plan must be one of: {known}.", param="plan")
@@ -195,8 +199,9 @@ async def set_plan(session: AsyncSession, registry: Registry, *, user_id: str, p
     await session.flush()
     credits = registry.plans[plan].included_credits_pico
     if grant_included_credits and credits > 0:
+        note = f"{plan} plan included credits" + (f": {reason}" if reason else "")
         await ledger.post(session, account_id=member.account.id, kind="grant", amount_pico=credits,
-                          note=f"{plan} plan included credits", actor_user_id=actor_user_id)
+                          note=note[:500], actor_user_id=actor_user_id)
         await session.refresh(member.account)
     return member
 
@@ -206,8 +211,30 @@ async def set_status(session: AsyncSession, *, user_id: str, status: str) -> Mem
     if status not in STATUSES:
         raise ValueError(f"unknown status {status!r}")
     member = await require_member(session, user_id)
+    if member.user.status == DELETED:
+        raise GatewayError(409, "user_deleted", "This user was deleted; create a new one instead.")
     member.user.status = status
     member.user.updated_at = utcnow()
+    await session.flush()
+    return member
+
+
+async def soft_delete(session: AsyncSession, *, user_id: str) -> Member:
+    """Delete a user but keep their account's ledger and usage for accounting.
+
+    The status becomes `deleted` (no login, no session), every key is marked `deleted` in the same
+    transaction, and the email is replaced by a placeholder so the address can sign up again.
+    Idempotent. Does not commit.
+    """
+    member = await require_member(session, user_id)
+    now = utcnow()
+    keys = ApiKey.__table__  # type: ignore[attr-defined]
+    await session.execute(sa.update(keys).where(keys.c.user_id == user_id, keys.c.status != DELETED)
+                          .values(status=DELETED, updated_at=now))
+    if member.user.status != DELETED:
+        member.user.status = DELETED
+        member.user.email = f"deleted-{user_id}@deleted.invalid"
+        member.user.updated_at = now
     await session.flush()
     return member
 

@@ -102,28 +102,36 @@ async def user_row(session: AsyncSession, user_id: str) -> UserRow:
     return UserRow(member, *usage.get(member.account.id, (0, 0)))
 
 
-async def adjust_credits(session: AsyncSession, *, user_id: str, amount: object, note: object,
-                         actor_user_id: str) -> Account:
+async def adjust_credits(session: AsyncSession, *, user_id: str, amount: object, reason: object,
+                         actor_user_id: str, reason_param: str = "reason") -> Account:
     """Credit or debit a user's account (`admin_adjust` ledger entry) by a signed USD amount.
 
-    `amount` is a signed decimal string or integer (`"+5.00"`, `"-2.50"`), never zero; `note` an
-    optional string of at most MAX_NOTE_LENGTH characters. A debit beyond the available balance is
-    refused (FieldError code `insufficient_credits`). Does not commit.
+    `amount` is a signed decimal string or integer (`"+5.00"`, `"-2.50"`), never zero; `reason` a
+    required non-empty string of at most MAX_NOTE_LENGTH characters, kept as the ledger note (every
+    admin money action carries one, issue 11). A debit beyond the available balance is refused
+    (FieldError code `insufficient_credits`). Does not commit.
     """
     if amount is None or amount == "":
         raise FieldError('amount_usd is required, e.g. "+5.00" or "-2.50".', param="amount_usd")
     pico = parse_usd(amount, param="amount_usd", signed=True)
     if pico == 0:
         raise FieldError("amount_usd must not be zero.", param="amount_usd")
-    if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE_LENGTH):
-        raise FieldError(f"note must be a string of at most {MAX_NOTE_LENGTH} characters.", param="note")
+    note = require_reason(reason, param=reason_param)
     member = await accounts.require_member(session, user_id)
     try:
         return await accounts.post_credits(session, account_id=member.account.id, kind="admin_adjust",
-                                           amount_pico=pico, note=note or None, actor_user_id=actor_user_id)
+                                           amount_pico=pico, note=note, actor_user_id=actor_user_id)
     except InsufficientBalance:
         raise FieldError(f"The account's available balance cannot cover a debit of {usd(-pico)} USD.",
                          param="amount_usd", code="insufficient_credits") from None
+
+
+def require_reason(reason: object, *, param: str = "reason") -> str:
+    """The required reason of an admin money action, stripped; FieldError(param) otherwise."""
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_NOTE_LENGTH:
+        raise FieldError(f"{param} is required: a non-empty string of at most {MAX_NOTE_LENGTH} characters.",
+                         param=param)
+    return reason.strip()
 
 
 async def set_user_status(session: AsyncSession, *, user_id: str, status: str, actor_user_id: str) -> Member:

@@ -20,9 +20,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from gateway import web
+from gateway.auth.attempts import redeem_throttle, reset_throttle
 from gateway.auth.keyresolver import KeyResolver, stop_flusher
 from gateway.auth.throttle import LoginThrottle
 from gateway.billing.holds import release_stale_holds
+from gateway.billing.policy import warn_if_unsafe
+from gateway.billing.trials import expire_trials
 from gateway.context import AppContext
 from gateway.db.engine import create_engine, session_factory
 from gateway.errors import GatewayError, error_response, from_provider
@@ -111,7 +114,9 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
                          key_resolver=KeyResolver(sessions, settings.app_secret_key),
                          login_throttle=LoginThrottle.create(redis), pool=pool,
                          limiter=create_limiter(redis, app_metrics), usage_writer=usage_writer)
+        ctx.redeem_throttle, ctx.reset_throttle = redeem_throttle(redis), reset_throttle(redis)
         app.state.ctx = ctx
+        warn_if_unsafe(settings)
         await pool.start()
         await _release_stale_holds(ctx)
         usage_writer.start()
@@ -196,8 +201,17 @@ async def _release_stale_holds(ctx: AppContext) -> None:
         log.exception("releasing stale holds failed")
 
 
+async def _expire_trials(ctx: AppContext) -> None:
+    try:
+        async with ctx.sessions() as session:
+            await expire_trials(session)
+    except Exception:
+        log.exception("expiring trials failed")
+
+
 async def _housekeeping(ctx: AppContext) -> None:
-    """Node gauges and the usage queue depth every second; stale holds (from a crash) every minute."""
+    """Node gauges and the usage queue depth every second; stale holds (from a crash) and expired trials
+    every minute."""
     ticks = 0
     while True:
         ctx.metrics.set_nodes((node.name, _host(node.url), node.up, node.utilization) for node in ctx.pool.snapshot())
@@ -205,6 +219,7 @@ async def _housekeeping(ctx: AppContext) -> None:
         ticks += 1
         if ticks % 60 == 0:
             await _release_stale_holds(ctx)
+            await _expire_trials(ctx)
         await asyncio.sleep(HOUSEKEEPING_INTERVAL)
 
 

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
+from gateway.auth.attempts import AttemptThrottle, redeem_throttle, reset_throttle
 from gateway.auth.keyresolver import KeyResolver
 from gateway.auth.passwords import Passwords
 from gateway.auth.throttle import LoginThrottle
@@ -32,6 +33,8 @@ class AppContext:
     metrics: Metrics = field(default_factory=Metrics)
     passwords: Passwords = field(default_factory=Passwords)
     login_throttle: LoginThrottle = field(default_factory=lambda: LoginThrottle.create(None))
+    redeem_throttle: AttemptThrottle = field(default_factory=lambda: redeem_throttle(None))
+    reset_throttle: AttemptThrottle = field(default_factory=lambda: reset_throttle(None))
     key_resolver: KeyResolver = field(kw_only=True)
     pool: NodePool = field(kw_only=True)
     limiter: Limiter = field(kw_only=True)

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from gateway.billing.money import MoneyError, price_per_token, to_pico
+from gateway.billing.offers import DEFAULT_BILLING, BillingConfig, parse_billing
 from providers.families import get_family
 
 log = logging.getLogger("pr.registry")
@@ -69,6 +70,7 @@ class Plan:
     rpm: int
     rpd: int | None = None
     tpd: int | None = None
+    stripe_price_id: str | None = None  # a recurring Stripe price: the plan can be bought (issue 11)
 
     @property
     def included_credits_pico(self) -> int:
@@ -86,6 +88,7 @@ class Registry:
     version: str
     source: str
     loaded_at: int = 0  # unix seconds; the `created` of every model in /v1/models
+    billing: BillingConfig = DEFAULT_BILLING  # top-up amounts and packs (gateway/billing/offers.py)
 
     def diff(self, new: Registry) -> str:
         """One line saying what `new` changes relative to this registry."""
@@ -98,6 +101,8 @@ class Registry:
             marks = [f"+{k}" for k in added] + [f"-{k}" for k in removed] + [f"~{k}" for k in changed]
             if marks:
                 parts.append(f"{label} {' '.join(marks)}")
+        if self.billing != new.billing:
+            parts.append("billing ~")
         summary = "; ".join(parts) if parts else "no changes"
         return f"registry {self.version} -> {new.version}: {summary}"
 
@@ -212,7 +217,7 @@ def parse(text: str, source: str = "models.yaml") -> Registry:
     """Validate a whole registry document; raise RegistryError on the first problem found."""
     data, lines = _compose(text, source)
     check = _Validator(source, lines)
-    top = check.mapping(data, (), {"nodes", "models", "plans"}, set())
+    top = check.mapping(data, (), {"nodes", "models", "plans"}, {"billing"})
 
     nodes: dict[str, Node] = {}
     if not isinstance(top["nodes"], list) or not top["nodes"]:
@@ -278,7 +283,7 @@ def parse(text: str, source: str = "models.yaml") -> Registry:
     for index, raw in enumerate(top["plans"]):
         path = ("plans", index)
         item = check.mapping(raw, path, {"name", "monthly_usd", "included_credits_usd", "models", "rpm"},
-                             {"rpd", "tpd"})
+                             {"rpd", "tpd", "stripe_price_id"})
         name = check.name(item["name"], path + ("name",))
         if name in plans:
             raise check.fail(path + ("name",), f"duplicate plan name '{name}'")
@@ -294,13 +299,27 @@ def parse(text: str, source: str = "models.yaml") -> Registry:
             models=allowed, rpm=check.integer(item["rpm"], path + ("rpm",)),
             rpd=check.integer(item["rpd"], path + ("rpd",)) if "rpd" in item else None,
             tpd=check.integer(item["tpd"], path + ("tpd",)) if "tpd" in item else None,
+            stripe_price_id=_stripe_price(check, item, path),
         )
     if "free" not in plans:
         raise check.fail(("plans",), "a plan named 'free' is required (new accounts start on it)")
 
+    billing = parse_billing(check, top["billing"]) if "billing" in top else DEFAULT_BILLING
+
     version = hashlib.sha256(text.encode()).hexdigest()[:12]
     return Registry(nodes=MappingProxyType(nodes), models=MappingProxyType(models), plans=MappingProxyType(plans),
-                    version=version, source=source, loaded_at=int(time.time()))
+                    version=version, source=source, loaded_at=int(time.time()), billing=billing)
+
+
+def _stripe_price(check: _Validator, item: dict[str, Any], path: Path_) -> str | None:
+    if "stripe_price_id" not in item:
+        return None
+    value = item["stripe_price_id"]
+    if not isinstance(value, str) or not re.match(r"^price_[A-Za-z0-9]{1,200}$", value):
+        raise check.fail(path + ("stripe_price_id",), f"must be a Stripe price id such as price_1Abc (got {value!r})")
+    if item.get("name") == "free":
+        raise check.fail(path + ("stripe_price_id",), "the free plan cannot be sold")
+    return value
 
 
 def load(path: Path) -> Registry:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+PAYMENT_PROVIDER_NAMES = ("mock", "stripe", "btcpay")
 
 
 class SettingsError(ValueError):
@@ -80,6 +81,23 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
+def _providers(value: str) -> tuple[str, ...]:
+    """Comma-separated payment providers; `none` (or empty) turns every one off."""
+    names = [part.strip().lower() for part in value.split(",") if part.strip()]
+    if names == ["none"]:
+        return ()
+    for name in names:
+        if name not in PAYMENT_PROVIDER_NAMES:
+            raise ValueError(f"unknown provider {name!r}: use any of {', '.join(PAYMENT_PROVIDER_NAMES)}, or none")
+    return tuple(dict.fromkeys(names))
+
+
+def _base_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http(s):// URL")
+    return value.rstrip("/")
+
+
 def _log_level(value: str) -> str:
     return _choice("debug", "info", "warning", "error", "critical")(value).upper()
 
@@ -123,6 +141,35 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TRUSTED_PROXIES", "", "Comma-separated networks whose X-Forwarded-For is believed.", _cidrs),
     Setting("LOG_LEVEL", "info", "debug, info, warning, error or critical.", _log_level),
     Setting("LOG_FORMAT", "json", "json (one object a line) or text.", _choice("json", "text")),
+    # Money in (issue 11): who may sign up and how credit is bought.
+    Setting("SIGNUP_MODE", "open", "open (anyone; free plan and its starter credits), invite (only with an "
+            "admin's single-use invite) or closed (admins create users).", _choice("open", "invite", "closed")),
+    Setting("PAYMENT_PROVIDERS", None, "Comma-separated: mock, stripe, btcpay, or none. Default: mock on SQLite, "
+            "none with PostgreSQL (mock gives credit away: demos only).", _providers),
+    Setting("PUBLIC_BASE_URL", None, "The gateway's public URL (https://router.example.com): payment pages "
+            "send the buyer back here.", _base_url),
+    Setting("STRIPE_SECRET_KEY", None, "Stripe secret key (sk_test_... or sk_live_...); required with stripe.",
+            secret=True),
+    Setting("STRIPE_WEBHOOK_SECRET", None, "Signing secret (whsec_...) of the Stripe webhook endpoint "
+            "/api/billing/stripe/webhook; required with stripe.", secret=True),
+    Setting("STRIPE_API_BASE", "https://api.stripe.com", "Stripe API address (tests point it at a fake).",
+            _base_url),
+    Setting("BTCPAY_URL", None, "Your BTCPay Server (https://btcpay.example.com); required with btcpay.", _base_url),
+    Setting("BTCPAY_STORE_ID", None, "The BTCPay store that issues invoices; required with btcpay."),
+    Setting("BTCPAY_API_KEY", None, "Greenfield API key with btcpay.store.cancreateinvoice and "
+            "btcpay.store.canviewinvoices; required with btcpay.", secret=True),
+    Setting("SMTP_HOST", None, "SMTP server for password resets, verification, invites and receipts; unset = no "
+            "email (those flows say so)."),
+    Setting("SMTP_PORT", "587", "SMTP port.", _port),
+    Setting("SMTP_SECURITY", "starttls", "starttls, tls (implicit, port 465) or none.",
+            _choice("starttls", "tls", "none")),
+    Setting("SMTP_USERNAME", None, "SMTP login (unset = no authentication)."),
+    Setting("SMTP_PASSWORD", None, "SMTP password.", secret=True),
+    Setting("SMTP_FROM", None, "Sender address, e.g. PrivateRouter <noreply@example.com>; required with SMTP_HOST."),
+    Setting("REQUIRE_EMAIL_VERIFICATION", "false", "New users verify their email before their first API key; "
+            "starter and trial credits are granted only then (needs SMTP_HOST).", _bool),
+    Setting("BTCPAY_WEBHOOK_SECRET", None, "Secret of the store webhook to /api/billing/btcpay/webhook "
+            "(checks BTCPay-Sig); required with btcpay.", secret=True),
 )
 
 
@@ -150,6 +197,23 @@ class Settings:
     trusted_proxies: tuple[IPNetwork, ...]
     log_level: str
     log_format: str
+    signup_mode: str = "open"
+    payment_providers: tuple[str, ...] = ()
+    public_base_url: str | None = None
+    stripe_secret_key: str | None = None
+    stripe_webhook_secret: str | None = None
+    stripe_api_base: str = "https://api.stripe.com"
+    btcpay_url: str | None = None
+    btcpay_store_id: str | None = None
+    btcpay_api_key: str | None = None
+    btcpay_webhook_secret: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_security: str = "starttls"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str | None = None
+    require_email_verification: bool = False
 
     @property
     def is_sqlite(self) -> bool:
@@ -188,8 +252,28 @@ class Settings:
                 values[name] = _persistent_secret(data_dir / name)
             elif len(values[name]) < 32:
                 raise SettingsError(f"{name.upper()} must be at least 32 characters long")
+        if values["payment_providers"] is None:
+            values["payment_providers"] = ("mock",) if values["database_url"].startswith("sqlite") else ()
+        _check_providers(values)
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in values.items() if key in known})
+
+
+def _check_providers(values: dict[str, Any]) -> None:
+    """An enabled provider must have its secrets: a half-configured till would take money it cannot see."""
+    required = {"stripe": ("stripe_secret_key", "stripe_webhook_secret", "public_base_url"),
+                "btcpay": ("btcpay_url", "btcpay_store_id", "btcpay_api_key", "btcpay_webhook_secret",
+                           "public_base_url")}
+    if values["smtp_host"] and not (values["smtp_from"] and values["public_base_url"]):
+        raise SettingsError("SMTP_FROM and PUBLIC_BASE_URL are required with SMTP_HOST (mails carry links back here)")
+    if values["require_email_verification"] and not values["smtp_host"]:
+        raise SettingsError("REQUIRE_EMAIL_VERIFICATION needs SMTP_HOST: without email nobody could verify")
+    for provider, names in required.items():
+        if provider not in values["payment_providers"]:
+            continue
+        for name in names:
+            if not values[name]:
+                raise SettingsError(f"{name.upper()} is required when PAYMENT_PROVIDERS includes {provider}")
 
 
 def read_dotenv(path: Path) -> dict[str, str]:

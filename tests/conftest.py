@@ -204,7 +204,8 @@ def gateway_settings(make_settings: Callable[..., Settings], sqlite_template: Pa
 async def app_client(make_settings: Callable[..., Settings],
                      database_url: str) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
     """An app on a fresh database with its lifespan running, and an in-process client for it."""
-    app = create_app(make_settings(DATABASE_URL=database_url))
+    # mock payments on both backends (PostgreSQL's default is none): the /api tests top up freely.
+    app = create_app(make_settings(DATABASE_URL=database_url, PAYMENT_PROVIDERS="mock"))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:

@@ -39,7 +39,8 @@ _UPDATE_ACCOUNT = (
     sa.update(_accounts)
     .where(_accounts.c.id == sa.bindparam("account"))
     .values(balance_pico=_accounts.c.balance_pico - sa.bindparam("charged"),
-            held_pico=_accounts.c.held_pico - sa.bindparam("released"), updated_at=sa.bindparam("now"))
+            held_pico=_accounts.c.held_pico - sa.bindparam("released"), updated_at=sa.bindparam("now"),
+            trial_pico=_accounts.c.trial_pico - sa.bindparam("trial_used"))
 )
 _KEY_SPEND = sa.case((_keys.c.spend_month == sa.bindparam("month"), _keys.c.spend_pico), else_=0)
 _UPDATE_KEY = (
@@ -97,10 +98,12 @@ async def _apply(session: AsyncSession, items: list[Settlement],
                  todo: list[tuple[Settlement, int, bool]]) -> list[int | None]:
     account_ids = sorted({item.account_id for item, _, _ in todo})
     rows = (await session.execute(
-        sa.select(_accounts.c.id, _accounts.c.balance_pico, _accounts.c.held_pico)
+        sa.select(_accounts.c.id, _accounts.c.balance_pico, _accounts.c.held_pico, _accounts.c.trial_pico)
         .where(_accounts.c.id.in_(account_ids)).order_by(_accounts.c.id).with_for_update())).all()
     balance = {row.id: int(row.balance_pico) for row in rows}
     held = {row.id: int(row.held_pico) for row in rows}
+    trial = {row.id: int(row.trial_pico) for row in rows}  # the trial bucket is spent first
+    trial_used: dict[str, int] = defaultdict(int)
     charged: dict[str, int] = defaultdict(int)
     released: dict[str, int] = defaultdict(int)
     key_updates: dict[tuple[str, str], list[int]] = {}
@@ -118,17 +121,21 @@ async def _apply(session: AsyncSession, items: list[Settlement],
         balance[account] -= charge
         charged[account] += charge
         charges[item.request_id] = charge
+        from_trial = min(charge, trial[account])
+        trial[account] -= from_trial
+        trial_used[account] += from_trial
         if charge:
             ledger_rows.append({"account_id": account, "kind": "usage", "amount_pico": -charge,
-                                "balance_after_pico": balance[account], "request_id": item.request_id,
-                                "note": None, "actor_user_id": None, "created_at": now})
+                                "trial_pico": -from_trial, "balance_after_pico": balance[account],
+                                "request_id": item.request_id, "note": None, "actor_user_id": None, "created_at": now})
         if item.api_key_id is not None:
             entry = key_updates.setdefault((item.api_key_id, item.created_at.strftime("%Y-%m")), [0, 0])
             entry[0] += charge
             entry[1] += hold if key_held else 0
         event_rows.append(_event_row(item, charge))
     await session.execute(_UPDATE_ACCOUNT, [{"account": account, "charged": charged[account],
-                                             "released": released[account], "now": now} for account in account_ids])
+                                             "released": released[account], "trial_used": trial_used[account],
+                                             "now": now} for account in account_ids])
     if ledger_rows:
         await session.execute(sa.insert(_ledger), ledger_rows)
     if key_updates:

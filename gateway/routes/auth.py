@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import accounts
+from gateway import email_flows
 from gateway.auth.deps import current_user
 from gateway.auth.login import log_in
 from gateway.auth.sessions import clear_session_cookie, issue_token, set_session_cookie
@@ -16,11 +17,13 @@ from gateway.context import AppContext, context
 from gateway.db.models import User
 from gateway.fields import iso
 from gateway.http import JSONResponse, read_json
+from gateway.mail import Mailer, email_disabled
+from gateway.signup import sign_up
 
 
 def user_json(user: User) -> dict[str, Any]:
     return {"id": user.id, "email": user.email, "name": user.name, "role": user.role, "status": user.status,
-            "created_at": iso(user.created_at)}
+            "email_verified": user.email_verified_at is not None, "created_at": iso(user.created_at)}
 
 
 def _session_response(ctx: AppContext, user: User, *, status_code: int) -> Response:
@@ -32,15 +35,72 @@ def _session_response(ctx: AppContext, user: User, *, status_code: int) -> Respo
 
 
 async def signup(request: Request) -> Response:
-    """Create a user on the free plan with its starter credits, and sign them in."""
+    """Create a user on the free plan with its starter credits, and sign them in (as SIGNUP_MODE allows)."""
     body = await read_json(request)
     ctx = context(request)
     async with ctx.sessions() as session:
-        member = await accounts.create_user(session, ctx.registry.current, ctx.passwords, email=body.get("email"),
-                                            password=body.get("password"), name=body.get("name"))
+        member = await sign_up(session, ctx.registry.current, ctx.passwords, ctx.settings, email=body.get("email"),
+                               password=body.get("password"), name=body.get("name"), invite=body.get("invite"))
         await session.commit()
     request.scope["state"]["user_id"] = member.user.id
-    return _session_response(ctx, member.user, status_code=201)
+    response = _session_response(ctx, member.user, status_code=201)
+    response.background = email_flows.verification_task(ctx.sessions, ctx.settings, member.user.id)
+    return response
+
+
+def _mailer(ctx: AppContext, what: str) -> Mailer:
+    mailer = Mailer.from_settings(ctx.settings)
+    if mailer is None:
+        raise email_disabled(what)
+    return mailer
+
+
+async def password_reset(request: Request) -> Response:
+    """`{"email"}` -> 202, the same answer at once whether or not the address has an account; 429 after 5
+    requests an hour for one email (known or not) or 30 from one address."""
+    ctx = context(request)
+    mailer = _mailer(ctx, "Password reset")
+    email = email_flows.check_email_field((await read_json(request)).get("email"))
+    await email_flows.throttle_reset(ctx.reset_throttle, email=email, ip=request.scope["state"].get("client_ip"))
+    return JSONResponse({"status": "accepted", "message": "If an account uses this address, a reset link is on "
+                         "its way; it works once, for an hour."}, status_code=202,
+                        background=BackgroundTask(email_flows.request_password_reset, ctx.sessions, ctx.settings,
+                                                  mailer, email))
+
+
+async def password_reset_confirm(request: Request) -> Response:
+    """`{"token", "password"}` -> 200; 400 `invalid_token` for an unknown, used or expired link."""
+    body = await read_json(request)
+    ctx = context(request)
+    async with ctx.sessions() as session:
+        user_id = await email_flows.reset_password(session, ctx.passwords, secret=ctx.settings.app_secret_key,
+                                                   token=body.get("token"), password=body.get("password"))
+        await session.commit()
+    ctx.key_resolver.forget_user(user_id)
+    return JSONResponse({"status": "password_changed"})
+
+
+async def verify_email(request: Request) -> Response:
+    """`{"token"}` from the verification mail -> the user, now verified (starter credits granted once)."""
+    body = await read_json(request)
+    ctx = context(request)
+    async with ctx.sessions() as session:
+        member = await email_flows.verify_email(session, ctx.registry.current, secret=ctx.settings.app_secret_key,
+                                                token=body.get("token"))
+        await session.commit()
+    return JSONResponse(user_json(member.user))
+
+
+async def resend_verification(request: Request) -> Response:
+    """Mail a new verification link to the signed-in user (202), or say the address is verified (200)."""
+    member = await current_user(request)
+    ctx = context(request)
+    mailer = _mailer(ctx, "Email verification")
+    if member.user.email_verified_at is not None:
+        return JSONResponse({"status": "already_verified"})
+    return JSONResponse({"status": "sent"}, status_code=202,
+                        background=BackgroundTask(email_flows.send_verification, ctx.sessions, ctx.settings, mailer,
+                                                  member.user.id))
 
 
 async def login(request: Request) -> Response:
@@ -70,4 +130,8 @@ routes = [
     Route("/api/auth/login", login, methods=["POST"]),
     Route("/api/auth/logout", logout, methods=["POST"]),
     Route("/api/auth/me", me, methods=["GET"]),
+    Route("/api/auth/password-reset", password_reset, methods=["POST"]),
+    Route("/api/auth/password-reset/confirm", password_reset_confirm, methods=["POST"]),
+    Route("/api/auth/verify-email", verify_email, methods=["POST"]),
+    Route("/api/auth/verify-email/resend", resend_verification, methods=["POST"]),
 ]

@@ -13,6 +13,7 @@ from gateway import keys
 from gateway.auth.deps import current_user
 from gateway.context import AppContext, context
 from gateway.db.models import ApiKey
+from gateway.email_flows import require_verified
 from gateway.fields import as_utc, iso, usd
 from gateway.http import JSONResponse, read_json
 
@@ -40,6 +41,7 @@ def key_json(key: ApiKey, ctx: AppContext) -> dict[str, Any]:
 
 async def create(request: Request) -> Response:
     member = await current_user(request)
+    require_verified(context(request).settings, member.user)  # REQUIRE_EMAIL_VERIFICATION
     ctx = context(request)
     values = keys.parse_key_fields(await read_json(request), ctx.registry.current, creating=True)
     async with ctx.sessions() as session:

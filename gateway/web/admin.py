@@ -86,12 +86,12 @@ async def credits(request: Request) -> Response:
     try:
         async with context(request).sessions() as session:
             await operators.adjust_credits(session, user_id=user_id, amount=form.get("amount_usd").strip(),
-                                           note=form.get("note").strip() or None, actor_user_id=web.member.user.id)
+                                           reason=form.get("reason"), actor_user_id=web.member.user.id)
             await session.commit()
     except GatewayError as error:
         if error.status == 404:
             raise
-        form.fail(error, ("amount_usd", "note"))
+        form.fail(error, ("amount_usd", "reason"))
         return await _user_page(request, web, form=form, status=400)
     return redirect(request, f"/admin/users/{user_id}?done=credits")
 
@@ -103,10 +103,11 @@ async def plan(request: Request) -> Response:
     check_form(request, web, form)
     ctx = context(request)
     user_id = request.path_params["user_id"]
+    grant = form.get("grant_included_credits") == "on"
+    reason = operators.require_reason(form.get("grant_reason")) if grant else None
     async with ctx.sessions() as session:
         await accounts.set_plan(session, ctx.registry.current, user_id=user_id, plan=form.get("plan"),
-                                grant_included_credits=form.get("grant_included_credits") == "on",
-                                actor_user_id=web.member.user.id)
+                                grant_included_credits=grant, actor_user_id=web.member.user.id, reason=reason)
         await session.commit()
     ctx.key_resolver.forget_user(user_id)  # cached principals carry the plan name
     return redirect(request, f"/admin/users/{user_id}?done=plan")

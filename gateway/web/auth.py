@@ -6,12 +6,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import accounts
+from gateway import email_flows
 from gateway.auth.login import log_in
 from gateway.auth.sessions import clear_session_cookie, issue_token, set_session_cookie
 from gateway.context import context
 from gateway.db.models import User
 from gateway.errors import GatewayError
+from gateway.signup import sign_up
 from gateway.web.forms import Form, read_form
 from gateway.web.render import page, redirect, render
 from gateway.web.security import check_same_site, safe_next
@@ -36,23 +37,29 @@ async def home(request: Request) -> Response:
 
 @page
 async def signup(request: Request) -> Response:
-    """GET: the form. POST: create the user (free plan, its credits), sign in, land on /dashboard."""
+    """GET: the form (`?invite=` carries an invite into it). POST: sign up by SIGNUP_MODE's rules (free
+    plan, its credits), sign in, land on /dashboard."""
+    ctx = context(request)
     form = Form()
+    invite = request.query_params.get("invite", "")
     if request.method == "POST":
         check_same_site(request)
         form = await read_form(request)
-        ctx = context(request)
+        invite = form.get("invite")
         try:
             async with ctx.sessions() as session:
-                member = await accounts.create_user(session, ctx.registry.current, ctx.passwords,
-                                                    email=form.get("email"), password=form.get("password"),
-                                                    name=form.get("name"))
+                member = await sign_up(session, ctx.registry.current, ctx.passwords, ctx.settings,
+                                       email=form.get("email"), password=form.get("password"),
+                                       name=form.get("name"), invite=invite or None)
                 await session.commit()
         except GatewayError as error:
             form.fail(error, FIELDS)
         else:
-            return _signed_in(request, member.user, "/dashboard")
-    return render(request, "signup.html", None, form=form, status=400 if form.errors else 200)
+            response = _signed_in(request, member.user, "/dashboard")
+            response.background = email_flows.verification_task(ctx.sessions, ctx.settings, member.user.id)
+            return response
+    return render(request, "signup.html", None, form=form, invite=invite, mode=ctx.settings.signup_mode,
+                  status=400 if form.errors else 200)
 
 
 @page

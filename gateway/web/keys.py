@@ -16,6 +16,7 @@ from starlette.routing import Route
 from gateway import keys
 from gateway.context import context
 from gateway.db.models import ApiKey
+from gateway.email_flows import require_verified
 from gateway.errors import GatewayError
 from gateway.fields import as_utc
 from gateway.registry import Registry
@@ -74,6 +75,7 @@ async def list_or_create(request: Request) -> Response:
     check_form(request, web, form)
     ctx = context(request)
     try:
+        require_verified(ctx.settings, web.member.user)  # REQUIRE_EMAIL_VERIFICATION, as POST /api/keys
         values = keys.parse_key_fields(create_body(form), ctx.registry.current, creating=True)
         async with ctx.sessions() as session:
             raw, key = await keys.create_key(session, member=web.member, secret=ctx.settings.app_secret_key,

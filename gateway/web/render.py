@@ -15,7 +15,7 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from gateway.billing.money import format_usd
+from gateway.billing.money import PICO_PER_USD, format_usd
 from gateway.errors import GatewayError
 from gateway.fields import as_utc
 from gateway.web.security import CSRF_FIELD, CsrfRefused, add_security_headers
@@ -39,6 +39,11 @@ def _money(pico: int | None) -> str:
     return "—" if pico is None else "$" + format_usd(pico)
 
 
+def dollars(pico: int) -> str:
+    """$25 for whole dollars, $20.50 otherwise (prices on buttons)."""
+    return "$" + (str(pico // PICO_PER_USD) if pico % PICO_PER_USD == 0 else format_usd(pico))
+
+
 def _when(moment: datetime | None) -> str:
     return "—" if moment is None else as_utc(moment).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -53,7 +58,7 @@ def _number(value: int | None) -> str:
 
 ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                          undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-ENV.filters.update(money=_money, when=_when, number=_number, epoch=_epoch)
+ENV.filters.update(money=_money, dollars=dollars, when=_when, number=_number, epoch=_epoch)
 ENV.globals.update(css=_fingerprint("app.css"), js=_fingerprint("app.js"), htmx=f"/static/{HTMX}",
                    csrf_field=CSRF_FIELD)
 

@@ -57,7 +57,10 @@ def _error(response: httpx.Response, status: int, code: str, param: str | None =
 ADMIN_CALLS = [("GET", "/api/admin/users"), ("GET", "/api/admin/users/x"), ("POST", "/api/admin/users/x/credits"),
                ("POST", "/api/admin/users/x/plan"), ("POST", "/api/admin/users/x/disable"),
                ("POST", "/api/admin/users/x/enable"), ("GET", "/api/admin/stats"), ("GET", "/api/admin/nodes"),
-               ("POST", "/api/admin/reload")]
+               ("POST", "/api/admin/reload"), ("DELETE", "/api/admin/users/x"), ("POST", "/api/admin/users"),
+               ("POST", "/api/admin/invites"), ("GET", "/api/admin/invites"), ("POST", "/api/admin/users/x/trial"),
+               ("POST", "/api/admin/redemption-codes"), ("GET", "/api/admin/redemption-codes"),
+               ("GET", "/api/admin/webhook-events")]
 
 
 async def test_non_admins_are_forbidden(api: App) -> None:
@@ -118,17 +121,19 @@ async def test_credit_adjustments(api: App) -> None:
     url = f"/api/admin/users/{user.user_id}/credits"
     credited = await client.post(url, headers=admin.headers, json={"amount_usd": "+5.00", "note": "goodwill"})
     assert credited.status_code == 200 and credited.json()["balance_usd"] == "6.00"
-    debited = await client.post(url, headers=admin.headers, json={"amount_usd": "-2.50"})
+    _error(await client.post(url, headers=admin.headers, json={"amount_usd": "-2.50"}), 400, "invalid_body",
+           "reason")
+    debited = await client.post(url, headers=admin.headers, json={"amount_usd": "-2.50", "reason": "abuse"})
     assert debited.json()["balance_usd"] == "3.50"
-    _error(await client.post(url, headers=admin.headers, json={"amount_usd": "-3.51"}), 400, "insufficient_credits",
-           "amount_usd")
+    _error(await client.post(url, headers=admin.headers, json={"amount_usd": "-3.51", "reason": "r"}), 400,
+           "insufficient_credits", "amount_usd")
     for body in [{}, {"amount_usd": "0"}, {"amount_usd": 1.5}, {"amount_usd": "five"},
                  {"amount_usd": "1.0000000000001"}]:
         _error(await client.post(url, headers=admin.headers, json=body), 400, "invalid_body", "amount_usd")
     _error(await client.post(url, headers=admin.headers, json={"amount_usd": "1", "note": "n" * 501}), 400,
            "invalid_body", "note")
-    _error(await client.post("/api/admin/users/missing/credits", headers=admin.headers, json={"amount_usd": "1"}),
-           404, "not_found")
+    _error(await client.post("/api/admin/users/missing/credits", headers=admin.headers,
+                             json={"amount_usd": "1", "reason": "r"}), 404, "not_found")
 
     async with ctx(app).sessions() as session:
         entries = (await session.execute(
@@ -136,7 +141,7 @@ async def test_credit_adjustments(api: App) -> None:
             .order_by(CreditTransaction.id)  # type: ignore[arg-type]
         )).scalars().all()
     assert [(e.amount_pico, e.note, e.actor_user_id) for e in entries] == [
-        (5 * 10**12, "goodwill", admin.user_id), (-25 * 10**11, None, admin.user_id)]
+        (5 * 10**12, "goodwill", admin.user_id), (-25 * 10**11, "abuse", admin.user_id)]
     ledger = (await client.get("/api/billing/transactions", headers=user.headers)).json()
     assert [item["kind"] for item in ledger["items"]] == ["admin_adjust", "admin_adjust", "grant"]
 
@@ -152,8 +157,13 @@ async def test_set_plan(api: App) -> None:
     assert response.status_code == 200
     assert (response.json()["plan_name"], response.json()["balance_usd"]) == ("pro", "1.00")
     assert (await ctx(app).key_resolver.resolve(raw)).plan_name == "pro"  # type: ignore[union-attr]
-    granted = await client.post(url, headers=admin.headers, json={"plan": "starter", "grant_included_credits": True})
+    _error(await client.post(url, headers=admin.headers, json={"plan": "starter", "grant_included_credits": True}),
+           400, "invalid_body", "reason")
+    granted = await client.post(url, headers=admin.headers, json={"plan": "starter", "grant_included_credits": True,
+                                                                  "reason": "annual deal"})
     assert (granted.json()["plan_name"], granted.json()["balance_usd"]) == ("starter", "13.00")
+    ledger = (await client.get("/api/billing/transactions", headers=user.headers)).json()["items"]
+    assert ledger[0]["note"] == "starter plan included credits: annual deal"
     _error(await client.post(url, headers=admin.headers, json={"plan": "platinum"}), 400, "invalid_body", "plan")
     _error(await client.post(url, headers=admin.headers, json={}), 400, "invalid_body", "plan")
     _error(await client.post(url, headers=admin.headers, json={"plan": "pro", "grant_included_credits": "yes"}),

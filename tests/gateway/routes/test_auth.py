@@ -41,7 +41,7 @@ async def test_signup_returns_a_session_and_stores_only_an_argon2id_hash(api: Ap
     body = response.json()
     assert body["token_type"] == "bearer" and body["access_token"].count(".") == 2
     user = body["user"]
-    assert set(user) == {"id", "email", "name", "role", "status", "created_at"}
+    assert set(user) == {"id", "email", "name", "role", "status", "email_verified", "created_at"}
     assert (user["email"], user["name"], user["role"], user["status"]) == ("alice@example.com", "Alice", "user",
                                                                            "active")
     assert user["created_at"].endswith("Z") and "T" in user["created_at"]

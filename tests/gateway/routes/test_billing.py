@@ -24,6 +24,7 @@ async def test_new_account_has_the_free_plan_credits(api: App) -> None:
     response = await client.get("/api/billing/balance", headers=login.headers)
     assert response.status_code == 200
     assert response.json() == {"balance_usd": "1.00", "held_usd": "0.00", "available_usd": "1.00",
+                               "paid_usd": "1.00", "trial_usd": "0.00", "trial_expires_at": None,
                                "plan_name": "free", "monthly_quota_tokens": None}
 
 

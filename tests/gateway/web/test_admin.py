@@ -85,7 +85,7 @@ async def test_adjust_credits_with_a_reason(web: App) -> None:
     async with other_client(app) as browser:
         alice = await web_signup(browser, app)
     path = f"/admin/users/{alice.user_id}/credits"
-    response = await client.post(path, data={"csrf_token": admin.csrf, "amount_usd": "+4.50", "note": "goodwill"})
+    response = await client.post(path, data={"csrf_token": admin.csrf, "amount_usd": "+4.50", "reason": "goodwill"})
     assert (response.status_code, response.headers["location"]) == (303, f"/admin/users/{alice.user_id}?done=credits")
     page = text_of(await client.get(response.headers["location"]))
     assert "Credits adjusted." in page and "Balance $5.50" in page and "admin_adjust +$4.50 goodwill" in page
@@ -93,7 +93,7 @@ async def test_adjust_credits_with_a_reason(web: App) -> None:
         entry = (await session.execute(sa.select(CreditTransaction)
                                        .where(col(CreditTransaction.kind) == "admin_adjust"))).scalar_one()
     assert (entry.amount_pico, entry.note, entry.actor_user_id) == (4_500_000_000_000, "goodwill", admin.user_id)
-    too_much = await client.post(path, data={"csrf_token": admin.csrf, "amount_usd": "-100"})
+    too_much = await client.post(path, data={"csrf_token": admin.csrf, "amount_usd": "-100", "reason": "x"})
     assert too_much.status_code == 400
     assert 'id="e-amount_usd">The account\'s available balance cannot cover a debit of 100.00 USD.' in \
         too_much.text.replace("&#39;", "'")
@@ -122,8 +122,11 @@ async def test_change_plan_and_disable_then_enable(web: App) -> None:
     async with other_client(app) as browser:
         alice = await web_signup(browser, app)
         base = f"/admin/users/{alice.user_id}"
+        no_reason = await client.post(f"{base}/plan", data={"csrf_token": admin.csrf, "plan": "pro",
+                                                             "grant_included_credits": "on"})
+        assert no_reason.status_code == 400 and await _member(app, alice.user_id) == (10**12, "free", "active")
         await client.post(f"{base}/plan", data={"csrf_token": admin.csrf, "plan": "pro",
-                                                "grant_included_credits": "on"})
+                                                "grant_included_credits": "on", "grant_reason": "upgrade"})
         balance, plan, _ = await _member(app, alice.user_id)
         assert plan == "pro" and balance > 10**12
         response = await client.post(f"{base}/status", data={"csrf_token": admin.csrf, "status": "disabled"})
