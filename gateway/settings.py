@@ -54,6 +54,11 @@ def _bool(value: str) -> bool:
     raise ValueError("must be true or false")
 
 
+def _auto_bool(value: str) -> bool | None:
+    """`auto` (None: decided per request) or a boolean."""
+    return None if value.strip().lower() == "auto" else _bool(value)
+
+
 def _cidrs(value: str) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in value.split(",") if part.strip())
 
@@ -104,7 +109,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("APP_SECRET_KEY", None, "HMAC key for API-key hashes at rest; generated into DATA_DIR on SQLite, "
             "required with PostgreSQL. Changing it invalidates every API key.", secret=True),
     Setting("JWT_TTL_SECONDS", "3600", "Lifetime of a dashboard session token.", _positive_int),
-    Setting("COOKIE_SECURE", "false", "Mark the pr_session cookie Secure (set true behind HTTPS).", _bool),
+    Setting("COOKIE_SECURE", "auto", "Mark the pr_session cookie Secure: auto = when the request came over https "
+            "(directly or as X-Forwarded-Proto from TRUSTED_PROXIES); true or false to force it.", _auto_bool),
     Setting("MODELS_FILE", "models.yaml", "The registry of nodes, models and plans."),
     Setting("HOST", "127.0.0.1", "Address `privaterouter serve` binds."),
     Setting("PORT", "8000", "Port `privaterouter serve` binds.", _port),
@@ -134,7 +140,7 @@ class Settings:
     jwt_secret: str
     app_secret_key: str
     jwt_ttl_seconds: int
-    cookie_secure: bool
+    cookie_secure: bool | None  # None: automatic, per request
     models_file: Path
     host: str
     port: int

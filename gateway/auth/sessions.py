@@ -10,6 +10,7 @@ import jwt
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.clientip import request_scheme
 from gateway.errors import GatewayError
 from gateway.settings import Settings
 
@@ -52,21 +53,46 @@ def decode_token(token: str, *, secret: str) -> SessionClaims:
                          token_id=token_id)
 
 
-def token_from_request(request: Request) -> str | None:
-    """The Bearer token if there is an Authorization header, else the session cookie."""
+@dataclass(frozen=True)
+class Credential:
+    """A session token and where it came from (`from_cookie`: the browser sent it on its own)."""
+
+    token: str
+    from_cookie: bool
+
+
+def credential_from_request(request: Request) -> Credential | None:
+    """The Bearer token if there is an Authorization header, else the session cookie, else None."""
     header = request.headers.get("authorization")
     if header is not None:
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             raise invalid_token("The Authorization header must be 'Bearer <token>'.")
-        return value.strip()
-    return request.cookies.get(COOKIE_NAME) or None
+        return Credential(value.strip(), from_cookie=False)
+    cookie = request.cookies.get(COOKIE_NAME)
+    return Credential(cookie, from_cookie=True) if cookie else None
 
 
-def set_session_cookie(response: Response, token: str, settings: Settings) -> None:
+def token_from_request(request: Request) -> str | None:
+    """The session token from the Authorization header or the cookie (see `credential_from_request`)."""
+    credential = credential_from_request(request)
+    return credential.token if credential is not None else None
+
+
+def cookie_secure(request: Request, settings: Settings) -> bool:
+    """COOKIE_SECURE when forced, else whether this request arrived over https (directly or via a trusted proxy)."""
+    if settings.cookie_secure is not None:
+        return settings.cookie_secure
+    return request_scheme(request.scope, settings.trusted_proxies) == "https"
+
+
+def set_session_cookie(request: Request, response: Response, token: str, settings: Settings) -> None:
+    """Set `pr_session` (HttpOnly, SameSite=Lax, Secure per `cookie_secure`) for the token's lifetime."""
     response.set_cookie(COOKIE_NAME, token, max_age=settings.jwt_ttl_seconds, path="/", httponly=True,
-                        samesite="lax", secure=settings.cookie_secure)
+                        samesite="lax", secure=cookie_secure(request, settings))
 
 
-def clear_session_cookie(response: Response, settings: Settings) -> None:
-    response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax", secure=settings.cookie_secure)
+def clear_session_cookie(request: Request, response: Response, settings: Settings) -> None:
+    """Expire `pr_session` with the same attributes it was set with."""
+    response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax",
+                           secure=cookie_secure(request, settings))

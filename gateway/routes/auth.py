@@ -9,9 +9,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import accounts
+from gateway.auth.csrf import check_cookie_request
 from gateway.auth.deps import account_disabled, current_user
 from gateway.auth.passwords import MAX_PASSWORD_LENGTH
-from gateway.auth.sessions import clear_session_cookie, issue_token, set_session_cookie
+from gateway.auth.sessions import clear_session_cookie, credential_from_request, issue_token, set_session_cookie
 from gateway.context import AppContext, context
 from gateway.db.models import User
 from gateway.errors import GatewayError
@@ -24,11 +25,11 @@ def user_json(user: User) -> dict[str, Any]:
             "created_at": iso(user.created_at)}
 
 
-def _session_response(ctx: AppContext, user: User, *, status_code: int) -> Response:
+def _session_response(request: Request, ctx: AppContext, user: User, *, status_code: int) -> Response:
     token = issue_token(user.id, secret=ctx.settings.jwt_secret, ttl_seconds=ctx.settings.jwt_ttl_seconds)
     response = JSONResponse({"access_token": token, "token_type": "bearer", "expires_in": ctx.settings.jwt_ttl_seconds,
                              "user": user_json(user)}, status_code=status_code)
-    set_session_cookie(response, token, ctx.settings)
+    set_session_cookie(request, response, token, ctx.settings)
     return response
 
 
@@ -41,7 +42,7 @@ async def signup(request: Request) -> Response:
                                             password=body.get("password"), name=body.get("name"))
         await session.commit()
     request.scope["state"]["user_id"] = member.user.id
-    return _session_response(ctx, member.user, status_code=201)
+    return _session_response(request, ctx, member.user, status_code=201)
 
 
 def _invalid_credentials() -> GatewayError:
@@ -72,13 +73,17 @@ async def login(request: Request) -> Response:
         raise account_disabled()
     await ctx.login_throttle.succeeded(email=email)
     request.scope["state"]["user_id"] = user.id
-    return _session_response(ctx, user, status_code=200)
+    return _session_response(request, ctx, user, status_code=200)
 
 
 async def logout(request: Request) -> Response:
     """Clear the session cookie (a Bearer token simply expires; disabling a user ends it at once)."""
+    ctx = context(request)
+    credential = credential_from_request(request)
+    if credential is not None and credential.from_cookie:
+        check_cookie_request(request, ctx.settings.trusted_proxies)
     response = JSONResponse({"status": "logged_out"})
-    clear_session_cookie(response, context(request).settings)
+    clear_session_cookie(request, response, ctx.settings)
     return response
 
 

@@ -91,7 +91,7 @@ async def test_login_me_and_logout_with_bearer_or_cookie(api: App) -> None:
     assert me.json()["email"] == "carol@example.com" and me.json()["plan_name"] == "free"
     assert (await client.get("/api/auth/me")).status_code == 200  # the cookie set by login
 
-    logout = await client.post("/api/auth/logout")
+    logout = await client.post("/api/auth/logout", headers={"Origin": "http://testserver"})  # same-origin
     assert logout.status_code == 200 and 'pr_session=""' in logout.headers["set-cookie"]
     assert "max-age=0" in logout.headers["set-cookie"].lower()
     _error(await client.get("/api/auth/me"), 401, "invalid_token")
@@ -184,3 +184,27 @@ async def test_cookie_is_secure_when_configured(make_settings: Callable[..., Set
             response = await client.post("/api/auth/signup", json={"email": "h@example.com", "password": PASSWORD})
     cookie = response.headers["set-cookie"].lower()
     assert "; secure" in cookie and "max-age=600" in cookie
+
+
+@pytest.mark.parametrize(("setting", "base_url", "peer", "forwarded", "secure"), [
+    ("auto", "http://testserver", "127.0.0.1", None, False),
+    ("auto", "https://testserver", "127.0.0.1", None, True),
+    ("auto", "http://testserver", "10.0.0.5", "https", True),       # a trusted proxy terminated TLS
+    ("auto", "http://testserver", "192.0.2.9", "https", False),     # anyone else cannot claim it
+    ("false", "https://testserver", "127.0.0.1", None, False),
+    ("true", "http://testserver", "127.0.0.1", None, True),
+])
+async def test_cookie_secure_follows_the_scheme_unless_forced(
+        gateway_settings: Callable[..., Settings], setting: str, base_url: str, peer: str, forwarded: str | None,
+        secure: bool) -> None:
+    app = create_app(gateway_settings(COOKIE_SECURE=setting, TRUSTED_PROXIES="10.0.0.0/8"))
+    async with app.router.lifespan_context(app):
+        use_cheap_passwords(app)
+        transport = httpx.ASGITransport(app=app, client=(peer, 5000))
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+            headers = {"X-Forwarded-Proto": forwarded} if forwarded else {}
+            response = await client.post("/api/auth/signup", json={"email": "s@example.com", "password": PASSWORD},
+                                         headers=headers)
+            logout = await client.post("/api/auth/logout", headers={**headers, "Authorization": "Bearer x"})
+    for header in (response.headers["set-cookie"], logout.headers["set-cookie"]):
+        assert ("; secure" in header.lower()) is secure, header
