@@ -107,7 +107,8 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
         ctx = AppContext(settings=settings, registry=holder, engine=engine, sessions=sessions,
                          http=http, redis=redis, metrics=app_metrics,
                          key_resolver=KeyResolver(sessions, settings.app_secret_key),
-                         login_throttle=LoginThrottle.create(redis), pool=pool,
+                         login_throttle=LoginThrottle.create(redis, signups_per_address=settings.signups_per_address),
+                         pool=pool,
                          limiter=create_limiter(redis, app_metrics), usage_writer=usage_writer)
         app.state.ctx = ctx
         await pool.start()

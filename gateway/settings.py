@@ -111,6 +111,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("JWT_TTL_SECONDS", "3600", "Lifetime of a dashboard session token.", _positive_int),
     Setting("COOKIE_SECURE", "auto", "Mark the pr_session cookie Secure: auto = when the request came over https "
             "(directly or as X-Forwarded-Proto from TRUSTED_PROXIES); true or false to force it.", _auto_bool),
+    Setting("SIGNUPS_PER_ADDRESS", "10", "Sign-ups one client address may make per hour before each further one "
+            "waits progressively longer (30 s, doubling, at most 1 h).", _positive_int),
     Setting("MODELS_FILE", "models.yaml", "The registry of nodes, models and plans."),
     Setting("HOST", "127.0.0.1", "Address `privaterouter serve` binds."),
     Setting("PORT", "8000", "Port `privaterouter serve` binds.", _port),
@@ -141,6 +143,7 @@ class Settings:
     app_secret_key: str
     jwt_ttl_seconds: int
     cookie_secure: bool | None  # None: automatic, per request
+    signups_per_address: int
     models_file: Path
     host: str
     port: int

@@ -34,9 +34,10 @@ def _session_response(request: Request, ctx: AppContext, user: User, *, status_c
 
 
 async def signup(request: Request) -> Response:
-    """Create a user on the free plan with its starter credits, and sign them in."""
+    """Create a user on the free plan with its starter credits, and sign them in; throttled per client address."""
     body = await read_json(request)
     ctx = context(request)
+    await ctx.login_throttle.signup(ip=request.scope["state"].get("client_ip"))
     async with ctx.sessions() as session:
         member = await accounts.create_user(session, ctx.registry.current, ctx.passwords, email=body.get("email"),
                                             password=body.get("password"), name=body.get("name"))
@@ -50,7 +51,7 @@ def _invalid_credentials() -> GatewayError:
 
 
 async def login(request: Request) -> Response:
-    """Exchange email and password for a session; throttled per client address and per email."""
+    """Exchange email and password for a session; throttled per (email, client address) before verifying."""
     body = await read_json(request)
     email, password = body.get("email"), body.get("password")
     if not isinstance(email, str) or not email.strip():
@@ -61,17 +62,16 @@ async def login(request: Request) -> Response:
         raise FieldError(f"password must be at most {MAX_PASSWORD_LENGTH} characters.", param="password")
     ctx = context(request)
     ip = request.scope["state"].get("client_ip")
-    await ctx.login_throttle.check(ip=ip, email=email)
-    async with ctx.sessions() as session:
-        user = await accounts.authenticate(session, ctx.passwords, email=email, password=password)
-        if user is None:
-            await ctx.login_throttle.failed(ip=ip, email=email)
-            raise _invalid_credentials()
-        await session.commit()  # keeps an upgraded password hash
+    async with ctx.login_throttle.attempt(ip=ip, email=email) as attempt:
+        async with ctx.sessions() as session:
+            user = await accounts.authenticate(session, ctx.passwords, email=email, password=password)
+            if user is None:
+                raise _invalid_credentials()
+            await session.commit()  # keeps an upgraded password hash
+        attempt.succeeded()
     # Status is checked only after the password: a guesser learns nothing about disabled accounts.
     if user.status != "active":
         raise account_disabled()
-    await ctx.login_throttle.succeeded(email=email)
     request.scope["state"]["user_id"] = user.id
     return _session_response(request, ctx, user, status_code=200)
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -208,3 +209,54 @@ async def test_cookie_secure_follows_the_scheme_unless_forced(
             logout = await client.post("/api/auth/logout", headers={**headers, "Authorization": "Bearer x"})
     for header in (response.headers["set-cookie"], logout.headers["set-cookie"]):
         assert ("; secure" in header.lower()) is secure, header
+
+
+async def test_concurrent_wrong_passwords_are_not_all_verified(api: App) -> None:
+    # failing input 11: 40 concurrent wrong passwords were all verified against a limit of 5
+    app, client = api
+    await signup(client, "ivy@example.com")
+    passwords = ctx(app).passwords
+    verified = 0
+    real_verify = passwords.verify
+
+    async def counting_verify(password_hash: str | None, password: str) -> bool:
+        nonlocal verified
+        verified += 1
+        await asyncio.sleep(0.01)  # a verification takes time; others arrive meanwhile
+        return await real_verify(password_hash, password)
+
+    passwords.verify = counting_verify  # type: ignore[method-assign]
+    attempts = [{"email": "ivy@example.com", "password": f"wrong-{number}"} for number in range(39)]
+    attempts.insert(20, {"email": "ivy@example.com", "password": PASSWORD})
+    answers = await asyncio.gather(*(client.post("/api/auth/login", json=body) for body in attempts))
+    statuses = [answer.status_code for answer in answers]
+    assert verified <= 5 and statuses.count(401) + statuses.count(200) == verified
+    assert statuses.count(429) == 40 - verified
+    assert all(int(answer.headers["retry-after"]) >= 1 for answer in answers if answer.status_code == 429)
+
+
+async def test_the_owner_logs_in_after_strangers_failed_for_their_email(api: App) -> None:
+    # failing input 12: five failures from other addresses locked the owner out for 15 minutes
+    app, client = api
+    await signup(client, "jay@example.com")
+    for number in range(6):
+        stranger = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(f"192.0.2.{number}", 4000)),
+                                     base_url="http://testserver")
+        async with stranger:
+            wrong = await stranger.post("/api/auth/login", json={"email": "jay@example.com", "password": "bad-guess"})
+            assert wrong.status_code == 401
+    owner = await client.post("/api/auth/login", json={"email": "jay@example.com", "password": PASSWORD})
+    assert owner.status_code == 200, owner.text
+
+
+async def test_sign_ups_from_one_address_are_throttled(gateway_settings: Callable[..., Settings]) -> None:
+    app = create_app(gateway_settings(SIGNUPS_PER_ADDRESS="2"))
+    async with app.router.lifespan_context(app):
+        use_cheap_passwords(app)
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            for number in range(2):
+                await signup(client, f"k{number}@example.com")
+            refused = await client.post("/api/auth/signup", json={"email": "k9@example.com", "password": PASSWORD})
+    _error(refused, 429, "rate_limit_exceeded")
+    assert 1 <= int(refused.headers["retry-after"]) <= 30
