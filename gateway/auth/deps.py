@@ -21,7 +21,8 @@ async def current_user(request: Request) -> Member:
     """The signed-in, active user and their account; 401 `invalid_token` or 403 `account_disabled` otherwise.
 
     The user row is read on every request (one primary-key read), so disabling a user ends their
-    sessions at once even though the JWT itself stays valid until it expires. A session taken
+    sessions at once even though the JWT itself stays valid until it expires; so does a logout or a
+    password change, which bump the user's session version (gateway/auth/revoke.py). A session taken
     from the cookie must pass the CSRF check on unsafe methods (403 `csrf_rejected`).
     """
     credential = credential_from_request(request)
@@ -37,6 +38,8 @@ async def current_user(request: Request) -> Member:
         member = await get_member(session, claims.user_id)
     if member is None:
         raise invalid_token()
+    if claims.session_version != member.user.session_version:
+        raise invalid_token("This session has ended (logged out or password changed); log in again.")
     if member.user.status != "active":
         raise account_disabled()
     request.scope.setdefault("state", {})["user_id"] = member.user.id

@@ -25,16 +25,19 @@ class SessionClaims:
     issued_at: int
     expires_at: int
     token_id: str
+    session_version: int = 0  # users.session_version when issued (tokens without `sv` count as 0)
 
 
 def invalid_token(message: str = "The session token is missing, malformed or expired; log in again.") -> GatewayError:
     return GatewayError(401, "invalid_token", message, headers={"WWW-Authenticate": 'Bearer realm="api"'})
 
 
-def issue_token(user_id: str, *, secret: str, ttl_seconds: int, now: float | None = None) -> str:
-    """A signed session token for `user_id`, valid for `ttl_seconds`."""
+def issue_token(user_id: str, *, secret: str, ttl_seconds: int, now: float | None = None,
+                session_version: int = 0) -> str:
+    """A signed session token for `user_id`, valid for `ttl_seconds`, bound to the user's session version."""
     issued = int(now if now is not None else time.time())
-    claims = {"sub": user_id, "iat": issued, "exp": issued + ttl_seconds, "jti": uuid.uuid4().hex}
+    claims = {"sub": user_id, "iat": issued, "exp": issued + ttl_seconds, "jti": uuid.uuid4().hex,
+              "sv": session_version}
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -46,11 +49,12 @@ def decode_token(token: str, *, secret: str) -> SessionClaims:
         raise invalid_token("The session token has expired; log in again.") from None
     except jwt.PyJWTError:
         raise invalid_token() from None
-    subject, token_id = claims["sub"], claims["jti"]
-    if not isinstance(subject, str) or not subject or not isinstance(token_id, str):
+    subject, token_id, version = claims["sub"], claims["jti"], claims.get("sv", 0)
+    if (not isinstance(subject, str) or not subject or not isinstance(token_id, str)
+            or not isinstance(version, int) or isinstance(version, bool)):
         raise invalid_token()
     return SessionClaims(user_id=subject, issued_at=int(claims["iat"]), expires_at=int(claims["exp"]),
-                         token_id=token_id)
+                         token_id=token_id, session_version=version)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ class User(SQLModel, table=True):
     password_hash: str = Field(max_length=255)
     role: str = Field(default="user", max_length=16)  # user | admin
     status: str = Field(default="active", max_length=16)  # active | disabled
+    # Carried in every session token (`sv`); logout and a password change bump it, ending all sessions.
+    session_version: int = Field(default=0, nullable=False, sa_column_kwargs={"server_default": "0"})
     created_at: datetime = _time()
     updated_at: datetime = _time()
 

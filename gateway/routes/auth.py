@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from starlette.requests import Request
@@ -9,10 +10,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import accounts
+from gateway.auth import revoke
 from gateway.auth.csrf import check_cookie_request
 from gateway.auth.deps import account_disabled, current_user
 from gateway.auth.passwords import MAX_PASSWORD_LENGTH
-from gateway.auth.sessions import clear_session_cookie, credential_from_request, issue_token, set_session_cookie
+from gateway.auth.sessions import (
+    clear_session_cookie,
+    credential_from_request,
+    decode_token,
+    issue_token,
+    set_session_cookie,
+)
 from gateway.context import AppContext, context
 from gateway.db.models import User
 from gateway.errors import GatewayError
@@ -26,7 +34,8 @@ def user_json(user: User) -> dict[str, Any]:
 
 
 def _session_response(request: Request, ctx: AppContext, user: User, *, status_code: int) -> Response:
-    token = issue_token(user.id, secret=ctx.settings.jwt_secret, ttl_seconds=ctx.settings.jwt_ttl_seconds)
+    token = issue_token(user.id, secret=ctx.settings.jwt_secret, ttl_seconds=ctx.settings.jwt_ttl_seconds,
+                        session_version=user.session_version)
     response = JSONResponse({"access_token": token, "token_type": "bearer", "expires_in": ctx.settings.jwt_ttl_seconds,
                              "user": user_json(user)}, status_code=status_code)
     set_session_cookie(request, response, token, ctx.settings)
@@ -77,14 +86,41 @@ async def login(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
-    """Clear the session cookie (a Bearer token simply expires; disabling a user ends it at once)."""
+    """End the caller's sessions server-side (every token of this user stops at once) and clear the cookie.
+
+    Answers 200 even without a valid session: logging out is idempotent.
+    """
     ctx = context(request)
     credential = credential_from_request(request)
-    if credential is not None and credential.from_cookie:
-        check_cookie_request(request, ctx.settings.trusted_proxies)
+    if credential is not None:
+        if credential.from_cookie:
+            check_cookie_request(request, ctx.settings.trusted_proxies)
+        with contextlib.suppress(GatewayError):  # an expired or foreign token has nothing left to end
+            claims = decode_token(credential.token, secret=ctx.settings.jwt_secret)
+            async with ctx.sessions() as session:
+                await revoke.end_sessions(session, user_id=claims.user_id)
+                await session.commit()
     response = JSONResponse({"status": "logged_out"})
     clear_session_cookie(request, response, ctx.settings)
     return response
+
+
+async def change_password(request: Request) -> Response:
+    """Change the signed-in user's password (`current_password`, `new_password`): every existing session
+    ends, and the answer is a fresh session for this client. Throttled like a login."""
+    member = await current_user(request)
+    body = await read_json(request)
+    ctx = context(request)
+    async with ctx.login_throttle.attempt(ip=request.scope["state"].get("client_ip"),
+                                          email=member.user.email) as attempt:
+        async with ctx.sessions() as session:
+            user = await session.get(User, member.user.id)
+            assert user is not None
+            user = await revoke.change_password(session, ctx.passwords, user=user,
+                                                current=body.get("current_password"), new=body.get("new_password"))
+            await session.commit()
+        attempt.succeeded()
+    return _session_response(request, ctx, user, status_code=200)
 
 
 async def me(request: Request) -> Response:
@@ -97,4 +133,5 @@ routes = [
     Route("/api/auth/login", login, methods=["POST"]),
     Route("/api/auth/logout", logout, methods=["POST"]),
     Route("/api/auth/me", me, methods=["GET"]),
+    Route("/api/auth/password", change_password, methods=["POST"]),
 ]

@@ -260,3 +260,41 @@ async def test_sign_ups_from_one_address_are_throttled(gateway_settings: Callabl
             refused = await client.post("/api/auth/signup", json={"email": "k9@example.com", "password": PASSWORD})
     _error(refused, 429, "rate_limit_exceeded")
     assert 1 <= int(refused.headers["retry-after"]) <= 30
+
+
+async def test_logout_ends_the_session_server_side(api: App) -> None:
+    _, client = api
+    login = await signup(client, "kim@example.com")
+    other_device = await client.post("/api/auth/login", json={"email": "kim@example.com", "password": PASSWORD})
+    client.cookies.clear()
+    stolen = {"Authorization": f"Bearer {other_device.json()['access_token']}"}
+    assert (await client.get("/api/auth/me", headers=stolen)).status_code == 200
+    assert (await client.post("/api/auth/logout", headers=login.headers)).status_code == 200
+    for headers in (login.headers, stolen):  # a copied token is dead too, not only the cookie
+        _error(await client.get("/api/auth/me", headers=headers), 401, "invalid_token")
+    again = await client.post("/api/auth/login", json={"email": "kim@example.com", "password": PASSWORD})
+    assert (await client.get("/api/auth/me", headers={"Authorization": f"Bearer {again.json()['access_token']}"})
+            ).status_code == 200
+    assert (await client.post("/api/auth/logout", headers=login.headers)).status_code == 200  # idempotent
+
+
+async def test_password_change_ends_every_other_session(api: App) -> None:
+    _, client = api
+    login = await signup(client, "lee@example.com")
+    new = "another-long-passphrase"
+    wrong = await client.post("/api/auth/password", headers=login.headers,
+                              json={"current_password": "not-it-at-all", "new_password": new})
+    _error(wrong, 401, "invalid_credentials", "current_password")
+    short = await client.post("/api/auth/password", headers=login.headers,
+                              json={"current_password": PASSWORD, "new_password": "short"})
+    _error(short, 400, "invalid_body", "new_password")
+    changed = await client.post("/api/auth/password", headers=login.headers,
+                                json={"current_password": PASSWORD, "new_password": new})
+    assert changed.status_code == 200, changed.text
+    client.cookies.clear()
+    _error(await client.get("/api/auth/me", headers=login.headers), 401, "invalid_token")
+    fresh = {"Authorization": f"Bearer {changed.json()['access_token']}"}
+    assert (await client.get("/api/auth/me", headers=fresh)).status_code == 200
+    _error(await client.post("/api/auth/login", json={"email": "lee@example.com", "password": PASSWORD}), 401,
+           "invalid_credentials")
+    assert (await client.post("/api/auth/login", json={"email": "lee@example.com", "password": new})).status_code == 200
