@@ -91,7 +91,8 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         holder = RegistryHolder(settings.models_file, registry)
-        engine = create_engine(settings.database_url)
+        engine = create_engine(settings.database_url, connect_timeout=settings.db_connect_timeout,
+                               statement_timeout=settings.db_statement_timeout, pool_timeout=settings.db_pool_timeout)
         timeout = httpx.Timeout(connect=settings.upstream_connect_timeout, read=None, write=30.0, pool=None)
         http = httpx.AsyncClient(timeout=timeout, transport=http_transport or FastTransport(),
                                  limits=httpx.Limits(max_connections=None, max_keepalive_connections=512))

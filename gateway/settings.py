@@ -120,6 +120,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("METRICS_PORT", None, "Serve /metrics on this separate port only (the public port then refuses it).",
             _port),
     Setting("MAX_BODY_BYTES", "10485760", "Largest accepted request body, in bytes (413 above).", _positive_int),
+    Setting("DB_CONNECT_TIMEOUT", "5", "Seconds to open a PostgreSQL connection (503 after).", _positive_float),
+    Setting("DB_STATEMENT_TIMEOUT", "15", "Seconds a PostgreSQL statement may run, enforced by the server and by "
+            "the client (a frozen server too); 503 after.", _positive_float),
+    Setting("DB_POOL_TIMEOUT", "5", "Seconds to wait for a free pooled database connection (503 after).",
+            _positive_float),
     Setting("UPSTREAM_CONNECT_TIMEOUT", "5", "Seconds to connect to an Ollama node.", _positive_float),
     Setting("UPSTREAM_FIRST_BYTE_TIMEOUT", "120", "Seconds to wait for Ollama's first byte (model loads are slow).",
             _positive_float),
@@ -150,6 +155,9 @@ class Settings:
     workers: int
     metrics_port: int | None
     max_body_bytes: int
+    db_connect_timeout: float
+    db_statement_timeout: float
+    db_pool_timeout: float
     upstream_connect_timeout: float
     upstream_first_byte_timeout: float
     upstream_idle_timeout: float
