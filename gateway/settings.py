@@ -59,6 +59,12 @@ def _auto_bool(value: str) -> bool | None:
     return None if value.strip().lower() == "auto" else _bool(value)
 
 
+def _metrics_token(value: str) -> str:
+    if len(value) < 32:
+        raise ValueError("must be at least 32 characters long")
+    return value
+
+
 def _cidrs(value: str) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in value.split(",") if part.strip())
 
@@ -119,6 +125,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WORKERS", "1", "uvicorn worker processes.", _positive_int),
     Setting("METRICS_PORT", None, "Serve /metrics on this separate port only (the public port then refuses it).",
             _port),
+    Setting("METRICS_TOKEN", None, "Serve /metrics on the public port to `Authorization: Bearer <this>` "
+            "(at least 32 characters); unset with no METRICS_PORT: /metrics is not served at all.",
+            _metrics_token, secret=True),
     Setting("MAX_BODY_BYTES", "10485760", "Largest accepted request body, in bytes (413 above).", _positive_int),
     Setting("DB_CONNECT_TIMEOUT", "5", "Seconds to open a PostgreSQL connection (503 after).", _positive_float),
     Setting("DB_STATEMENT_TIMEOUT", "15", "Seconds a PostgreSQL statement may run, enforced by the server and by "
@@ -154,6 +163,7 @@ class Settings:
     port: int
     workers: int
     metrics_port: int | None
+    metrics_token: str | None
     max_body_bytes: int
     db_connect_timeout: float
     db_statement_timeout: float
