@@ -149,7 +149,7 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
             Middleware(RequestIdMiddleware),
             Middleware(MetricsMiddleware, metrics=app_metrics),
             Middleware(AccessLogMiddleware, trusted_proxies=settings.trusted_proxies),
-            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout),
             Middleware(InputGuardMiddleware),
         ],
         exception_handlers={
@@ -243,8 +243,10 @@ def _remove_sighup() -> None:
 
 def app_from_env() -> Starlette:
     """uvicorn factory (`gateway.app:app_from_env`): settings from the environment."""
+    from gateway import serving
     from gateway.logs import configure_logging
 
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
+    serving.header_timeout = settings.header_timeout  # this worker's protocol instances read it
     return create_app(settings)

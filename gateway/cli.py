@@ -44,6 +44,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers
+    if workers > 1 and settings.redis_url is None:
+        raise CliError(f"WORKERS={workers} needs REDIS_URL: without Redis each worker keeps its own rate limits "
+                       f"and login throttle, multiplying every limit by {workers}; set REDIS_URL or use one worker")
     prepare_multiprocess_dir(settings.data_dir, workers)  # the workers inherit PROMETHEUS_MULTIPROC_DIR
     pid_file = _pid_file(settings)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
@@ -51,7 +54,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     try:
         uvicorn.run("gateway.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                     log_config=None, access_log=False, proxy_headers=False, server_header=False,
-                    timeout_graceful_shutdown=30)
+                    timeout_graceful_shutdown=30, http="gateway.serving:HeaderDeadlineProtocol",
+                    limit_concurrency=settings.max_connections, timeout_keep_alive=settings.keepalive_timeout)
     finally:
         pid_file.unlink(missing_ok=True)
 

@@ -128,6 +128,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("METRICS_TOKEN", None, "Serve /metrics on the public port to `Authorization: Bearer <this>` "
             "(at least 32 characters); unset with no METRICS_PORT: /metrics is not served at all.",
             _metrics_token, secret=True),
+    Setting("HEADER_TIMEOUT", "10", "Seconds a client has to send a request's headers (slow clients are "
+            "disconnected).", _positive_float),
+    Setting("BODY_TIMEOUT", "30", "Seconds a client has to send a request's body (408 after).", _positive_float),
+    Setting("KEEPALIVE_TIMEOUT", "5", "Seconds an idle keep-alive connection stays open.", _positive_int),
+    Setting("MAX_CONNECTIONS", "1000", "Connections and requests served at once per worker; beyond it new "
+            "requests get 503 at once (uvicorn's limit_concurrency).", _positive_int),
     Setting("MAX_BODY_BYTES", "10485760", "Largest accepted request body, in bytes (413 above).", _positive_int),
     Setting("DB_CONNECT_TIMEOUT", "5", "Seconds to open a PostgreSQL connection (503 after).", _positive_float),
     Setting("DB_STATEMENT_TIMEOUT", "15", "Seconds a PostgreSQL statement may run, enforced by the server and by "
@@ -164,6 +170,10 @@ class Settings:
     workers: int
     metrics_port: int | None
     metrics_token: str | None
+    header_timeout: float
+    body_timeout: float
+    keepalive_timeout: int
+    max_connections: int
     max_body_bytes: int
     db_connect_timeout: float
     db_statement_timeout: float

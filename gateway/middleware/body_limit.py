@@ -2,9 +2,13 @@
 
 Routes anyone may call without a credential (`/api/auth/*`: sign-up, login) get a much smaller
 limit (64 KiB): their bodies are a few fields, and nobody should make us buffer 10 MB for free.
+A body must also arrive within `timeout` seconds of the first read (408 `request_timeout` after),
+so a client trickling its body cannot hold a connection and a task forever.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -15,15 +19,21 @@ class _TooLarge(Exception):
     pass
 
 
+class _TooSlow(Exception):
+    pass
+
+
 UNAUTHENTICATED_PREFIXES = ("/api/auth/",)
 UNAUTHENTICATED_MAX_BYTES = 64 * 1024
 
 
 class BodyLimitMiddleware:
     def __init__(self, app: ASGIApp, max_bytes: int,
-                 small: tuple[tuple[str, ...], int] = (UNAUTHENTICATED_PREFIXES, UNAUTHENTICATED_MAX_BYTES)) -> None:
+                 small: tuple[tuple[str, ...], int] = (UNAUTHENTICATED_PREFIXES, UNAUTHENTICATED_MAX_BYTES),
+                 timeout: float | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout
         self.small_prefixes, self.small_max_bytes = small
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -41,12 +51,23 @@ class BodyLimitMiddleware:
                 break
         received = 0
         started = False
+        complete = False
+        deadline: float | None = None
 
         async def counted_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete, deadline
+            if complete or self.timeout is None:
+                message = await receive()  # after the body: the disconnect listener may wait for ever
+            else:
+                loop = asyncio.get_running_loop()
+                deadline = deadline or loop.time() + self.timeout
+                try:
+                    message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    raise _TooSlow from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > limit:
                     raise _TooLarge
             return message
@@ -61,11 +82,16 @@ class BodyLimitMiddleware:
         except _TooLarge:
             if not started:
                 await self._refuse(send, limit)
+        except _TooSlow:
+            if not started:
+                await self._refuse(send, limit, status=408, code="request_timeout",
+                                   message=f"The request body did not arrive within {self.timeout:g} seconds.")
 
-    async def _refuse(self, send: Send, limit: int) -> None:
-        body = error_body("invalid_request_error", "request_too_large",
-                          f"The request body is larger than the limit of {limit} bytes.", None)
-        await send({"type": "http.response.start", "status": 413,
+    async def _refuse(self, send: Send, limit: int, *, status: int = 413, code: str = "request_too_large",
+                      message: str | None = None) -> None:
+        body = error_body("invalid_request_error", code,
+                          message or f"The request body is larger than the limit of {limit} bytes.", None)
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})

@@ -118,3 +118,14 @@ def test_create_admin_reads_the_password_from_stdin(env: Path, monkeypatch: pyte
     monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
     assert main(["create-admin", "other@example.com", "--password-stdin"]) == 1
     assert "password" in capsys.readouterr().err.lower()
+
+
+def test_several_workers_without_redis_are_refused(env: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # failing input 18: WORKERS=2 without REDIS_URL let 40 of 60 calls through a 20-rpm plan
+    monkeypatch.setenv("WORKERS", "2")
+    assert main(["serve", "--no-migrate"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("privaterouter: error: WORKERS=2 needs REDIS_URL") and "\n" not in err
+    assert main(["serve", "--no-migrate", "--workers", "3"]) == 1
+    assert "WORKERS=3 needs REDIS_URL" in capsys.readouterr().err
