@@ -35,7 +35,7 @@ from gateway.ratelimit.base import Limiter
 from gateway.ratelimit.memory import MemoryLimiter
 from gateway.ratelimit.redis import RedisLimiter, create_client
 from gateway.registry import Registry, RegistryError, RegistryHolder
-from gateway.routes import admin, auth, billing, catalog, health, keys, metrics, usage, v1
+from gateway.routes import admin, auth, billing, catalog, docs, health, keys, metrics, usage, v1
 from gateway.routes.metrics import MetricsServer
 from gateway.settings import Settings
 from gateway.usage import UsageWriter
@@ -55,6 +55,7 @@ ROUTES: list[BaseRoute] = [
     *catalog.routes,
     *admin.routes,
     *v1.routes,
+    *docs.routes,
 ]
 
 
