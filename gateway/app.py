@@ -41,6 +41,7 @@ from gateway.settings import Settings
 from gateway.usage import UsageWriter
 from providers.errors import ProviderError
 from providers.ollama.transport import FastTransport
+from providers.ollama.upstream_transport import UpstreamTransport, origin_of
 from providers.pool import NodeConfig, NodePool
 
 log = logging.getLogger("pr.app")
@@ -96,15 +97,16 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
         engine = create_engine(settings.database_url, connect_timeout=settings.db_connect_timeout,
                                statement_timeout=settings.db_statement_timeout, pool_timeout=settings.db_pool_timeout)
         timeout = httpx.Timeout(connect=settings.upstream_connect_timeout, read=None, write=30.0, pool=None)
-        http = httpx.AsyncClient(timeout=timeout, transport=http_transport or FastTransport(),
+        transport = http_transport or UpstreamTransport(FastTransport())
+        http = httpx.AsyncClient(timeout=timeout, transport=transport, trust_env=False,
                                  limits=httpx.Limits(max_connections=None, max_keepalive_connections=512))
         redis = create_client(settings.redis_url) if settings.redis_url else None
         sessions = session_factory(engine)
         pool = NodePool(http, first_byte_timeout=settings.upstream_first_byte_timeout,
                         idle_timeout=settings.upstream_idle_timeout, acquire_timeout=settings.upstream_acquire_timeout,
                         health_interval=settings.health_check_interval)
-        pool.configure(node_configs(holder.current))
-        holder.on_swap(lambda new: pool.configure(node_configs(new)))
+        _configure_nodes(pool, transport, holder.current)
+        holder.on_swap(lambda new: _configure_nodes(pool, transport, new))
         usage_writer = UsageWriter(sessions, on_written=lambda batch, charges: _count_usage(app_metrics, charges),
                                    on_failure=lambda exc: app_metrics.usage_flush_failed())
         ctx = AppContext(settings=settings, registry=holder, engine=engine, sessions=sessions,
@@ -163,8 +165,17 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
 
 
 def node_configs(registry: Registry) -> list[NodeConfig]:
-    return [NodeConfig(name=node.name, url=node.url, max_concurrency=node.max_concurrency, weight=node.weight)
+    return [NodeConfig(name=node.name, url=node.url, max_concurrency=node.max_concurrency, weight=node.weight,
+                       headers=node.headers, ca_file=node.ca_file)
             for node in registry.nodes.values()]
+
+
+def _configure_nodes(pool: NodePool, transport: httpx.AsyncBaseTransport, registry: Registry) -> None:
+    """The pool's node set and, for https nodes with a `ca_file`, the transport's CA per origin."""
+    if isinstance(transport, UpstreamTransport):
+        transport.set_ca_files({origin_of(node.url): node.ca_file for node in registry.nodes.values()
+                                if node.ca_file is not None})
+    pool.configure(node_configs(registry))
 
 
 def create_limiter(redis: Redis | None, app_metrics: Metrics) -> Limiter:

@@ -101,3 +101,36 @@ def test_diff_reports_added_and_removed() -> None:
 def test_missing_file_is_a_registry_error(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="cannot read"):
         load(tmp_path / "absent.yaml")
+
+
+NODE = "  - name: local\n    url: http://127.0.0.1:11434\n"
+
+
+def _with_node(node_yaml: str) -> str:
+    start, end = TEXT.index("nodes:\n"), TEXT.index("models:\n")
+    return TEXT[:start] + "nodes:\n" + node_yaml + "\n" + TEXT[end:]
+
+
+def test_node_headers_take_values_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NODE_TOKEN", "s3cret")
+    registry = parse(_with_node("  - name: local\n    url: https://gpu.example:443\n    headers:\n"
+                                "      Authorization: Bearer ${NODE_TOKEN}\n      X-Tenant: team-a\n"))
+    assert registry.nodes["local"].headers == (("Authorization", "Bearer s3cret"), ("X-Tenant", "team-a"))
+    monkeypatch.delenv("NODE_TOKEN")
+    with pytest.raises(RegistryError, match=r"nodes\[0\]\.headers\.Authorization: environment variable NODE_TOKEN "
+                                            r"is not set"):
+        parse(_with_node("  - name: local\n    url: https://gpu.example\n    headers:\n"
+                         "      Authorization: Bearer ${NODE_TOKEN}\n"))
+
+
+def test_node_ca_file_must_exist_and_belong_to_an_https_node(tmp_path: Path) -> None:
+    pem = tmp_path / "ca.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    registry = parse(_with_node(f"  - name: local\n    url: https://gpu.example\n    ca_file: {pem}\n"))
+    assert registry.nodes["local"].ca_file == str(pem)
+    with pytest.raises(RegistryError, match=r"nodes\[0\]\.ca_file: must be the path of a PEM file, on an https"):
+        parse(_with_node(f"  - name: local\n    url: http://gpu.example\n    ca_file: {pem}\n"))
+    with pytest.raises(RegistryError, match=r"nodes\[0\]\.ca_file: no such file"):
+        parse(_with_node(f"  - name: local\n    url: https://gpu.example\n    ca_file: {tmp_path / 'nope.pem'}\n"))
+    with pytest.raises(RegistryError, match=r"nodes\[0\]\.headers\.X-Bad: must not contain line breaks"):
+        parse(_with_node("  - name: local\n    url: https://gpu.example\n    headers:\n      X-Bad: \"a\\r\\nb\"\n"))
