@@ -211,7 +211,19 @@ class _Validator:
         return tuple(self.name(item, path + (index,)) for index, item in enumerate(value))
 
 
-_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(check: _Validator, text: str, path: Path_) -> str:
+    """`${NAME}` -> the environment variable (unset: an error naming it); `${NAME:-default}` -> it or default."""
+
+    def substitute(match: re.Match[str]) -> str:
+        found = os.environ.get(match.group(1)) or match.group(2)
+        if found is None:
+            raise check.fail(path, f"environment variable {match.group(1)} is not set")
+        return found
+
+    return _ENV_REFERENCE.sub(substitute, text)
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
@@ -226,14 +238,7 @@ def _node_headers(check: _Validator, value: Any, path: Path_) -> tuple[tuple[str
     for name, raw in value.items():
         if not _HEADER_NAME.match(name) or not isinstance(raw, str):
             raise check.fail(path + (name,), "must be a header name with a string value")
-
-        def substitute(match: re.Match[str], name: str = name) -> str:
-            found = os.environ.get(match.group(1))
-            if found is None:
-                raise check.fail(path + (name,), f"environment variable {match.group(1)} is not set")
-            return found
-
-        resolved = _ENV_REFERENCE.sub(substitute, raw)
+        resolved = _interpolate(check, raw, path + (name,))
         if any(char in resolved for char in "\r\n\x00"):
             raise check.fail(path + (name,), "must not contain line breaks")
         headers.append((name, resolved))
@@ -266,6 +271,8 @@ def parse(text: str, source: str = "models.yaml") -> Registry:
         if name in nodes:
             raise check.fail(path + ("name",), f"duplicate node name '{name}'")
         url = item["url"]
+        if isinstance(url, str):
+            url = _interpolate(check, url, path + ("url",))  # e.g. ${OLLAMA_URL:-http://127.0.0.1:11434}
         if not isinstance(url, str) or not re.match(r"^https?://[^\s/]+", url):
             raise check.fail(path + ("url",), f"must be an http(s) URL (got {url!r})")
         nodes[name] = Node(name=name, url=url.rstrip("/"),

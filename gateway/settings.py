@@ -108,6 +108,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DATA_DIR", "./data", "Directory for the embedded database and generated secrets."),
     Setting("DATABASE_URL", None, "postgresql+asyncpg://... in production; default: SQLite file in DATA_DIR.",
             _database_url, secret=True),
+    Setting("DATABASE_PASSWORD", None, "The database password, any characters, set into DATABASE_URL (so it "
+            "needs no URL escaping); overrides a password in the URL.", secret=True),
     Setting("REDIS_URL", None, "Redis for shared rate limits; unset = in-process limiter (one replica only).",
             _redis_url, secret=True),
     Setting("JWT_SECRET", None, "HS256 key for dashboard sessions; generated into DATA_DIR on SQLite, "
@@ -217,6 +219,8 @@ class Settings:
         values["models_file"] = Path(values["models_file"])
         if values["database_url"] is None:
             values["database_url"] = f"sqlite+aiosqlite:///{data_dir / 'privaterouter.db'}"
+        if values.pop("database_password", None) is not None:
+            values["database_url"] = _with_password(values["database_url"], source["DATABASE_PASSWORD"])
         for name in ("jwt_secret", "app_secret_key"):
             if values[name] is None:
                 if not values["database_url"].startswith("sqlite"):
@@ -227,6 +231,15 @@ class Settings:
                 raise SettingsError(f"{name.upper()} must be at least 32 characters long")
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in values.items() if key in known})
+
+
+def _with_password(url: str, password: str) -> str:
+    """`url` with `password` set, escaped as a URL needs (`@`, `/`, `%`, `:` ... are all fine)."""
+    from sqlalchemy.engine import make_url
+
+    if url.startswith("sqlite"):
+        raise SettingsError("DATABASE_PASSWORD is set but DATABASE_URL is SQLite (it has no password)")
+    return make_url(url).set(password=password).render_as_string(hide_password=False)
 
 
 def read_dotenv(path: Path) -> dict[str, str]:

@@ -38,7 +38,7 @@ def test_shipped_registry_carries_seed_models_and_plans(registry: Registry) -> N
      r"models\[0\]\.nodes\[0\]: unknown node 'gpu-9'"),
     ("context: 8192\n    input_price: \"0.100000\"", "context: lots\n    input_price: \"0.100000\"",
      r"models\[0\]\.context: must be an integer"),
-    ("url: http://127.0.0.1:11434", "url: ftp://x", r"nodes\[0\]\.url: must be an http\(s\) URL"),
+    ("url: ${OLLAMA_URL:-http://127.0.0.1:11434}", "url: ftp://x", r"nodes\[0\]\.url: must be an http\(s\) URL"),
     ("  - name: privaterouter/fast\n", "  - name: privaterouter/fast\n    name: again\n", r"duplicate key"),
 ])
 def test_invalid_registry_is_refused_with_line_and_key_path(old: str, new: str, expected: str) -> None:
@@ -134,3 +134,13 @@ def test_node_ca_file_must_exist_and_belong_to_an_https_node(tmp_path: Path) -> 
         parse(_with_node(f"  - name: local\n    url: https://gpu.example\n    ca_file: {tmp_path / 'nope.pem'}\n"))
     with pytest.raises(RegistryError, match=r"nodes\[0\]\.headers\.X-Bad: must not contain line breaks"):
         parse(_with_node("  - name: local\n    url: https://gpu.example\n    headers:\n      X-Bad: \"a\\r\\nb\"\n"))
+
+
+def test_node_url_may_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OLLAMA_URL", raising=False)
+    assert parse(TEXT).nodes["local"].url == "http://127.0.0.1:11434"  # the shipped default
+    monkeypatch.setenv("OLLAMA_URL", "http://ollama:11434/")
+    assert parse(TEXT).nodes["local"].url == "http://ollama:11434"
+    monkeypatch.setenv("OLLAMA_URL", "ollama:11434")
+    with pytest.raises(RegistryError, match=r"nodes\[0\]\.url: must be an http\(s\) URL"):
+        parse(TEXT)

@@ -52,13 +52,20 @@ def _wait_port(port: int, timeout: float = 30.0) -> None:
 class PrivatePostgres:
     """initdb + pg_ctl in a temporary directory; trust auth on loopback, user `postgres`."""
 
-    def __init__(self) -> None:
+    def __init__(self, password: str | None = None) -> None:
+        """With `password`, the `postgres` user needs it (scram-sha-256) instead of trust."""
         self.root = Path(tempfile.mkdtemp(prefix="pr-private-pg-"))
         self.data = self.root / "data"
         self.port = free_port()
+        auth = ["-A", "trust"]
+        if password is not None:
+            pwfile = self.root / "pwfile"
+            pwfile.write_text(password + "\n")
+            auth = ["-A", "scram-sha-256", f"--pwfile={pwfile}"]
         if os.geteuid() == 0:
-            shutil.chown(self.root, "postgres", "postgres")
-        subprocess.run(_as_db_user([_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
+            for path in (self.root, *self.root.iterdir()):
+                shutil.chown(path, "postgres", "postgres")
+        subprocess.run(_as_db_user([_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", *auth,
                                     "--no-sync"]), check=True, capture_output=True)
 
     @property
@@ -121,8 +128,8 @@ class PrivateRedis:
 
 
 @contextlib.contextmanager
-def private_postgres() -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres()
+def private_postgres(password: str | None = None) -> Iterator[PrivatePostgres]:
+    server = PrivatePostgres(password)
     try:
         server.start()
         yield server
