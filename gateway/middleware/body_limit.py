@@ -59,10 +59,10 @@ class BodyLimitMiddleware:
             if complete or self.timeout is None:
                 message = await receive()  # after the body: the disconnect listener may wait for ever
             else:
-                loop = asyncio.get_running_loop()
-                deadline = deadline or loop.time() + self.timeout
+                deadline = deadline or asyncio.get_running_loop().time() + self.timeout
                 try:
-                    message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+                    async with asyncio.timeout_at(deadline):  # no extra task per read, unlike wait_for
+                        message = await receive()
                 except TimeoutError:
                     raise _TooSlow from None
             if message["type"] == "http.request":

@@ -7,19 +7,21 @@ checked where they are parsed (`gateway.http.read_json`).
 
 from __future__ import annotations
 
-from urllib.parse import unquote_to_bytes
-
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import error_body
 
 
 def has_nul(scope: Scope) -> str | None:
-    """`"path"` or `"query"` when that part of the request holds U+0000 (raw or percent-encoded), else None."""
-    raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
-    if b"\x00" in unquote_to_bytes(raw_path) or "\x00" in scope["path"]:
+    """`"path"` or `"query"` when that part of the request holds U+0000 (raw or as `%00`), else None.
+
+    A plain substring test: `%00` is the only spelling of U+0000 in a percent-encoded URL, and this
+    runs on every request.
+    """
+    if "\x00" in scope["path"] or b"%00" in (scope.get("raw_path") or b""):
         return "path"
-    if b"\x00" in unquote_to_bytes(scope.get("query_string", b"")):
+    query = scope.get("query_string", b"")
+    if b"%00" in query or b"\x00" in query:
         return "query"
     return None
 
