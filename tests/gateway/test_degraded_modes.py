@@ -69,6 +69,30 @@ async def test_redis_down_fails_open_and_readiness_stays_200(
         await stack.engine.dispose()
 
 
+async def test_redis_frozen_answers_within_the_redis_timeouts(
+        make_settings: Callable[..., Settings], tmp_path: Path, redis_server: PrivateRedis) -> None:
+    """SIGSTOP: Redis accepts connections but never answers; its 0.5 s client timeouts bound every call."""
+    await asyncio.to_thread(upgrade, f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    with run_stack(make_settings, f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}", tmp_path,
+                   REDIS_URL=redis_server.url) as stack:
+        tenant = await stack.tenant()
+        async with httpx.AsyncClient(base_url=stack.base_url, timeout=CLIENT_TIMEOUT) as client:
+            assert (await _signup(client, "f@example.com")).status_code == 201
+            assert redis_server.process is not None
+            redis_server.process.send_signal(signal.SIGSTOP)
+            try:
+                chat = await client.post("/v1/chat/completions", json=CHAT,
+                                         headers={"Authorization": f"Bearer {tenant.api_key}"})
+                login = await client.post("/api/auth/login", json={"email": "f@example.com", "password": PASSWORD})
+                ready = await client.get("/health/readiness")
+            finally:
+                redis_server.process.send_signal(signal.SIGCONT)
+        assert chat.status_code == 200, chat.text
+        assert login.status_code == 200, login.text
+        assert ready.status_code == 200 and ready.json()["checks"]["redis"].startswith("degraded")
+        await stack.engine.dispose()
+
+
 async def _every_route_is_503(stack: Stack, api_key: str, token: str) -> None:
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=CLIENT_TIMEOUT) as client:
         bearer = {"Authorization": f"Bearer {token}"}
