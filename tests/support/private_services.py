@@ -20,6 +20,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def require_server_binaries(*names: str) -> None:
+    """Skip (outside CI) when PostgreSQL's initdb/pg_ctl or redis-server are not installed; in CI fail."""
+    import pytest
+
+    missing = [name for name in names if not (glob.glob(f"/usr/lib/postgresql/*/bin/{name}") or shutil.which(name))]
+    if missing:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{', '.join(missing)} missing in CI (install postgresql and redis-server)")
+        pytest.skip(f"{', '.join(missing)} not installed: private database/Redis tests need them")
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -129,6 +140,7 @@ class PrivateRedis:
 
 @contextlib.contextmanager
 def private_postgres(password: str | None = None) -> Iterator[PrivatePostgres]:
+    require_server_binaries("initdb", "pg_ctl")
     server = PrivatePostgres(password)
     try:
         server.start()
@@ -139,6 +151,7 @@ def private_postgres(password: str | None = None) -> Iterator[PrivatePostgres]:
 
 @contextlib.contextmanager
 def private_redis() -> Iterator[PrivateRedis]:
+    require_server_binaries("redis-server")
     server = PrivateRedis()
     try:
         server.start()
