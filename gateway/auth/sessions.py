@@ -90,13 +90,13 @@ def cookie_secure(request: Request, settings: Settings) -> bool:
     return request_scheme(request.scope, settings.trusted_proxies) == "https"
 
 
-def set_session_cookie(request: Request, response: Response, token: str, settings: Settings) -> None:
+def set_session_cookie(response: Response, token: str, settings: Settings, *, request: Request) -> None:
     """Set `pr_session` (HttpOnly, SameSite=Lax, Secure per `cookie_secure`) for the token's lifetime."""
     response.set_cookie(COOKIE_NAME, token, max_age=settings.jwt_ttl_seconds, path="/", httponly=True,
                         samesite="lax", secure=cookie_secure(request, settings))
 
 
-def clear_session_cookie(request: Request, response: Response, settings: Settings) -> None:
+def clear_session_cookie(response: Response, settings: Settings, *, request: Request) -> None:
     """Expire `pr_session` with the same attributes it was set with."""
     response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax",
                            secure=cookie_secure(request, settings))

@@ -38,7 +38,7 @@ def _session_response(request: Request, ctx: AppContext, user: User, *, status_c
                         session_version=user.session_version)
     response = JSONResponse({"access_token": token, "token_type": "bearer", "expires_in": ctx.settings.jwt_ttl_seconds,
                              "user": user_json(user)}, status_code=status_code)
-    set_session_cookie(request, response, token, ctx.settings)
+    set_session_cookie(response, token, ctx.settings, request=request)
     return response
 
 
@@ -101,7 +101,7 @@ async def logout(request: Request) -> Response:
                 await revoke.end_sessions(session, user_id=claims.user_id)
                 await session.commit()
     response = JSONResponse({"status": "logged_out"})
-    clear_session_cookie(request, response, ctx.settings)
+    clear_session_cookie(response, ctx.settings, request=request)
     return response
 
 
