@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.clientip import request_scheme
+from gateway.db.models import User
 from gateway.errors import GatewayError
 from gateway.settings import Settings
 
@@ -39,6 +40,13 @@ def issue_token(user_id: str, *, secret: str, ttl_seconds: int, now: float | Non
     claims = {"sub": user_id, "iat": issued, "exp": issued + ttl_seconds, "jti": uuid.uuid4().hex,
               "sv": session_version}
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def issue_session(user: User, settings: Settings) -> str:
+    """A session token for `user` bound to their current session version (what every sign-in must use:
+    a token issued with an older version is refused)."""
+    return issue_token(user.id, secret=settings.jwt_secret, ttl_seconds=settings.jwt_ttl_seconds,
+                       session_version=user.session_version)
 
 
 def decode_token(token: str, *, secret: str) -> SessionClaims:

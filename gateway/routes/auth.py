@@ -18,7 +18,7 @@ from gateway.auth.sessions import (
     clear_session_cookie,
     credential_from_request,
     decode_token,
-    issue_token,
+    issue_session,
     set_session_cookie,
 )
 from gateway.context import AppContext, context
@@ -34,8 +34,7 @@ def user_json(user: User) -> dict[str, Any]:
 
 
 def _session_response(request: Request, ctx: AppContext, user: User, *, status_code: int) -> Response:
-    token = issue_token(user.id, secret=ctx.settings.jwt_secret, ttl_seconds=ctx.settings.jwt_ttl_seconds,
-                        session_version=user.session_version)
+    token = issue_session(user, ctx.settings)
     response = JSONResponse({"access_token": token, "token_type": "bearer", "expires_in": ctx.settings.jwt_ttl_seconds,
                              "user": user_json(user)}, status_code=status_code)
     set_session_cookie(response, token, ctx.settings, request=request)
