@@ -21,6 +21,9 @@ from gateway.errors import GatewayError
 from gateway.settings import IPNetwork
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The JSON API. The server-rendered pages (gateway/web/) post HTML forms and carry their own
+# per-form CSRF token instead, so this check leaves their paths alone.
+API_PREFIX = "/api/"
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 
@@ -53,10 +56,11 @@ def own_origin(request: Request, trusted_proxies: Sequence[IPNetwork]) -> str | 
 def check_cookie_request(request: Request, trusted_proxies: Sequence[IPNetwork]) -> None:
     """Raise 403 `csrf_rejected` unless an unsafe cookie-authenticated request is same-origin JSON.
 
-    Safe methods (GET, HEAD, OPTIONS) pass: they change nothing. Call this only when the session
-    came from the cookie; a Bearer header is not sent by browsers on their own.
+    Safe methods (GET, HEAD, OPTIONS) pass: they change nothing, and so do paths outside `/api/` (the
+    HTML pages check their own form token). Call this only when the session came from the cookie; a
+    Bearer header is not sent by browsers on their own.
     """
-    if request.method in SAFE_METHODS:
+    if request.method in SAFE_METHODS or not request.url.path.startswith(API_PREFIX):
         return
     content_type = request.headers.get("content-type")
     has_body = request.headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in request.headers
