@@ -7,9 +7,12 @@ from collections.abc import Callable
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.requests import Request
 
 from gateway.app import create_app
+from gateway.auth.csrf import check_cookie_request
 from gateway.auth.sessions import COOKIE_NAME
+from gateway.errors import GatewayError
 from gateway.settings import Settings
 from tests.conftest import envelope
 from tests.support.control_plane import Login, make_admin, signup, use_cheap_passwords
@@ -121,3 +124,20 @@ async def test_origin_behind_a_trusted_https_proxy(make_settings: Callable[..., 
             ok = await client.post("/api/billing/topup", json={"amount_usd": 10},
                                    headers={**proxied, "Origin": "https://gw.example"})
             assert ok.status_code == 200, ok.text
+
+
+def _request(path: str, headers: dict[str, str], method: str = "POST") -> Request:
+    raw = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+    return Request({"type": "http", "method": method, "path": path, "headers": raw, "scheme": "http",
+                    "client": ("127.0.0.1", 1), "server": ("gw", 80), "query_string": b""})
+
+
+def test_the_check_covers_the_json_api_only() -> None:
+    form = {"Host": "gw", "Content-Type": "application/x-www-form-urlencoded", "Content-Length": "3",
+            "Origin": "http://gw"}
+    check_cookie_request(_request("/keys", form), ())  # an HTML page: its own form token applies
+    with pytest.raises(GatewayError) as caught:
+        check_cookie_request(_request("/api/keys", form), ())
+    assert caught.value.code == "csrf_rejected"
+    check_cookie_request(_request("/api/keys", {"Host": "gw", "Content-Type": "application/json",
+                                                "Content-Length": "2", "Origin": "http://gw:80"}), ())
