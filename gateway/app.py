@@ -32,18 +32,20 @@ from gateway.errors import GatewayError, error_response, from_provider
 from gateway.metrics import Metrics, forget_dead_workers
 from gateway.middleware.access_log import AccessLogMiddleware
 from gateway.middleware.body_limit import BodyLimitMiddleware
+from gateway.middleware.input_guard import InputGuardMiddleware
 from gateway.middleware.metrics import MetricsMiddleware
 from gateway.middleware.request_id import RequestIdMiddleware
 from gateway.ratelimit.base import Limiter
 from gateway.ratelimit.memory import MemoryLimiter
 from gateway.ratelimit.redis import RedisLimiter, create_client
 from gateway.registry import Registry, RegistryError, RegistryHolder
-from gateway.routes import admin, auth, billing, catalog, health, keys, metrics, usage, v1
+from gateway.routes import admin, auth, billing, catalog, docs, health, keys, metrics, usage, v1
 from gateway.routes.metrics import MetricsServer
 from gateway.settings import Settings
 from gateway.usage import UsageWriter
 from providers.errors import ProviderError
 from providers.ollama.transport import FastTransport
+from providers.ollama.upstream_transport import UpstreamTransport, origin_of
 from providers.pool import NodeConfig, NodePool
 
 log = logging.getLogger("pr.app")
@@ -59,6 +61,7 @@ ROUTES: list[BaseRoute] = [
     *admin.routes,
     *v1.routes,
     *web.routes,
+    *docs.routes,
 ]
 
 
@@ -96,23 +99,26 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         holder = RegistryHolder(settings.models_file, registry)
-        engine = create_engine(settings.database_url)
+        engine = create_engine(settings.database_url, connect_timeout=settings.db_connect_timeout,
+                               statement_timeout=settings.db_statement_timeout, pool_timeout=settings.db_pool_timeout)
         timeout = httpx.Timeout(connect=settings.upstream_connect_timeout, read=None, write=30.0, pool=None)
-        http = httpx.AsyncClient(timeout=timeout, transport=http_transport or FastTransport(),
+        transport = http_transport or UpstreamTransport(FastTransport())
+        http = httpx.AsyncClient(timeout=timeout, transport=transport, trust_env=False,
                                  limits=httpx.Limits(max_connections=None, max_keepalive_connections=512))
         redis = create_client(settings.redis_url) if settings.redis_url else None
         sessions = session_factory(engine)
         pool = NodePool(http, first_byte_timeout=settings.upstream_first_byte_timeout,
                         idle_timeout=settings.upstream_idle_timeout, acquire_timeout=settings.upstream_acquire_timeout,
                         health_interval=settings.health_check_interval)
-        pool.configure(node_configs(holder.current))
-        holder.on_swap(lambda new: pool.configure(node_configs(new)))
+        _configure_nodes(pool, transport, holder.current)
+        holder.on_swap(lambda new: _configure_nodes(pool, transport, new))
         usage_writer = UsageWriter(sessions, on_written=lambda batch, charges: _count_usage(app_metrics, charges),
                                    on_failure=lambda exc: app_metrics.usage_flush_failed())
         ctx = AppContext(settings=settings, registry=holder, engine=engine, sessions=sessions,
                          http=http, redis=redis, metrics=app_metrics,
                          key_resolver=KeyResolver(sessions, settings.app_secret_key),
-                         login_throttle=LoginThrottle.create(redis), pool=pool,
+                         login_throttle=LoginThrottle.create(redis, signups_per_address=settings.signups_per_address),
+                         pool=pool,
                          limiter=create_limiter(redis, app_metrics), usage_writer=usage_writer)
         ctx.redeem_throttle, ctx.reset_throttle = redeem_throttle(redis), reset_throttle(redis)
         app.state.ctx = ctx
@@ -153,7 +159,8 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
             Middleware(RequestIdMiddleware),
             Middleware(MetricsMiddleware, metrics=app_metrics),
             Middleware(AccessLogMiddleware, trusted_proxies=settings.trusted_proxies),
-            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout),
+            Middleware(InputGuardMiddleware),
         ],
         exception_handlers={
             HTTPException: _http_exception,
@@ -165,8 +172,17 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
 
 
 def node_configs(registry: Registry) -> list[NodeConfig]:
-    return [NodeConfig(name=node.name, url=node.url, max_concurrency=node.max_concurrency, weight=node.weight)
+    return [NodeConfig(name=node.name, url=node.url, max_concurrency=node.max_concurrency, weight=node.weight,
+                       headers=node.headers, ca_file=node.ca_file)
             for node in registry.nodes.values()]
+
+
+def _configure_nodes(pool: NodePool, transport: httpx.AsyncBaseTransport, registry: Registry) -> None:
+    """The pool's node set and, for https nodes with a `ca_file`, the transport's CA per origin."""
+    if isinstance(transport, UpstreamTransport):
+        transport.set_ca_files({origin_of(node.url): node.ca_file for node in registry.nodes.values()
+                                if node.ca_file is not None})
+    pool.configure(node_configs(registry))
 
 
 def create_limiter(redis: Redis | None, app_metrics: Metrics) -> Limiter:
@@ -256,8 +272,10 @@ def _remove_sighup() -> None:
 
 def app_from_env() -> Starlette:
     """uvicorn factory (`gateway.app:app_from_env`): settings from the environment."""
+    from gateway import serving
     from gateway.logs import configure_logging
 
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
+    serving.header_timeout = settings.header_timeout  # this worker's protocol instances read it
     return create_app(settings)

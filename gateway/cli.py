@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import getpass
 import os
 import signal
+import socket
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -43,7 +46,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
         upgrade(settings.database_url)
     host = args.host or settings.host
     port = args.port or settings.port
+    check_port_free(host, port)
     workers = args.workers or settings.workers
+    if workers > 1 and settings.redis_url is None:
+        raise CliError(f"WORKERS={workers} needs REDIS_URL: without Redis each worker keeps its own rate limits "
+                       f"and login throttle, multiplying every limit by {workers}; set REDIS_URL or use one worker")
     prepare_multiprocess_dir(settings.data_dir, workers)  # the workers inherit PROMETHEUS_MULTIPROC_DIR
     pid_file = _pid_file(settings)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
@@ -51,7 +58,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     try:
         uvicorn.run("gateway.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                     log_config=None, access_log=False, proxy_headers=False, server_header=False,
-                    timeout_graceful_shutdown=30)
+                    timeout_graceful_shutdown=30, http="gateway.serving:HeaderDeadlineProtocol",
+                    limit_concurrency=settings.max_connections, timeout_keep_alive=settings.keepalive_timeout)
     finally:
         pid_file.unlink(missing_ok=True)
 
@@ -109,6 +117,14 @@ def cmd_create_admin(args: argparse.Namespace) -> None:
     print(f"admin {args.email} ready (user id {user_id})")
 
 
+def cmd_pull_models(args: argparse.Namespace) -> None:
+    from gateway.pull import pull_models
+
+    failures = pull_models(load(_settings().models_file))
+    if failures:
+        raise CliError(f"{failures} model pull(s) failed (see above)")
+
+
 def cmd_settings(args: argparse.Namespace) -> None:
     print(describe())
 
@@ -126,12 +142,47 @@ def cmd_fake_ollama(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from gateway.demo import run_demo
+    from gateway.demo import demo_settings, run_demo
     from gateway.logs import configure_logging
 
     settings = _settings()
+    load(settings.models_file)
+    host, port = args.host or settings.host, args.port or settings.port
+    check_port_free(host, port)
     configure_logging("WARNING", "text")
-    asyncio.run(run_demo(settings, host=args.host or settings.host, port=args.port or settings.port))
+    # uvicorn re-raises the SIGTERM it handled once it has shut down; make that an exception, so the
+    # throwaway directory is removed on the way out instead of the process dying with it in place.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    with tempfile.TemporaryDirectory(prefix="privaterouter-demo-") as data_dir:
+        asyncio.run(run_demo(demo_settings(settings, Path(data_dir)), host=host, port=port))
+
+
+def check_port_free(host: str, port: int) -> None:
+    """CliError naming the address when something already listens there (instead of uvicorn's traceback)."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise CliError(f"port {port} on {host} is already in use; stop the other server or set PORT") from None
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _database_failure(exc: BaseException) -> str | None:
+    """The one-line message for a database that cannot be reached, or None for any other error."""
+    from sqlalchemy.engine import make_url
+
+    from gateway.db.availability import is_database_unavailable
+
+    if not (is_database_unavailable(exc) or isinstance(exc, ConnectionError | TimeoutError)):
+        return None
+    try:
+        url = make_url(Settings.from_env().database_url)
+        where = f"{url.host}:{url.port or 5432}" if url.host else str(url.database)
+    except Exception:
+        where = "DATABASE_URL"
+    return f"cannot reach the database at {where} ({type(exc).__name__}); is it running, and is DATABASE_URL right?"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "Create an admin user, or promote an existing one (who keeps their own password).")
     admin.add_argument("email")
     admin.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    add("pull-models", cmd_pull_models, "Pull every model's Ollama tag onto the nodes that serve it.")
     add("settings", cmd_settings, "List every setting with its default and meaning.")
     add("version", cmd_version, "Print the version.")
     fake = add("fake-ollama", cmd_fake_ollama, "Serve the Ollama emulator (for demos, tests and benchmarks).")
@@ -177,4 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        message = _database_failure(exc)
+        if message is None:
+            raise
+        print(f"privaterouter: error: {message}", file=sys.stderr)
+        return 1
     return 0

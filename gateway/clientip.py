@@ -33,3 +33,21 @@ def client_ip(scope: Scope, trusted_proxies: Sequence[IPNetwork]) -> str | None:
         if not _trusted(hop, trusted_proxies):
             return hop
     return hops[0] if hops else peer
+
+
+def request_scheme(scope: Scope, trusted_proxies: Sequence[IPNetwork]) -> str:
+    """`http` or `https` as the client used it: the socket's, or X-Forwarded-Proto from a trusted proxy.
+
+    With several proxies the value appended last (by the proxy nearest to us) is believed.
+    """
+    scheme = str(scope.get("scheme", "http"))
+    client = scope.get("client")
+    peer = client[0] if client else None
+    if peer is None or not trusted_proxies or not _trusted(peer, trusted_proxies):
+        return scheme
+    for name, value in scope["headers"]:
+        if name == b"x-forwarded-proto":
+            claimed = value.decode("latin-1").split(",")[-1].strip().lower()
+            if claimed in ("http", "https"):
+                scheme = claimed
+    return scheme

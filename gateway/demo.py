@@ -1,12 +1,16 @@
 """`privaterouter demo`: the whole gateway with no GPU — the Ollama emulator as its only node.
 
 Runs the emulator and the gateway (embedded SQLite, in-process limiter) in one process, creates a
-demo user with credits and an API key, and prints ready-to-paste examples.
+demo user with credits and an API key, and prints ready-to-paste examples. Everything lives in a
+throwaway directory deleted on exit: the demo never touches the configured DATABASE_URL, REDIS_URL
+or DATA_DIR (pointing it at a production database would create a user with free credits there).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import secrets
 import socket
 from pathlib import Path
 
@@ -32,6 +36,13 @@ def _free_port(host: str) -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
+
+
+def demo_settings(settings: Settings, data_dir: Path) -> Settings:
+    """`settings` moved into `data_dir`: its own SQLite file and secrets, no Redis, no metrics port."""
+    return dataclasses.replace(settings, data_dir=data_dir, database_url=f"sqlite+aiosqlite:///{data_dir / 'demo.db'}",
+                               redis_url=None, jwt_secret=secrets.token_urlsafe(48),
+                               app_secret_key=secrets.token_urlsafe(48), metrics_port=None, workers=1)
 
 
 def demo_registry(models_file: Path, ollama_url: str) -> str:
@@ -103,6 +114,7 @@ async def run_demo(settings: Settings, *, host: str, port: int) -> None:
         await asyncio.sleep(0.02)
     if gateway.started:
         print(examples(f"http://{host}:{port}", key), flush=True)
+        print(f"Demo data (deleted when the demo stops): {settings.data_dir}", flush=True)
     try:
         await gateway_task
     finally:

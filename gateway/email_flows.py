@@ -171,8 +171,7 @@ async def _had_grants(session: AsyncSession, account_id: str) -> bool:
 async def throttle_reset(throttle: AttemptThrottle, *, email: str, ip: str | None) -> None:
     """Count one reset request; 429 beyond the limits of `gateway.auth.attempts.reset_limits`."""
     limits = reset_limits(email, ip)
-    await throttle.check(limits)
-    await throttle.count(limits)
+    await throttle.reserve(limits)
 
 
 def require_verified(settings: Settings, user: User) -> None:

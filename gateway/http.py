@@ -31,7 +31,25 @@ async def read_json(request: Request) -> dict[str, Any]:
         raise invalid_body(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise invalid_body("The request body must be a JSON object.")
+    if b"\\u0000" in body:  # cheap pre-check: JSON can only carry U+0000 escaped
+        _refuse_nul(data, "")
     return data
+
+
+def _refuse_nul(value: Any, path: str) -> None:
+    """400 naming the first field whose key or string value holds U+0000 (PostgreSQL cannot store it)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise invalid_body(f"{path or 'The body'} contains a NUL character (U+0000).", param=path or None)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if "\x00" in key:
+                raise invalid_body("A field name contains a NUL character (U+0000).", param=None)
+            _refuse_nul(item, where)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_nul(item, f"{path}[{index}]")
 
 
 def request_id(request: Request) -> str:

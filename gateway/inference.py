@@ -67,12 +67,17 @@ async def authenticate(request: Request) -> KeyPrincipal:
 
 
 def plan_limits(registry: Registry, principal: KeyPrincipal) -> list[Limit]:
-    """The limits one request counts against; the account RPM comes first (it is the headline)."""
+    """The limits one request counts against. The first is the headline the rate-limit headers describe:
+    the tighter RPM — the key's own when it is below the plan's, else the account's."""
     plan = registry.plans.get(principal.plan_name) or registry.plans["free"]
     account = f"acct:{principal.account_id}"
     limits = [Limit("rpm", f"{account}:rpm", plan.rpm, 60.0)]
     if principal.rpm is not None:
-        limits.append(Limit("key_rpm", f"key:{principal.key_id}:rpm", principal.rpm, 60.0))
+        key_limit = Limit("key_rpm", f"key:{principal.key_id}:rpm", principal.rpm, 60.0)
+        if principal.rpm < plan.rpm:
+            limits.insert(0, key_limit)
+        else:
+            limits.append(key_limit)
     if plan.rpd is not None:
         limits.append(Limit("rpd", f"{account}:rpd", plan.rpd, 86400.0))
     if plan.tpd is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -43,6 +44,8 @@ class Node:
     url: str
     max_concurrency: int = 4
     weight: int = 1
+    headers: tuple[tuple[str, str], ...] = ()  # sent on every request to the node, `${ENV}` already resolved
+    ca_file: str | None = None  # PEM bundle to verify an https:// node with (default: the system's CAs)
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,50 @@ class _Validator:
         return tuple(self.name(item, path + (index,)) for index, item in enumerate(value))
 
 
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(check: _Validator, text: str, path: Path_) -> str:
+    """`${NAME}` -> the environment variable (unset: an error naming it); `${NAME:-default}` -> it or default."""
+
+    def substitute(match: re.Match[str]) -> str:
+        found = os.environ.get(match.group(1)) or match.group(2)
+        if found is None:
+            raise check.fail(path, f"environment variable {match.group(1)} is not set")
+        return found
+
+    return _ENV_REFERENCE.sub(substitute, text)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def _node_headers(check: _Validator, value: Any, path: Path_) -> tuple[tuple[str, str], ...]:
+    """`headers:` of a node: name -> value, each `${NAME}` replaced by that environment variable (so
+    tokens stay out of the file); a variable that is not set is an error naming it."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise check.fail(path, "must be a mapping of header names to values")
+    headers = []
+    for name, raw in value.items():
+        if not _HEADER_NAME.match(name) or not isinstance(raw, str):
+            raise check.fail(path + (name,), "must be a header name with a string value")
+        resolved = _interpolate(check, raw, path + (name,))
+        if any(char in resolved for char in "\r\n\x00"):
+            raise check.fail(path + (name,), "must not contain line breaks")
+        headers.append((name, resolved))
+    return tuple(headers)
+
+
+def _ca_file(check: _Validator, value: Any, url: str, path: Path_) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not url.startswith("https://"):
+        raise check.fail(path, "must be the path of a PEM file, on an https:// node")
+    if not os.path.isfile(value):
+        raise check.fail(path, f"no such file: {value}")
+    return value
+
+
 def parse(text: str, source: str = "models.yaml") -> Registry:
     """Validate a whole registry document; raise RegistryError on the first problem found."""
     data, lines = _compose(text, source)
@@ -224,16 +271,20 @@ def parse(text: str, source: str = "models.yaml") -> Registry:
         raise check.fail(("nodes",), "must be a non-empty list")
     for index, raw in enumerate(top["nodes"]):
         path: Path_ = ("nodes", index)
-        item = check.mapping(raw, path, {"name", "url"}, {"max_concurrency", "weight"})
+        item = check.mapping(raw, path, {"name", "url"}, {"max_concurrency", "weight", "headers", "ca_file"})
         name = check.name(item["name"], path + ("name",))
         if name in nodes:
             raise check.fail(path + ("name",), f"duplicate node name '{name}'")
         url = item["url"]
+        if isinstance(url, str):
+            url = _interpolate(check, url, path + ("url",))  # e.g. ${OLLAMA_URL:-http://127.0.0.1:11434}
         if not isinstance(url, str) or not re.match(r"^https?://[^\s/]+", url):
             raise check.fail(path + ("url",), f"must be an http(s) URL (got {url!r})")
         nodes[name] = Node(name=name, url=url.rstrip("/"),
                            max_concurrency=check.integer(item.get("max_concurrency", 4), path + ("max_concurrency",)),
-                           weight=check.integer(item.get("weight", 1), path + ("weight",)))
+                           weight=check.integer(item.get("weight", 1), path + ("weight",)),
+                           headers=_node_headers(check, item.get("headers"), path + ("headers",)),
+                           ca_file=_ca_file(check, item.get("ca_file"), url, path + ("ca_file",)))
 
     models: dict[str, Model] = {}
     if not isinstance(top["models"], list) or not top["models"]:

@@ -55,6 +55,17 @@ def _bool(value: str) -> bool:
     raise ValueError("must be true or false")
 
 
+def _auto_bool(value: str) -> bool | None:
+    """`auto` (None: decided per request) or a boolean."""
+    return None if value.strip().lower() == "auto" else _bool(value)
+
+
+def _metrics_token(value: str) -> str:
+    if len(value) < 32:
+        raise ValueError("must be at least 32 characters long")
+    return value
+
+
 def _cidrs(value: str) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in value.split(",") if part.strip())
 
@@ -115,6 +126,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DATA_DIR", "./data", "Directory for the embedded database and generated secrets."),
     Setting("DATABASE_URL", None, "postgresql+asyncpg://... in production; default: SQLite file in DATA_DIR.",
             _database_url, secret=True),
+    Setting("DATABASE_PASSWORD", None, "The database password, any characters, set into DATABASE_URL (so it "
+            "needs no URL escaping); overrides a password in the URL.", secret=True),
     Setting("REDIS_URL", None, "Redis for shared rate limits; unset = in-process limiter (one replica only).",
             _redis_url, secret=True),
     Setting("JWT_SECRET", None, "HS256 key for dashboard sessions; generated into DATA_DIR on SQLite, "
@@ -122,14 +135,31 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("APP_SECRET_KEY", None, "HMAC key for API-key hashes at rest; generated into DATA_DIR on SQLite, "
             "required with PostgreSQL. Changing it invalidates every API key.", secret=True),
     Setting("JWT_TTL_SECONDS", "3600", "Lifetime of a dashboard session token.", _positive_int),
-    Setting("COOKIE_SECURE", "false", "Mark the pr_session cookie Secure (set true behind HTTPS).", _bool),
+    Setting("COOKIE_SECURE", "auto", "Mark the pr_session cookie Secure: auto = when the request came over https "
+            "(directly or as X-Forwarded-Proto from TRUSTED_PROXIES); true or false to force it.", _auto_bool),
+    Setting("SIGNUPS_PER_ADDRESS", "10", "Sign-ups one client address may make per hour before each further one "
+            "waits progressively longer (30 s, doubling, at most 1 h).", _positive_int),
     Setting("MODELS_FILE", "models.yaml", "The registry of nodes, models and plans."),
     Setting("HOST", "127.0.0.1", "Address `privaterouter serve` binds."),
     Setting("PORT", "8000", "Port `privaterouter serve` binds.", _port),
     Setting("WORKERS", "1", "uvicorn worker processes.", _positive_int),
     Setting("METRICS_PORT", None, "Serve /metrics on this separate port only (the public port then refuses it).",
             _port),
+    Setting("METRICS_TOKEN", None, "Serve /metrics on the public port to `Authorization: Bearer <this>` "
+            "(at least 32 characters); unset with no METRICS_PORT: /metrics is not served at all.",
+            _metrics_token, secret=True),
+    Setting("HEADER_TIMEOUT", "10", "Seconds a client has to send a request's headers (slow clients are "
+            "disconnected).", _positive_float),
+    Setting("BODY_TIMEOUT", "30", "Seconds a client has to send a request's body (408 after).", _positive_float),
+    Setting("KEEPALIVE_TIMEOUT", "5", "Seconds an idle keep-alive connection stays open.", _positive_int),
+    Setting("MAX_CONNECTIONS", "1000", "Connections and requests served at once per worker; beyond it new "
+            "requests get 503 at once (uvicorn's limit_concurrency).", _positive_int),
     Setting("MAX_BODY_BYTES", "10485760", "Largest accepted request body, in bytes (413 above).", _positive_int),
+    Setting("DB_CONNECT_TIMEOUT", "5", "Seconds to open a PostgreSQL connection (503 after).", _positive_float),
+    Setting("DB_STATEMENT_TIMEOUT", "15", "Seconds a PostgreSQL statement may run, enforced by the server and by "
+            "the client (a frozen server too); 503 after.", _positive_float),
+    Setting("DB_POOL_TIMEOUT", "5", "Seconds to wait for a free pooled database connection (503 after).",
+            _positive_float),
     Setting("UPSTREAM_CONNECT_TIMEOUT", "5", "Seconds to connect to an Ollama node.", _positive_float),
     Setting("UPSTREAM_FIRST_BYTE_TIMEOUT", "120", "Seconds to wait for Ollama's first byte (model loads are slow).",
             _positive_float),
@@ -181,13 +211,22 @@ class Settings:
     jwt_secret: str
     app_secret_key: str
     jwt_ttl_seconds: int
-    cookie_secure: bool
+    cookie_secure: bool | None  # None: automatic, per request
+    signups_per_address: int
     models_file: Path
     host: str
     port: int
     workers: int
     metrics_port: int | None
+    metrics_token: str | None
+    header_timeout: float
+    body_timeout: float
+    keepalive_timeout: int
+    max_connections: int
     max_body_bytes: int
+    db_connect_timeout: float
+    db_statement_timeout: float
+    db_pool_timeout: float
     upstream_connect_timeout: float
     upstream_first_byte_timeout: float
     upstream_idle_timeout: float
@@ -244,6 +283,8 @@ class Settings:
         values["models_file"] = Path(values["models_file"])
         if values["database_url"] is None:
             values["database_url"] = f"sqlite+aiosqlite:///{data_dir / 'privaterouter.db'}"
+        if values.pop("database_password", None) is not None:
+            values["database_url"] = _with_password(values["database_url"], source["DATABASE_PASSWORD"])
         for name in ("jwt_secret", "app_secret_key"):
             if values[name] is None:
                 if not values["database_url"].startswith("sqlite"):
@@ -274,6 +315,13 @@ def _check_providers(values: dict[str, Any]) -> None:
         for name in names:
             if not values[name]:
                 raise SettingsError(f"{name.upper()} is required when PAYMENT_PROVIDERS includes {provider}")
+def _with_password(url: str, password: str) -> str:
+    """`url` with `password` set, escaped as a URL needs (`@`, `/`, `%`, `:` ... are all fine)."""
+    from sqlalchemy.engine import make_url
+
+    if url.startswith("sqlite"):
+        raise SettingsError("DATABASE_PASSWORD is set but DATABASE_URL is SQLite (it has no password)")
+    return make_url(url).set(password=password).render_as_string(hide_password=False)
 
 
 def read_dotenv(path: Path) -> dict[str, str]:

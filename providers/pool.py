@@ -46,6 +46,8 @@ class NodeConfig:
     url: str
     max_concurrency: int = 4
     weight: int = 1
+    headers: tuple[tuple[str, str], ...] = ()  # e.g. the bearer token of an authenticating reverse proxy
+    ca_file: str | None = None  # see providers.ollama.upstream_transport
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:
@@ -134,7 +136,7 @@ class NodePool:
         current: dict[str, _Node] = {}
         for config in nodes:
             node = self._nodes.get(config.name)
-            if node is not None and node.config.url == config.url:
+            if node is not None and (node.config.url, node.config.headers) == (config.url, config.headers):
                 node.config = config  # new limits apply to the next acquisitions
             else:
                 node = self._new_node(config)
@@ -337,6 +339,7 @@ class NodePool:
             node=config.name,
             first_byte_timeout=self._first_byte_timeout,
             idle_timeout=self._idle_timeout,
+            headers=config.headers,
         )
         probe = OllamaClient(
             self._http,
@@ -344,6 +347,7 @@ class NodePool:
             node=config.name,
             first_byte_timeout=self._health_timeout,
             idle_timeout=self._health_timeout,
+            headers=config.headers,
         )
         return _Node(config, client, probe)
 

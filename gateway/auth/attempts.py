@@ -2,51 +2,52 @@
 
 Used where guessing or flooding must be slowed: redemption codes (failures per account and
 address) and password-reset mails (requests per email and address). With Redis the counters are
-shared by every replica, like the login throttle's (gateway/auth/throttle.py, whose counters
+shared by every replica, like the login throttle's (gateway/auth/throttle.py, whose stores
 this reuses); without it they live in this process.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 
 from redis.asyncio import Redis
 
-from gateway.auth.throttle import Counters, MemoryCounters, RedisCounters
-from gateway.errors import GatewayError
+from gateway.auth.throttle import AttemptStore, FallbackStore, MemoryStore, Policy, RedisStore, too_many
 
 Limits = list[tuple[str, int]]  # (key, attempts allowed per window)
 
 
 class AttemptThrottle:
-    """Counted attempts per key in windows of `window` seconds; `what` names them in the 429 message."""
+    """At most `limit` attempts per key within `window` seconds; `what` names them in the 429 message.
 
-    def __init__(self, counters: Counters, *, window: float, what: str) -> None:
-        self._counters = counters
+    Built on the login throttle's stores, so an attempt is counted atomically *before* the caller
+    acts (N concurrent guesses are N counted attempts) and, with Redis, shared by every replica.
+    """
+
+    def __init__(self, store: AttemptStore, *, window: float, what: str) -> None:
+        self._store = store
         self.window = window
         self.what = what
 
     @classmethod
     def create(cls, redis: Redis | None, *, namespace: str, window: float, what: str) -> AttemptThrottle:
-        counters: Counters = RedisCounters(redis, namespace=namespace) if redis is not None else MemoryCounters()
-        return cls(counters, window=window, what=what)
+        store: AttemptStore = (FallbackStore(RedisStore(redis, namespace=namespace)) if redis is not None
+                               else MemoryStore())
+        return cls(store, window=window, what=what)
 
-    async def check(self, limits: Limits) -> None:
-        """429 `rate_limit_exceeded` with Retry-After while any key has used up its attempts."""
-        wait = 0.0
-        for key, limit in limits:
-            attempts, remaining = await self._counters.count(key)
-            if attempts >= limit:
-                wait = max(wait, remaining)
+    async def reserve(self, limits: Limits) -> None:
+        """Count one attempt on every key, or raise 429 `rate_limit_exceeded` (Retry-After) and count
+        nothing while a key has used up its attempts in the window."""
+        # A hard wall for the rest of the window: `limit` free attempts, then wait `window` seconds.
+        keys = [(key, Policy(free=limit, base=self.window, cap=self.window)) for key, limit in limits]
+        wait = await self._store.reserve(keys, self.window)
         if wait > 0:
-            seconds = max(1, math.ceil(wait))
-            raise GatewayError(429, "rate_limit_exceeded", f"Too many {self.what}; try again in {seconds} seconds.",
-                               type="rate_limit_error", headers={"Retry-After": str(seconds)})
+            raise too_many(wait, f"Too many {self.what}; try again in {{seconds}} seconds.")
 
-    async def count(self, limits: Limits) -> None:
+    async def undo(self, limits: Limits) -> None:
+        """Take back the attempt `reserve` counted (it succeeded, so it must not count as a guess)."""
         for key, _limit in limits:
-            await self._counters.add(key, self.window)
+            await self._store.undo(key)
 
 
 REDEEM_FAILURES_PER_HOUR = 10

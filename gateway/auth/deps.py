@@ -7,7 +7,8 @@ import ipaddress
 from starlette.requests import Request
 
 from gateway.accounts import Member, get_member
-from gateway.auth.sessions import decode_token, invalid_token, token_from_request
+from gateway.auth.csrf import check_cookie_request
+from gateway.auth.sessions import credential_from_request, decode_token, invalid_token
 from gateway.context import context
 from gateway.errors import GatewayError
 
@@ -20,19 +21,25 @@ async def current_user(request: Request) -> Member:
     """The signed-in, active user and their account; 401 `invalid_token` or 403 `account_disabled` otherwise.
 
     The user row is read on every request (one primary-key read), so disabling a user ends their
-    sessions at once even though the JWT itself stays valid until it expires.
+    sessions at once even though the JWT itself stays valid until it expires; so does a logout or a
+    password change, which bump the user's session version (gateway/auth/revoke.py). A session taken
+    from the cookie must pass the CSRF check on unsafe methods (403 `csrf_rejected`).
     """
-    token = token_from_request(request)
-    if token is None:
+    credential = credential_from_request(request)
+    if credential is None:
         raise invalid_token("Authentication required: send 'Authorization: Bearer <token>' or the session cookie.")
-    if token.startswith("sk-pr-"):
+    if credential.token.startswith("sk-pr-"):
         raise invalid_token("API keys authenticate /v1 requests only; use a session token from /api/auth/login.")
     ctx = context(request)
-    claims = decode_token(token, secret=ctx.settings.jwt_secret)
+    if credential.from_cookie:
+        check_cookie_request(request, ctx.settings.trusted_proxies)
+    claims = decode_token(credential.token, secret=ctx.settings.jwt_secret)
     async with ctx.sessions() as session:
         member = await get_member(session, claims.user_id)
     if member is None:
         raise invalid_token()
+    if claims.session_version != member.user.session_version:
+        raise invalid_token("This session has ended (logged out or password changed); log in again.")
     if member.user.status != "active":
         raise account_disabled()
     request.scope.setdefault("state", {})["user_id"] = member.user.id

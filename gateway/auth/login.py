@@ -16,7 +16,8 @@ def invalid_credentials() -> GatewayError:
 
 
 async def log_in(ctx: AppContext, *, ip: str | None, email: object, password: object) -> User:
-    """The active user these credentials belong to, throttled per client address and per email.
+    """The active user these credentials belong to; throttled per (email, client address) before the
+    password is checked.
 
     Raises FieldError (param `email`/`password`) for a missing or malformed field, 429 from the
     throttle, 401 `invalid_credentials` for a wrong pair, 403 `account_disabled` (only after the
@@ -28,14 +29,14 @@ async def log_in(ctx: AppContext, *, ip: str | None, email: object, password: ob
         raise FieldError("password is required and must be a string.", param="password")
     if len(password) > MAX_PASSWORD_LENGTH:
         raise FieldError(f"password must be at most {MAX_PASSWORD_LENGTH} characters.", param="password")
-    await ctx.login_throttle.check(ip=ip, email=email)
-    async with ctx.sessions() as session:
-        user = await accounts.authenticate(session, ctx.passwords, email=email, password=password)
-        if user is None:
-            await ctx.login_throttle.failed(ip=ip, email=email)
-            raise invalid_credentials()
-        await session.commit()  # keeps an upgraded password hash
+    # Counted before the password is checked, one check per email in flight (gateway/auth/throttle.py).
+    async with ctx.login_throttle.attempt(ip=ip, email=email) as attempt:
+        async with ctx.sessions() as session:
+            user = await accounts.authenticate(session, ctx.passwords, email=email, password=password)
+            if user is None:
+                raise invalid_credentials()
+            await session.commit()  # keeps an upgraded password hash
+        attempt.succeeded()
     if user.status != "active":
         raise account_disabled()
-    await ctx.login_throttle.succeeded(email=email)
     return user

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from gateway.db.availability import is_database_unavailable
 from gateway.db.models import Account, ApiKey, Hold, UsageEvent, utcnow
 
 log = logging.getLogger("pr.billing")
@@ -157,12 +158,19 @@ async def place_worst_case_hold(engine: AsyncEngine, *, request_id: str, account
     one round trip, or return None when it does not fit (the caller falls back to `place_hold`).
 
     The statement goes straight to the asyncpg connection (outside any transaction, so it commits on
-    its own): SQLAlchemy's statement machinery cost four times the round trip itself here.
+    its own): SQLAlchemy's statement machinery cost four times the round trip itself here. Because this
+    bypasses SQLAlchemy's error handling, a connection that fails here (a server restart, a timeout) is
+    invalidated explicitly, so the pool never hands it out again.
     """
     async with engine.connect() as connection:
         raw = await connection.get_raw_connection()
-        taken = await raw.driver_connection.fetchval(  # type: ignore[union-attr]
-            _HOLD_IN_ONE_STATEMENT, quote.worst_case, account_id, request_id, utcnow())
+        try:
+            taken = await raw.driver_connection.fetchval(  # type: ignore[union-attr]
+                _HOLD_IN_ONE_STATEMENT, quote.worst_case, account_id, request_id, utcnow())
+        except Exception as exc:
+            if is_database_unavailable(exc):
+                await connection.invalidate(exc)
+            raise
     if taken is None:
         return None
     return PlacedHold(request_id, quote.worst_case, quote.max_output_tokens, False)

@@ -14,7 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from gateway.billing.money import MAX_BALANCE_PICO, format_usd
 from gateway.db.models import Account, CreditTransaction, utcnow
+from gateway.errors import GatewayError
 
 Kind = Literal["grant", "topup", "usage", "admin_adjust", "refund", "reversal", "redeem", "trial_grant",
                "trial_expired"]
@@ -36,6 +38,14 @@ async def page(session: AsyncSession, *, account_id: str, limit: int,
 
 class InsufficientBalance(Exception):
     """A debit would take the free balance (balance minus open holds) below zero."""
+
+
+class BalanceLimitExceeded(GatewayError):
+    """A credit would take the balance past what the database stores (BIGINT pico-USD): 400."""
+
+    def __init__(self) -> None:
+        super().__init__(400, "balance_limit_exceeded", "This credit would take the balance past the largest "
+                         f"one kept ({format_usd(MAX_BALANCE_PICO)} USD).", param="amount_usd")
 
 
 async def post(
@@ -77,10 +87,14 @@ async def post(
         .returning(accounts.c.balance_pico)
     if amount_pico < 0 and not allow_negative:
         statement = statement.where(accounts.c.balance_pico + amount_pico >= accounts.c.held_pico - release_pico)
+    elif amount_pico > 0:  # compared without computing the sum, which could itself overflow
+        statement = statement.where(accounts.c.balance_pico <= MAX_BALANCE_PICO - amount_pico)
     balance_after = (await session.execute(statement)).scalar_one_or_none()
     if balance_after is None:
         if amount_pico < 0 and await session.get(Account, account_id) is not None:
             raise InsufficientBalance(account_id)
+        if amount_pico > 0 and await session.get(Account, account_id) is not None:
+            raise BalanceLimitExceeded()
         raise LookupError(f"no account {account_id}")
     if amount_pico == 0:
         return int(balance_after)

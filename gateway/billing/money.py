@@ -10,6 +10,8 @@ from decimal import Decimal, InvalidOperation
 
 PICO_PER_USD = 10**12
 TOKENS_PER_PRICE_UNIT = 10**6
+MAX_AMOUNT_PICO = 10**18  # 1,000,000 USD: the largest amount one request may move
+MAX_BALANCE_PICO = 2**63 - 1  # BIGINT: no balance may exceed it (the ledger refuses the credit)
 
 
 class MoneyError(ValueError):

@@ -110,7 +110,7 @@ async def redeem(session: AsyncSession, *, secret: str, code: str, account_id: s
 
 async def redeem_throttled(sessions: async_sessionmaker[AsyncSession], throttle: AttemptThrottle, *, secret: str,
                            code: object, account_id: str, actor_user_id: str, ip: str | None) -> Account:
-    """What the API and the billing page call: check the throttle, redeem, count a failure; commits.
+    """What the API and the billing page call: count the attempt, redeem, take the count back on success; commits.
 
     Returns the account after the credit. Raises 400 (`param: code`) for a missing code, 400
     `invalid_code`, or 429 while the account or the address is locked out.
@@ -119,14 +119,11 @@ async def redeem_throttled(sessions: async_sessionmaker[AsyncSession], throttle:
         raise GatewayError(400, "invalid_body", "code is required (a string such as PR-XXXXX-XXXXX-XXXXX-XXXXX).",
                            param="code")
     limits = redeem_limits(account_id, ip)
-    await throttle.check(limits)
+    await throttle.reserve(limits)  # counted before the code is tried: concurrent guesses cannot slip through
     async with sessions() as session:
-        try:
-            await redeem(session, secret=secret, code=code, account_id=account_id, actor_user_id=actor_user_id)
-        except GatewayError:
-            await throttle.count(limits)
-            raise
+        await redeem(session, secret=secret, code=code, account_id=account_id, actor_user_id=actor_user_id)
         await session.commit()
         account = await session.get(Account, account_id, populate_existing=True)
+    await throttle.undo(limits)  # only failures count
     assert account is not None
     return account

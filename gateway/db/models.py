@@ -46,6 +46,8 @@ class User(SQLModel, table=True):
     role: str = Field(default="user", max_length=16)  # user | admin
     status: str = Field(default="active", max_length=16)  # active | disabled
     email_verified_at: datetime | None = _time(nullable=True)
+    # Carried in every session token (`sv`); logout and a password change bump it, ending all sessions.
+    session_version: int = Field(default=0, nullable=False, sa_column_kwargs={"server_default": "0"})
     created_at: datetime = _time()
     updated_at: datetime = _time()
 

@@ -9,7 +9,8 @@ import uuid
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import error_body
+from gateway.db.availability import database_unavailable, is_database_unavailable
+from gateway.errors import GatewayError, error_body
 
 log = logging.getLogger("pr.errors")
 _CLIENT_ID = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
@@ -51,13 +52,19 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         except ClientDisconnect:
             log.info("client disconnected before its request was read (request_id=%s)", rid.decode())
-        except Exception:
-            log.exception("unhandled error (request_id=%s)", rid.decode())
+        except Exception as exc:
+            if is_database_unavailable(exc):
+                # An outage, not a bug: one line (the log filter strips messages), and 503 + Retry-After.
+                log.warning("database unavailable (request_id=%s)", rid.decode(), exc_info=exc)
+                error = database_unavailable()
+            else:
+                log.exception("unhandled error (request_id=%s)", rid.decode())
+                error = GatewayError(500, "internal_error", "The server had an error while processing your request.",
+                                     type="api_error")
             if started:
                 return  # the client sees a cut-off response; nothing else can be sent now
-            body = error_body("api_error", "internal_error", "The server had an error while processing your request.",
-                              None)
-            await send_with_id({"type": "http.response.start", "status": 500,
-                                "headers": [(b"content-type", b"application/json"),
-                                            (b"content-length", str(len(body)).encode())]})
+            body = error_body(error.type, error.code, error.message, None)
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                       *((name.lower().encode(), value.encode()) for name, value in error.headers.items())]
+            await send_with_id({"type": "http.response.start", "status": error.status, "headers": headers})
             await send({"type": "http.response.body", "body": body})

@@ -1,4 +1,5 @@
-"""Rate-limit response headers, from a Decision (they describe the headline limit: the account RPM).
+"""Rate-limit response headers, from a Decision (they describe the headline limit: the binding RPM,
+the key's own when it is tighter than the plan's, see `gateway.inference.plan_limits`).
 
 - `x-ratelimit-limit-requests`, `x-ratelimit-remaining-requests`: integers (OpenAI's names).
 - `x-ratelimit-reset-requests`: time until the limit is back to full, in OpenAI's format, which is

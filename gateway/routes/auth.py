@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from starlette.background import BackgroundTask
@@ -10,11 +11,20 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import email_flows
+from gateway.auth import revoke
+from gateway.auth.csrf import check_cookie_request
 from gateway.auth.deps import current_user
 from gateway.auth.login import log_in
-from gateway.auth.sessions import clear_session_cookie, issue_token, set_session_cookie
+from gateway.auth.sessions import (
+    clear_session_cookie,
+    credential_from_request,
+    decode_token,
+    issue_session,
+    set_session_cookie,
+)
 from gateway.context import AppContext, context
 from gateway.db.models import User
+from gateway.errors import GatewayError
 from gateway.fields import iso
 from gateway.http import JSONResponse, read_json
 from gateway.mail import Mailer, email_disabled
@@ -26,24 +36,26 @@ def user_json(user: User) -> dict[str, Any]:
             "email_verified": user.email_verified_at is not None, "created_at": iso(user.created_at)}
 
 
-def _session_response(ctx: AppContext, user: User, *, status_code: int) -> Response:
-    token = issue_token(user.id, secret=ctx.settings.jwt_secret, ttl_seconds=ctx.settings.jwt_ttl_seconds)
+def _session_response(request: Request, ctx: AppContext, user: User, *, status_code: int) -> Response:
+    token = issue_session(user, ctx.settings)
     response = JSONResponse({"access_token": token, "token_type": "bearer", "expires_in": ctx.settings.jwt_ttl_seconds,
                              "user": user_json(user)}, status_code=status_code)
-    set_session_cookie(response, token, ctx.settings)
+    set_session_cookie(response, token, ctx.settings, request=request)
     return response
 
 
 async def signup(request: Request) -> Response:
-    """Create a user on the free plan with its starter credits, and sign them in (as SIGNUP_MODE allows)."""
+    """Create a user on the free plan with its starter credits (as SIGNUP_MODE allows), and sign them in;
+    throttled per client address."""
     body = await read_json(request)
     ctx = context(request)
+    await ctx.login_throttle.signup(ip=request.scope["state"].get("client_ip"))
     async with ctx.sessions() as session:
         member = await sign_up(session, ctx.registry.current, ctx.passwords, ctx.settings, email=body.get("email"),
                                password=body.get("password"), name=body.get("name"), invite=body.get("invite"))
         await session.commit()
     request.scope["state"]["user_id"] = member.user.id
-    response = _session_response(ctx, member.user, status_code=201)
+    response = _session_response(request, ctx, member.user, status_code=201)
     response.background = email_flows.verification_task(ctx.sessions, ctx.settings, member.user.id)
     return response
 
@@ -75,6 +87,7 @@ async def password_reset_confirm(request: Request) -> Response:
     async with ctx.sessions() as session:
         user_id = await email_flows.reset_password(session, ctx.passwords, secret=ctx.settings.app_secret_key,
                                                    token=body.get("token"), password=body.get("password"))
+        await revoke.end_sessions(session, user_id=user_id)  # a reset ends every session, as a password change does
         await session.commit()
     ctx.key_resolver.forget_user(user_id)
     return JSONResponse({"status": "password_changed"})
@@ -104,20 +117,51 @@ async def resend_verification(request: Request) -> Response:
 
 
 async def login(request: Request) -> Response:
-    """Exchange email and password for a session; throttled per client address and per email."""
+    """Exchange email and password for a session; throttled per (email, client address) before verifying."""
     body = await read_json(request)
     ctx = context(request)
     user = await log_in(ctx, ip=request.scope["state"].get("client_ip"), email=body.get("email"),
                         password=body.get("password"))
     request.scope["state"]["user_id"] = user.id
-    return _session_response(ctx, user, status_code=200)
+    return _session_response(request, ctx, user, status_code=200)
 
 
 async def logout(request: Request) -> Response:
-    """Clear the session cookie (a Bearer token simply expires; disabling a user ends it at once)."""
+    """End the caller's sessions server-side (every token of this user stops at once) and clear the cookie.
+
+    Answers 200 even without a valid session: logging out is idempotent.
+    """
+    ctx = context(request)
+    credential = credential_from_request(request)
+    if credential is not None:
+        if credential.from_cookie:
+            check_cookie_request(request, ctx.settings.trusted_proxies)
+        with contextlib.suppress(GatewayError):  # an expired or foreign token has nothing left to end
+            claims = decode_token(credential.token, secret=ctx.settings.jwt_secret)
+            async with ctx.sessions() as session:
+                await revoke.end_sessions(session, user_id=claims.user_id)
+                await session.commit()
     response = JSONResponse({"status": "logged_out"})
-    clear_session_cookie(response, context(request).settings)
+    clear_session_cookie(response, ctx.settings, request=request)
     return response
+
+
+async def change_password(request: Request) -> Response:
+    """Change the signed-in user's password (`current_password`, `new_password`): every existing session
+    ends, and the answer is a fresh session for this client. Throttled like a login."""
+    member = await current_user(request)
+    body = await read_json(request)
+    ctx = context(request)
+    async with ctx.login_throttle.attempt(ip=request.scope["state"].get("client_ip"),
+                                          email=member.user.email) as attempt:
+        async with ctx.sessions() as session:
+            user = await session.get(User, member.user.id)
+            assert user is not None
+            user = await revoke.change_password(session, ctx.passwords, user=user,
+                                                current=body.get("current_password"), new=body.get("new_password"))
+            await session.commit()
+        attempt.succeeded()
+    return _session_response(request, ctx, user, status_code=200)
 
 
 async def me(request: Request) -> Response:
@@ -134,4 +178,5 @@ routes = [
     Route("/api/auth/password-reset/confirm", password_reset_confirm, methods=["POST"]),
     Route("/api/auth/verify-email", verify_email, methods=["POST"]),
     Route("/api/auth/verify-email/resend", resend_verification, methods=["POST"]),
+    Route("/api/auth/password", change_password, methods=["POST"]),
 ]

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.context import AppContext, context
+from gateway.db.availability import RETRY_AFTER_SECONDS
 from gateway.http import JSONResponse
 
 CHECK_TIMEOUT = 2.0
@@ -38,18 +39,27 @@ async def _check(name: str, probe: asyncio.Future[None] | object) -> tuple[str, 
 
 
 async def readiness(request: Request) -> Response:
-    """200 when the database, Redis (if configured) and the registry are usable; 503 naming what is not."""
+    """200 when the database and the registry are usable; 503 naming what is not.
+
+    Redis is reported but never fails readiness: without it rate limits fail open and the login
+    throttle counts in process, so every replica can still serve; failing here would make an
+    orchestrator remove all of them at once.
+    """
     ctx = context(request)
     checks = dict(await asyncio.gather(_check("database", _database(ctx)), _check("redis", _redis(ctx))))
     if ctx.redis is None:
         checks["redis"] = "not configured (in-process limiter)"
+    elif checks["redis"].startswith("error"):
+        checks["redis"] = "degraded (rate limits fail open, login throttle in process): " + checks["redis"][7:]
     checks["registry"] = f"ok (version {ctx.registry.current.version})"
     failing = [name for name, result in checks.items() if result.startswith("error")]
     if failing:
         message = f"Not ready: {', '.join(failing)} failing."
         return JSONResponse({"error": {"message": message, "type": "service_unavailable", "code": "not_ready",
-                                       "param": None}, "status": "unavailable", "checks": checks}, status_code=503)
-    return JSONResponse({"status": "ok", "checks": checks})
+                                       "param": None}, "status": "unavailable", "checks": checks}, status_code=503,
+                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    degraded = any(result.startswith("degraded") for result in checks.values())
+    return JSONResponse({"status": "degraded" if degraded else "ok", "checks": checks})
 
 
 routes = [

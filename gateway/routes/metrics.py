@@ -1,4 +1,6 @@
-"""`GET /metrics`: on the public port, or (METRICS_PORT set) only on a small server of its own.
+"""`GET /metrics`: private by default — only on METRICS_PORT (a small server of its own), or on the
+public port to callers presenting `Authorization: Bearer <METRICS_TOKEN>`. With neither set the
+public port answers 404, as for any unknown path: metrics reveal traffic, models and nodes.
 
 The separate server is a second uvicorn server inside the worker's event loop, started and stopped by
 the lifespan. With several workers each binds the port with SO_REUSEPORT; any of them answers with
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import socket
 from collections.abc import Iterator
@@ -21,7 +24,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway.context import context
-from gateway.errors import error_body, not_found
+from gateway.errors import GatewayError, error_body, not_found
 from gateway.metrics import Metrics
 
 log = logging.getLogger("pr.metrics")
@@ -35,10 +38,16 @@ async def _exposition(metrics: Metrics) -> Response:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    """The exposition, unless METRICS_PORT moved it off the public port (then 404, like any unknown path)."""
+    """The exposition for a caller with the METRICS_TOKEN bearer token; 401 without it; 404 when no token is
+    configured or METRICS_PORT moved metrics off the public port."""
     ctx = context(request)
-    if ctx.settings.metrics_port is not None:
+    token = ctx.settings.metrics_token
+    if ctx.settings.metrics_port is not None or token is None:
         raise not_found(f"Nothing at {request.url.path}.")
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
+        raise GatewayError(401, "invalid_token", "Metrics require 'Authorization: Bearer <METRICS_TOKEN>'.",
+                           headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     return await _exposition(ctx.metrics)
 
 

@@ -7,8 +7,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import email_flows
+from gateway.auth import revoke
 from gateway.auth.login import log_in
-from gateway.auth.sessions import clear_session_cookie, issue_token, set_session_cookie
+from gateway.auth.sessions import clear_session_cookie, issue_session, set_session_cookie
 from gateway.context import context
 from gateway.db.models import User
 from gateway.errors import GatewayError
@@ -24,8 +25,7 @@ FIELDS = ("email", "password", "name")
 def _signed_in(request: Request, user: User, target: str) -> Response:
     settings = context(request).settings
     response = redirect(request, target)
-    set_session_cookie(response, issue_token(user.id, secret=settings.jwt_secret,
-                                             ttl_seconds=settings.jwt_ttl_seconds), settings)
+    set_session_cookie(response, issue_session(user, settings), settings, request=request)
     request.scope["state"]["user_id"] = user.id
     return response
 
@@ -92,8 +92,12 @@ async def logout(request: Request) -> Response:
     if request.method == "GET":
         return render(request, "logout.html", web)
     check_form(request, web, await read_form(request))
+    ctx = context(request)
+    async with ctx.sessions() as session:  # the same server-side end as POST /api/auth/logout
+        await revoke.end_sessions(session, user_id=web.member.user.id)
+        await session.commit()
     response = redirect(request, "/login")
-    clear_session_cookie(response, context(request).settings)
+    clear_session_cookie(response, ctx.settings, request=request)
     return response
 
 

@@ -55,7 +55,8 @@ async def current_session(request: Request) -> WebSession | None:
         return None
     async with ctx.sessions() as session:
         member = await get_member(session, claims.user_id)
-    if member is None or member.user.status != "active":
+    # Ended sessions (logout, password change or reset bump the version) are refused as on /api.
+    if member is None or member.user.status != "active" or claims.session_version != member.user.session_version:
         return None
     request.scope.setdefault("state", {})["user_id"] = member.user.id
     return WebSession(member=member, csrf=csrf_token(claims.token_id, ctx.settings.app_secret_key))

@@ -14,7 +14,7 @@ generating, so an abandoned stream costs the GPU nothing more.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, cast
@@ -63,6 +63,7 @@ class OllamaClient:
         node: str,
         first_byte_timeout: float,
         idle_timeout: float,
+        headers: Sequence[tuple[str, str]] = (),
     ) -> None:
         self._http = http
         self._base = base_url.rstrip("/")
@@ -80,7 +81,9 @@ class OllamaClient:
         # Requests are built here rather than with `build_request`, which re-parses and re-merges the
         # URL and the client's default headers on every call; the client's defaults are merged once.
         self._get_headers = httpx.Headers(http.headers)
-        self._post_headers = httpx.Headers(http.headers)
+        for name, value in headers:  # the node's own (models.yaml `headers:`), e.g. a proxy's bearer token
+            self._get_headers[name] = value
+        self._post_headers = httpx.Headers(self._get_headers)
         self._post_headers["content-type"] = "application/json"
         self._urls: dict[str, httpx.URL] = {}
 

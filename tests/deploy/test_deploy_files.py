@@ -25,7 +25,8 @@ def test_compose_services_health_checks_and_order() -> None:
     assert api["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert api["command"] == ["privaterouter", "serve", "--no-migrate"]
     assert services["migrate"]["command"] == ["privaterouter", "migrate"]
-    assert any(str(port).endswith(":8000") for port in api["ports"])
+    assert "ports" not in api and api["expose"] == ["8000"]  # the proxy publishes: `--scale api=3` works
+    assert any(str(port).endswith(":8000") for port in services["proxy"]["ports"])
     assert services["ollama"]["profiles"] == ["gpu"]
 
 
@@ -34,7 +35,7 @@ def test_compose_secrets_are_required_not_defaulted() -> None:
     for secret in ("POSTGRES_PASSWORD", "JWT_SECRET", "APP_SECRET_KEY"):
         assert re.search(r"\$\{" + secret + r":\?[^}]+\}", text), secret
     env = _compose()["services"]["api"]["environment"]
-    assert env["DATABASE_URL"].startswith("postgresql+asyncpg://")
+    assert env["DATABASE_URL"] == "postgresql+asyncpg://privaterouter@postgres:5432/privaterouter"  # no password
     assert env["REDIS_URL"].startswith("redis://")
 
 

@@ -54,12 +54,14 @@ async def test_shutdown_lets_streams_finish_and_flushes_their_events(make_settin
     await stack.engine.dispose()
 
 
-def test_demo_prints_a_working_key(tmp_path: Path) -> None:
+def test_demo_prints_a_working_key_and_touches_no_configured_storage(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "MODELS_FILE": str(Path("models.yaml").resolve())}
-    for name in ("DATABASE_URL", "REDIS_URL", "JWT_SECRET", "APP_SECRET_KEY"):
+    configured = tmp_path / "production.db"  # the demo must never create its user here
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "MODELS_FILE": str(Path("models.yaml").resolve()),
+           "DATABASE_URL": f"sqlite+aiosqlite:///{configured}", "REDIS_URL": "redis://127.0.0.1:1/0"}
+    for name in ("JWT_SECRET", "APP_SECRET_KEY"):
         env.pop(name, None)
     log = tmp_path / "demo.log"
     with log.open("wb") as output:
@@ -76,6 +78,10 @@ def test_demo_prints_a_working_key(tmp_path: Path) -> None:
         assert answer.status_code == 200, answer.text
         assert answer.json()["choices"][0]["message"]["content"]
         assert "curl http://127.0.0.1" in log.read_text() and "from openai import OpenAI" in log.read_text()
+        demo_dir = Path(re.search(r"Demo data \(deleted when the demo stops\): (\S+)", log.read_text())[1])
+        assert demo_dir.is_dir()
+        assert not configured.exists() and not (tmp_path / "data" / "privaterouter.db").exists()
     finally:
         process.terminate()
         process.wait(timeout=15)
+    assert not demo_dir.exists()  # the throwaway data went with the demo

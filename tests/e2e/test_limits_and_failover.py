@@ -31,12 +31,14 @@ async def test_rate_limit_is_429_with_headers(stack: Stack) -> None:
     await stack.settled(tenant.account_id, 20)  # refused requests are not admitted: no event
 
 
-async def test_key_rpm_limits_one_key(stack: Stack) -> None:
-    tenant = await stack.tenant(key_rpm=2)
+async def test_key_rpm_limits_one_key_and_its_headers_report_it(stack: Stack) -> None:
+    tenant = await stack.tenant(key_rpm=2)  # the developer plan allows 300 a minute: the key's 2 binds
     async with httpx.AsyncClient(base_url=stack.v1, timeout=30,
                                  headers={"Authorization": f"Bearer {tenant.api_key}"}) as client:
-        statuses = [(await client.post("/chat/completions", json=CHAT)).status_code for _ in range(3)]
-    assert statuses == [200, 200, 429]
+        answers = [await client.post("/chat/completions", json=CHAT) for _ in range(3)]
+    assert [answer.status_code for answer in answers] == [200, 200, 429]
+    assert [answer.headers["x-ratelimit-limit-requests"] for answer in answers] == ["2", "2", "2"]
+    assert [answer.headers["X-RateLimit-Remaining"] for answer in answers] == ["1", "0", "0"]
 
 
 async def test_two_replicas_share_one_redis_limit(make_settings: Callable[..., Settings], postgres_url: str,

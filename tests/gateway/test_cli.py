@@ -118,3 +118,52 @@ def test_create_admin_reads_the_password_from_stdin(env: Path, monkeypatch: pyte
     monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
     assert main(["create-admin", "other@example.com", "--password-stdin"]) == 1
     assert "password" in capsys.readouterr().err.lower()
+
+
+def test_several_workers_without_redis_are_refused(env: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # failing input 18: WORKERS=2 without REDIS_URL let 40 of 60 calls through a 20-rpm plan
+    monkeypatch.setenv("WORKERS", "2")
+    assert main(["serve", "--no-migrate"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("privaterouter: error: WORKERS=2 needs REDIS_URL") and "\n" not in err
+    assert main(["serve", "--no-migrate", "--workers", "3"]) == 1
+    assert "WORKERS=3 needs REDIS_URL" in capsys.readouterr().err
+
+
+def test_unreachable_database_is_one_line_without_the_password(env: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.support.private_services import free_port
+
+    port = free_port()  # nothing listens there
+    monkeypatch.setenv("DATABASE_URL", f"postgresql+asyncpg://app:s3cr3t-pw@127.0.0.1:{port}/app")
+    monkeypatch.setenv("JWT_SECRET", "j" * 40)
+    monkeypatch.setenv("APP_SECRET_KEY", "k" * 40)
+    for command in (["migrate"], ["serve", "--port", str(free_port())]):
+        assert main(command) == 1
+        err = capsys.readouterr().err.strip()
+        assert err == (f"privaterouter: error: cannot reach the database at 127.0.0.1:{port} (ConnectionRefusedError); "
+                       "is it running, and is DATABASE_URL right?"), err
+
+
+def test_port_in_use_is_one_line(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for command in ("serve", "demo"):
+            assert main([command, "--port", str(port)]) == 1
+            err = capsys.readouterr().err.strip()
+            assert err == f"privaterouter: error: port {port} on 127.0.0.1 is already in use; stop the other server " \
+                          "or set PORT", err
+
+
+def test_missing_models_file_is_one_line(env: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("MODELS_FILE", str(env / "nowhere.yaml"))
+    for command in ("serve", "demo", "reload"):
+        assert main([command]) == 1
+        err = capsys.readouterr().err.strip()
+        assert "nowhere.yaml: cannot read" in err and "\n" not in err

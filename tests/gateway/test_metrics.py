@@ -24,7 +24,7 @@ from gateway.context import AppContext
 from gateway.metrics import Metrics, forget_dead_workers, prepare_multiprocess_dir
 from gateway.settings import Settings
 from tests.conftest import MODELS_FILE, REPO, envelope
-from tests.support.metrics import Scrape
+from tests.support.metrics import METRICS_AUTH, METRICS_TOKEN, Scrape
 from tests.support.servers import serve_app
 
 # Every metric and its exact label names (seed 004, then the operators' additions).
@@ -229,19 +229,31 @@ def test_render_is_the_classic_text_format() -> None:
 # --- /metrics on the public port, or on its own port ------------------------------------------
 
 
-async def test_public_port_serves_metrics_when_no_metrics_port(gateway_settings: Callable[..., Settings]) -> None:
-    app = create_app(gateway_settings())
+async def test_public_port_serves_metrics_only_with_the_token(gateway_settings: Callable[..., Settings]) -> None:
+    app = create_app(gateway_settings(METRICS_TOKEN=METRICS_TOKEN))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             await client.get("/nope")
-            response = await client.get("/metrics")
+            anonymous = await client.get("/metrics")
+            wrong = await client.get("/metrics", headers={"Authorization": "Bearer " + "x" * 40})
+            response = await client.get("/metrics", headers=METRICS_AUTH)
+    assert anonymous.status_code == 401 and wrong.status_code == 401
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     result = Scrape.parse(response.text)
     assert result.value("pr_http_requests_total", method="GET", route="<unmatched>", status="404") == 1
     version = app.state.ctx.registry.current.version
     assert result.value("pr_registry_info", version=version) == 1
+
+
+async def test_metrics_are_private_by_default(gateway_settings: Callable[..., Settings]) -> None:
+    app = create_app(gateway_settings())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/metrics", headers=METRICS_AUTH)
+    assert response.status_code == 404 and "pr_http" not in response.text
 
 
 def _free_port() -> int:
@@ -474,7 +486,7 @@ async def test_scrape_after_a_streamed_chat(make_settings: Callable[..., Setting
 
     from tests.support.stack import run_stack
 
-    with run_stack(make_settings, database_url, tmp_path) as stack:
+    with run_stack(make_settings, database_url, tmp_path, METRICS_TOKEN=METRICS_TOKEN) as stack:
         try:
             tenant = await stack.tenant(credits_usd="1.00")
             async with AsyncOpenAI(base_url=stack.v1, api_key=tenant.api_key, max_retries=0, timeout=20) as client:
@@ -485,7 +497,7 @@ async def test_scrape_after_a_streamed_chat(make_settings: Callable[..., Setting
             [event] = await stack.settled(tenant.account_id, 1)
             async with httpx.AsyncClient(base_url=stack.base_url) as http:
                 for _ in range(50):  # node gauges are published every second
-                    result = Scrape.parse((await http.get("/metrics")).text)
+                    result = Scrape.parse((await http.get("/metrics", headers=METRICS_AUTH)).text)
                     if result.series("pr_gpu_node_up"):
                         break
                     await asyncio.sleep(0.1)

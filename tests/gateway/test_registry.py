@@ -38,7 +38,7 @@ def test_shipped_registry_carries_seed_models_and_plans(registry: Registry) -> N
      r"models\[0\]\.nodes\[0\]: unknown node 'gpu-9'"),
     ("context: 8192\n    input_price: \"0.100000\"", "context: lots\n    input_price: \"0.100000\"",
      r"models\[0\]\.context: must be an integer"),
-    ("url: http://127.0.0.1:11434", "url: ftp://x", r"nodes\[0\]\.url: must be an http\(s\) URL"),
+    ("url: ${OLLAMA_URL:-http://127.0.0.1:11434}", "url: ftp://x", r"nodes\[0\]\.url: must be an http\(s\) URL"),
     ("  - name: privaterouter/fast\n", "  - name: privaterouter/fast\n    name: again\n", r"duplicate key"),
 ])
 def test_invalid_registry_is_refused_with_line_and_key_path(old: str, new: str, expected: str) -> None:
@@ -101,3 +101,46 @@ def test_diff_reports_added_and_removed() -> None:
 def test_missing_file_is_a_registry_error(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="cannot read"):
         load(tmp_path / "absent.yaml")
+
+
+NODE = "  - name: local\n    url: http://127.0.0.1:11434\n"
+
+
+def _with_node(node_yaml: str) -> str:
+    start, end = TEXT.index("nodes:\n"), TEXT.index("models:\n")
+    return TEXT[:start] + "nodes:\n" + node_yaml + "\n" + TEXT[end:]
+
+
+def test_node_headers_take_values_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NODE_TOKEN", "s3cret")
+    registry = parse(_with_node("  - name: local\n    url: https://gpu.example:443\n    headers:\n"
+                                "      Authorization: Bearer ${NODE_TOKEN}\n      X-Tenant: team-a\n"))
+    assert registry.nodes["local"].headers == (("Authorization", "Bearer s3cret"), ("X-Tenant", "team-a"))
+    monkeypatch.delenv("NODE_TOKEN")
+    with pytest.raises(RegistryError, match=r"nodes\[0\]\.headers\.Authorization: environment variable NODE_TOKEN "
+                                            r"is not set"):
+        parse(_with_node("  - name: local\n    url: https://gpu.example\n    headers:\n"
+                         "      Authorization: Bearer ${NODE_TOKEN}\n"))
+
+
+def test_node_ca_file_must_exist_and_belong_to_an_https_node(tmp_path: Path) -> None:
+    pem = tmp_path / "ca.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    registry = parse(_with_node(f"  - name: local\n    url: https://gpu.example\n    ca_file: {pem}\n"))
+    assert registry.nodes["local"].ca_file == str(pem)
+    with pytest.raises(RegistryError, match=r"nodes\[0\]\.ca_file: must be the path of a PEM file, on an https"):
+        parse(_with_node(f"  - name: local\n    url: http://gpu.example\n    ca_file: {pem}\n"))
+    with pytest.raises(RegistryError, match=r"nodes\[0\]\.ca_file: no such file"):
+        parse(_with_node(f"  - name: local\n    url: https://gpu.example\n    ca_file: {tmp_path / 'nope.pem'}\n"))
+    with pytest.raises(RegistryError, match=r"nodes\[0\]\.headers\.X-Bad: must not contain line breaks"):
+        parse(_with_node("  - name: local\n    url: https://gpu.example\n    headers:\n      X-Bad: \"a\\r\\nb\"\n"))
+
+
+def test_node_url_may_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OLLAMA_URL", raising=False)
+    assert parse(TEXT).nodes["local"].url == "http://127.0.0.1:11434"  # the shipped default
+    monkeypatch.setenv("OLLAMA_URL", "http://ollama:11434/")
+    assert parse(TEXT).nodes["local"].url == "http://ollama:11434"
+    monkeypatch.setenv("OLLAMA_URL", "ollama:11434")
+    with pytest.raises(RegistryError, match=r"nodes\[0\]\.url: must be an http\(s\) URL"):
+        parse(TEXT)

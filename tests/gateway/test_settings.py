@@ -62,3 +62,32 @@ def test_every_setting_is_described() -> None:
     text = describe()
     for setting in SETTINGS:
         assert setting.name in text and setting.help
+
+
+def test_database_password_with_any_characters_reaches_postgresql(tmp_path: Path) -> None:
+    """DATABASE_PASSWORD is set into the URL escaped, so compose needs no hand-built URL (and the
+    migrations' configparser escaping holds too)."""
+    import asyncio
+
+    import sqlalchemy as sa
+
+    from gateway.db.engine import create_engine
+    from gateway.db.migrate import upgrade
+    from tests.support.private_services import private_postgres
+
+    password = "p@ss/w:rd%?#&\"' \\x$1{}"
+    with private_postgres(password=password) as server:
+        settings = Settings.from_env({"DATABASE_URL": server.url, "DATABASE_PASSWORD": password,
+                                      "JWT_SECRET": "j" * 40, "APP_SECRET_KEY": "k" * 40,
+                                      "DATA_DIR": str(tmp_path)}, dotenv=None)
+        upgrade(settings.database_url)
+
+        async def count_users() -> int:
+            engine = create_engine(settings.database_url)
+            try:
+                async with engine.connect() as connection:
+                    return int((await connection.execute(sa.text("SELECT count(*) FROM users"))).scalar_one())
+            finally:
+                await engine.dispose()
+
+        assert asyncio.run(count_users()) == 0

@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
+# /metrics on the public port needs METRICS_TOKEN (private by default): tests set it and send this header.
+METRICS_TOKEN = "test-metrics-token-" + "m" * 32
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
 
 @dataclass(frozen=True)
 class Scrape:

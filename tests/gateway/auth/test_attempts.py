@@ -6,24 +6,31 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.auth.attempts import AttemptThrottle, redeem_limits, reset_limits
-from gateway.auth.throttle import MemoryCounters
+from gateway.auth.throttle import MemoryStore
 from gateway.errors import GatewayError
 from tests.support.clock import FakeClock
 
 
 async def test_each_key_has_its_own_limit_and_the_window_ends() -> None:
     clock = FakeClock()
-    throttle = AttemptThrottle(MemoryCounters(clock=clock), window=60.0, what="tries")
+    throttle = AttemptThrottle(MemoryStore(clock=clock), window=60.0, what="tries")
     limits = [("a", 2), ("b", 5)]
     for _ in range(2):
-        await throttle.check(limits)
-        await throttle.count(limits)
+        await throttle.reserve(limits)
     with pytest.raises(GatewayError) as caught:
-        await throttle.check(limits)
+        await throttle.reserve(limits)
     assert caught.value.status == 429 and caught.value.headers["Retry-After"] == "60"
-    await throttle.check([("b", 5)])  # b still has room
+    await throttle.reserve([("b", 5)])  # b still has room
     clock.now += 61
-    await throttle.check(limits)
+    await throttle.reserve(limits)
+
+
+async def test_an_undone_attempt_does_not_count() -> None:
+    throttle = AttemptThrottle(MemoryStore(clock=FakeClock()), window=60.0, what="tries")
+    for _ in range(5):
+        await throttle.reserve([("a", 2)])
+        await throttle.undo([("a", 2)])
+    await throttle.reserve([("a", 2)])
 
 
 async def test_limits_are_shared_by_replicas_through_redis(redis_url: str) -> None:
@@ -33,10 +40,10 @@ async def test_limits_are_shared_by_replicas_through_redis(redis_url: str) -> No
                          for client in clients)
         limits = reset_limits("ada@example.com", "10.0.0.1")
         for _ in range(5):
-            await first.count(limits)
+            await first.reserve(limits)
         with pytest.raises(GatewayError):
-            await second.check(limits)
-        await second.check(redeem_limits("acct", "10.0.0.2"))
+            await second.reserve(limits)
+        await second.reserve(redeem_limits("acct", "10.0.0.2"))
     finally:
         for client in clients:
             await client.aclose()

@@ -19,7 +19,7 @@ from gateway.metrics import Metrics
 from gateway.middleware.metrics import MetricsMiddleware, match_template
 from gateway.middleware.request_id import RequestIdMiddleware
 from gateway.settings import Settings
-from tests.support.metrics import Scrape
+from tests.support.metrics import METRICS_AUTH, METRICS_TOKEN, Scrape
 from tests.support.servers import serve_app
 
 
@@ -157,14 +157,14 @@ async def test_scrapes_and_probes_are_not_counted(probe: Probe, path: str) -> No
 
 
 async def test_a_thousand_unknown_paths_make_one_route_value(gateway_settings: Callable[..., Settings]) -> None:
-    app = create_app(gateway_settings())
+    app = create_app(gateway_settings(METRICS_TOKEN=METRICS_TOKEN))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             for number in range(1000):
                 response = await client.get(f"/scan/{number}/x{number * 7919}")
                 assert response.status_code == 404
-            text = (await client.get("/metrics")).text
+            text = (await client.get("/metrics", headers=METRICS_AUTH)).text
     result = Scrape.parse(text)
     routes = {s["route"] for name in ("pr_http_requests_total", "pr_http_request_duration_seconds_count",
                                       "pr_http_requests_in_flight") for s in result.series(name)}
@@ -174,13 +174,13 @@ async def test_a_thousand_unknown_paths_make_one_route_value(gateway_settings: C
 
 
 def test_real_gateway_counts_requests_by_template_and_status(gateway_settings: Callable[..., Settings]) -> None:
-    app = create_app(gateway_settings())
+    app = create_app(gateway_settings(METRICS_TOKEN=METRICS_TOKEN))
     with serve_app(app) as base_url, httpx.Client(base_url=base_url) as client:
         assert client.get("/health").status_code == 200
         assert client.get("/nope").status_code == 404
         assert client.post("/nope").status_code == 404
         assert client.post("/metrics").status_code == 405  # not counted either: it is the scrape path
-        text = client.get("/metrics").text
+        text = client.get("/metrics", headers=METRICS_AUTH).text
     result = Scrape.parse(text)
     assert result.value("pr_http_requests_total", method="GET", route="<unmatched>", status="404") == 1
     assert result.value("pr_http_requests_total", method="POST", route="<unmatched>", status="404") == 1

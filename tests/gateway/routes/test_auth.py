@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -91,7 +92,7 @@ async def test_login_me_and_logout_with_bearer_or_cookie(api: App) -> None:
     assert me.json()["email"] == "carol@example.com" and me.json()["plan_name"] == "free"
     assert (await client.get("/api/auth/me")).status_code == 200  # the cookie set by login
 
-    logout = await client.post("/api/auth/logout")
+    logout = await client.post("/api/auth/logout", headers={"Origin": "http://testserver"})  # same-origin
     assert logout.status_code == 200 and 'pr_session=""' in logout.headers["set-cookie"]
     assert "max-age=0" in logout.headers["set-cookie"].lower()
     _error(await client.get("/api/auth/me"), 401, "invalid_token")
@@ -184,3 +185,116 @@ async def test_cookie_is_secure_when_configured(make_settings: Callable[..., Set
             response = await client.post("/api/auth/signup", json={"email": "h@example.com", "password": PASSWORD})
     cookie = response.headers["set-cookie"].lower()
     assert "; secure" in cookie and "max-age=600" in cookie
+
+
+@pytest.mark.parametrize(("setting", "base_url", "peer", "forwarded", "secure"), [
+    ("auto", "http://testserver", "127.0.0.1", None, False),
+    ("auto", "https://testserver", "127.0.0.1", None, True),
+    ("auto", "http://testserver", "10.0.0.5", "https", True),       # a trusted proxy terminated TLS
+    ("auto", "http://testserver", "192.0.2.9", "https", False),     # anyone else cannot claim it
+    ("false", "https://testserver", "127.0.0.1", None, False),
+    ("true", "http://testserver", "127.0.0.1", None, True),
+])
+async def test_cookie_secure_follows_the_scheme_unless_forced(
+        gateway_settings: Callable[..., Settings], setting: str, base_url: str, peer: str, forwarded: str | None,
+        secure: bool) -> None:
+    app = create_app(gateway_settings(COOKIE_SECURE=setting, TRUSTED_PROXIES="10.0.0.0/8"))
+    async with app.router.lifespan_context(app):
+        use_cheap_passwords(app)
+        transport = httpx.ASGITransport(app=app, client=(peer, 5000))
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+            headers = {"X-Forwarded-Proto": forwarded} if forwarded else {}
+            response = await client.post("/api/auth/signup", json={"email": "s@example.com", "password": PASSWORD},
+                                         headers=headers)
+            logout = await client.post("/api/auth/logout", headers={**headers, "Authorization": "Bearer x"})
+    for header in (response.headers["set-cookie"], logout.headers["set-cookie"]):
+        assert ("; secure" in header.lower()) is secure, header
+
+
+async def test_concurrent_wrong_passwords_are_not_all_verified(api: App) -> None:
+    # failing input 11: 40 concurrent wrong passwords were all verified against a limit of 5
+    app, client = api
+    await signup(client, "ivy@example.com")
+    passwords = ctx(app).passwords
+    verified = 0
+    real_verify = passwords.verify
+
+    async def counting_verify(password_hash: str | None, password: str) -> bool:
+        nonlocal verified
+        verified += 1
+        await asyncio.sleep(0.01)  # a verification takes time; others arrive meanwhile
+        return await real_verify(password_hash, password)
+
+    passwords.verify = counting_verify  # type: ignore[method-assign]
+    attempts = [{"email": "ivy@example.com", "password": f"wrong-{number}"} for number in range(39)]
+    attempts.insert(20, {"email": "ivy@example.com", "password": PASSWORD})
+    answers = await asyncio.gather(*(client.post("/api/auth/login", json=body) for body in attempts))
+    statuses = [answer.status_code for answer in answers]
+    assert verified <= 5 and statuses.count(401) + statuses.count(200) == verified
+    assert statuses.count(429) == 40 - verified
+    assert all(int(answer.headers["retry-after"]) >= 1 for answer in answers if answer.status_code == 429)
+
+
+async def test_the_owner_logs_in_after_strangers_failed_for_their_email(api: App) -> None:
+    # failing input 12: five failures from other addresses locked the owner out for 15 minutes
+    app, client = api
+    await signup(client, "jay@example.com")
+    for number in range(6):
+        stranger = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(f"192.0.2.{number}", 4000)),
+                                     base_url="http://testserver")
+        async with stranger:
+            wrong = await stranger.post("/api/auth/login", json={"email": "jay@example.com", "password": "bad-guess"})
+            assert wrong.status_code == 401
+    owner = await client.post("/api/auth/login", json={"email": "jay@example.com", "password": PASSWORD})
+    assert owner.status_code == 200, owner.text
+
+
+async def test_sign_ups_from_one_address_are_throttled(gateway_settings: Callable[..., Settings]) -> None:
+    app = create_app(gateway_settings(SIGNUPS_PER_ADDRESS="2"))
+    async with app.router.lifespan_context(app):
+        use_cheap_passwords(app)
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            for number in range(2):
+                await signup(client, f"k{number}@example.com")
+            refused = await client.post("/api/auth/signup", json={"email": "k9@example.com", "password": PASSWORD})
+    _error(refused, 429, "rate_limit_exceeded")
+    assert 1 <= int(refused.headers["retry-after"]) <= 30
+
+
+async def test_logout_ends_the_session_server_side(api: App) -> None:
+    _, client = api
+    login = await signup(client, "kim@example.com")
+    other_device = await client.post("/api/auth/login", json={"email": "kim@example.com", "password": PASSWORD})
+    client.cookies.clear()
+    stolen = {"Authorization": f"Bearer {other_device.json()['access_token']}"}
+    assert (await client.get("/api/auth/me", headers=stolen)).status_code == 200
+    assert (await client.post("/api/auth/logout", headers=login.headers)).status_code == 200
+    for headers in (login.headers, stolen):  # a copied token is dead too, not only the cookie
+        _error(await client.get("/api/auth/me", headers=headers), 401, "invalid_token")
+    again = await client.post("/api/auth/login", json={"email": "kim@example.com", "password": PASSWORD})
+    assert (await client.get("/api/auth/me", headers={"Authorization": f"Bearer {again.json()['access_token']}"})
+            ).status_code == 200
+    assert (await client.post("/api/auth/logout", headers=login.headers)).status_code == 200  # idempotent
+
+
+async def test_password_change_ends_every_other_session(api: App) -> None:
+    _, client = api
+    login = await signup(client, "lee@example.com")
+    new = "another-long-passphrase"
+    wrong = await client.post("/api/auth/password", headers=login.headers,
+                              json={"current_password": "not-it-at-all", "new_password": new})
+    _error(wrong, 401, "invalid_credentials", "current_password")
+    short = await client.post("/api/auth/password", headers=login.headers,
+                              json={"current_password": PASSWORD, "new_password": "short"})
+    _error(short, 400, "invalid_body", "new_password")
+    changed = await client.post("/api/auth/password", headers=login.headers,
+                                json={"current_password": PASSWORD, "new_password": new})
+    assert changed.status_code == 200, changed.text
+    client.cookies.clear()
+    _error(await client.get("/api/auth/me", headers=login.headers), 401, "invalid_token")
+    fresh = {"Authorization": f"Bearer {changed.json()['access_token']}"}
+    assert (await client.get("/api/auth/me", headers=fresh)).status_code == 200
+    _error(await client.post("/api/auth/login", json={"email": "lee@example.com", "password": PASSWORD}), 401,
+           "invalid_credentials")
+    assert (await client.post("/api/auth/login", json={"email": "lee@example.com", "password": new})).status_code == 200

@@ -1,6 +1,6 @@
 """money in: invites, payments, webhook events; a balance may go below zero through a reversal
 
-Revision ID: i11a
+Revision ID: 0002
 Revises: 0001
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision = "i11a"
+revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
