@@ -34,7 +34,7 @@ from gateway.ratelimit.base import Limiter
 from gateway.ratelimit.memory import MemoryLimiter
 from gateway.ratelimit.redis import RedisLimiter, create_client
 from gateway.registry import Registry, RegistryError, RegistryHolder
-from gateway.routes import admin, auth, billing, catalog, health, keys, metrics, usage, v1
+from gateway.routes import admin, admin_nodes, auth, billing, catalog, health, keys, metrics, usage, v1
 from gateway.routes.metrics import MetricsServer
 from gateway.settings import Settings
 from gateway.usage import UsageWriter
@@ -52,6 +52,7 @@ ROUTES: list[BaseRoute] = [
     *keys.routes,
     *usage.routes,
     *catalog.routes,
+    *admin_nodes.routes,
     *admin.routes,
     *v1.routes,
 ]

@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except (CliError, SettingsError, RegistryError) as exc:
+    except (CliError, cli_ops.CliError, SettingsError, RegistryError) as exc:
         print(f"privaterouter: error: {exc}", file=sys.stderr)
         return 1
     except cli_ops.CheckFailed as failed:

@@ -8,13 +8,36 @@ finds a problem returns its own exit status through `CheckFailed`.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
-from gateway.registry import load
+import httpx
+import orjson
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from gateway import nodes
+from gateway.registry import Node, Registry, load
 from gateway.settings import Settings
 
-Add = Callable[..., argparse.ArgumentParser]
+T = TypeVar("T")
+
+
+
+class CliError(Exception):
+    """An expected failure: printed as one line, exit status 1 (the same as `gateway.cli.CliError`)."""
 
 
 class CheckFailed(Exception):
@@ -33,6 +56,126 @@ def cmd_config_check(args: argparse.Namespace) -> None:
           f"{len(registry.plans)} plans (version {registry.version})")
 
 
+# --- nodes and models -----------------------------------------------------------------------------
+
+
+def _registry(args: argparse.Namespace) -> Registry:
+    return load(Path(args.models_file) if getattr(args, "models_file", None) else Settings.from_env().models_file)
+
+
+def _run(work: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:
+    async def main() -> T:
+        async with httpx.AsyncClient() as http:
+            return await work(http)
+
+    return asyncio.run(main())
+
+
+def _size(value: int) -> str:
+    return f"{value / 1e9:.1f} GB" if value >= 1e8 else f"{value / 1e6:.1f} MB"
+
+
+def cmd_nodes(args: argparse.Namespace) -> None:
+    """Every node: up/down, latency, version, resident models; in-flight needs the server (admin API)."""
+    registry = _registry(args)
+    statuses = _run(lambda http: nodes.node_statuses(registry, http))
+    if args.json:
+        print(orjson.dumps({"items": [status.as_json() for status in statuses]}, option=orjson.OPT_INDENT_2).decode())
+    else:
+        Console().print(nodes_table(statuses))
+    if not all(status.inspection.up for status in statuses):
+        raise CheckFailed(1)
+
+
+def nodes_table(statuses: list[nodes.NodeStatus]) -> Table:
+    """The `privaterouter nodes` table (also used for `--url` answers of the admin API)."""
+    table = Table(title="GPU nodes")
+    for column in ("node", "state", "latency", "ollama", "in flight", "resident models (size, VRAM, expires)"):
+        table.add_column(column)
+    for status in statuses:
+        found = status.inspection
+        resident = "\n".join(f"{item.name} ({_size(item.size)}, {_size(item.size_vram)} VRAM, "
+                             f"until {item.expires_at or '?'})" for item in found.resident) or "-"
+        in_flight = "?" if status.in_flight is None else str(status.in_flight)
+        table.add_row(f"{status.name}\n{status.host}", "[green]up[/]" if found.up else f"[red]down[/] {found.error}",
+                      f"{found.latency_ms:g} ms" if found.latency_ms is not None else "-", found.version or "-",
+                      f"{in_flight}/{status.max_concurrency}", resident)
+    return table
+
+
+def cmd_models_check(args: argparse.Namespace) -> None:
+    """Is every registry model's tag on every node that should serve it? Exit 1 naming what is missing."""
+    registry = _registry(args)
+    presences = _run(lambda http: nodes.check_models(registry, http))
+    missing = [item for item in presences if not item.present]
+    if args.json:
+        print(orjson.dumps({"items": [item.as_json() for item in presences]}, option=orjson.OPT_INDENT_2).decode())
+    else:
+        table = Table(title="Models on nodes")
+        for column in ("model", "tag", "node", "digest"):
+            table.add_column(column)
+        for item in presences:
+            digest = item.digest[:12] if item.digest else ("[red]missing[/]" if item.node_up else "[red]node down[/]")
+            table.add_row(item.model, item.tag, item.node, digest)
+        Console().print(table)
+    for item in missing:
+        reason = "is not pulled" if item.node_up else "cannot be checked (node down)"
+        print(f"missing: {item.model} ({item.tag}) {reason} on node {item.node}", file=sys.stderr)
+    if missing:
+        raise CheckFailed(1)
+
+
+def cmd_models_pull(args: argparse.Namespace) -> None:
+    """Pull one model (or all) on one node (or every node that serves it), a progress bar per layer."""
+    registry = _registry(args)
+    try:
+        targets = nodes.pull_targets(registry, args.model, args.node)
+    except nodes.NodeOpsError as exc:
+        raise CliError(str(exc)) from None
+    failures = _run(lambda http: _pull_with_bars(http, targets))
+    for failure in failures:
+        print(f"failed: {failure.tag} on node {failure.node}: {failure.error}", file=sys.stderr)
+    if failures:
+        raise CheckFailed(1)
+
+
+async def _pull_with_bars(http: httpx.AsyncClient, targets: list[tuple[Node, str]]) -> list[nodes.PullEvent]:
+    failures: list[nodes.PullEvent] = []
+    bars: dict[tuple[str, str, str], TaskID] = {}
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns) as progress:
+        async for event in nodes.pull(http, targets):
+            line = event.progress
+            if event.error is not None:
+                failures.append(event)
+                progress.console.print(f"[red]{event.node} {event.tag}: {event.error}[/]")
+            elif line is not None and line.digest and line.total is not None:
+                key = (event.node, event.tag, line.digest)
+                if key not in bars:
+                    bars[key] = progress.add_task(f"{event.node} {event.tag} {line.digest[7:19]}", total=line.total)
+                progress.update(bars[key], completed=line.completed or 0)
+            elif line is not None:
+                progress.console.print(f"{event.node} {event.tag}: {line.status}")
+    return failures
+
+
+def cmd_models_warm(args: argparse.Namespace) -> None:
+    """Load one model (or all) into memory on its nodes so the first user does not wait for the load."""
+    registry = _registry(args)
+    text = args.keep_alive.strip()
+    keep_alive: str | int = int(text) if text.lstrip("-").isdigit() else text  # Ollama reads a bare number as seconds
+    try:
+        results = _run(lambda http: nodes.warm(registry, http, args.model, args.node, keep_alive=keep_alive))
+    except nodes.NodeOpsError as exc:
+        raise CliError(str(exc)) from None
+    for result in results:
+        print(f"{'loaded' if result.error is None else 'FAILED'}: {result.model} on node {result.node}"
+              + (f": {result.error}" if result.error else f" (keep_alive {args.keep_alive})"))
+    if any(result.error for result in results):
+        raise CheckFailed(1)
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the operator subcommands to the `privaterouter` parser."""
     config = commands.add_parser("config", help="Registry file tools.", description="Registry file tools.")
@@ -42,3 +185,29 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description="Validate a models.yaml offline with the server's own rules; exit 1 naming the line and key.")
     check.add_argument("file", nargs="?", help="registry file (default: MODELS_FILE)")
     check.set_defaults(handler=cmd_config_check)
+
+    models_file = argparse.ArgumentParser(add_help=False)
+    models_file.add_argument("--models-file", help="registry file (default: MODELS_FILE)")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
+    node_list = commands.add_parser("nodes", parents=[models_file, as_json],
+                                    help="Show every GPU node: up/down, latency, Ollama version, resident models.",
+                                    description="Show every GPU node of the registry; exit 1 if one is down.")
+    node_list.set_defaults(handler=cmd_nodes)
+    models = commands.add_parser("models", help="Check, pull and warm the registry's models on the nodes.",
+                                 description="Check, pull and warm the registry's models on the nodes.")
+    model_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    check = model_commands.add_parser("check", parents=[models_file, as_json],
+                                      help="Is every model's tag on each node that should serve it? Exit 1 if not.")
+    check.set_defaults(handler=cmd_models_check)
+    choose = argparse.ArgumentParser(add_help=False)
+    choose.add_argument("model", nargs="?", help="public model name (default: every registry model)")
+    choose.add_argument("--node", help="only this node (default: every node that serves the model)")
+    pull = model_commands.add_parser("pull", parents=[models_file, choose],
+                                     help="Pull models onto their nodes with a progress bar per layer (resumable).")
+    pull.set_defaults(handler=cmd_models_pull)
+    warm = model_commands.add_parser("warm", parents=[models_file, choose],
+                                     help="Load models into memory on their nodes (Ollama keep_alive).")
+    warm.add_argument("--keep-alive", default=nodes.DEFAULT_KEEP_ALIVE,
+                      help="how long the model stays loaded (Ollama duration, e.g. 30m, 2h, -1 = forever)")
+    warm.set_defaults(handler=cmd_models_warm)

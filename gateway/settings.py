@@ -123,6 +123,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TRUSTED_PROXIES", "", "Comma-separated networks whose X-Forwarded-For is believed.", _cidrs),
     Setting("LOG_LEVEL", "info", "debug, info, warning, error or critical.", _log_level),
     Setting("LOG_FORMAT", "json", "json (one object a line) or text.", _choice("json", "text")),
+    Setting("READINESS_REQUIRE_MODELS", "false", "Readiness fails (503) while a registry model's tag is missing on "
+            "a node that should serve it (`privaterouter models check`).", _bool),
 )
 
 
@@ -150,6 +152,7 @@ class Settings:
     trusted_proxies: tuple[IPNetwork, ...]
     log_level: str
     log_format: str
+    readiness_require_models: bool
 
     @property
     def is_sqlite(self) -> bool:

@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from gateway.context import AppContext, context
 from gateway.http import JSONResponse
+from gateway.nodes import check_models
 
 CHECK_TIMEOUT = 2.0
 
@@ -29,6 +30,14 @@ async def _redis(ctx: AppContext) -> None:
         await ctx.redis.ping()
 
 
+async def _models(ctx: AppContext) -> None:
+    """READINESS_REQUIRE_MODELS: every registry model is on every node that should serve it."""
+    presences = await check_models(ctx.registry.current, ctx.http, timeout=CHECK_TIMEOUT)
+    missing = sum(1 for item in presences if not item.present)
+    if missing:  # counts only: readiness is unauthenticated, node names and tags stay private
+        raise LookupError(f"{missing} of {len(presences)} model placements missing (see `privaterouter models check`)")
+
+
 async def _check(name: str, probe: asyncio.Future[None] | object) -> tuple[str, str]:
     try:
         await asyncio.wait_for(probe, CHECK_TIMEOUT)  # type: ignore[arg-type]
@@ -40,7 +49,10 @@ async def _check(name: str, probe: asyncio.Future[None] | object) -> tuple[str, 
 async def readiness(request: Request) -> Response:
     """200 when the database, Redis (if configured) and the registry are usable; 503 naming what is not."""
     ctx = context(request)
-    checks = dict(await asyncio.gather(_check("database", _database(ctx)), _check("redis", _redis(ctx))))
+    probes = [_check("database", _database(ctx)), _check("redis", _redis(ctx))]
+    if ctx.settings.readiness_require_models:
+        probes.append(_check("models", _models(ctx)))
+    checks = dict(await asyncio.gather(*probes))
     if ctx.redis is None:
         checks["redis"] = "not configured (in-process limiter)"
     checks["registry"] = f"ok (version {ctx.registry.current.version})"
