@@ -34,7 +34,7 @@ from gateway.ratelimit.base import Limiter
 from gateway.ratelimit.memory import MemoryLimiter
 from gateway.ratelimit.redis import RedisLimiter, create_client
 from gateway.registry import Registry, RegistryError, RegistryHolder
-from gateway.routes import admin, admin_nodes, auth, billing, catalog, health, keys, metrics, usage, v1
+from gateway.routes import admin, admin_export, admin_nodes, auth, billing, catalog, health, keys, metrics, usage, v1
 from gateway.routes.metrics import MetricsServer
 from gateway.settings import Settings
 from gateway.usage import UsageWriter
@@ -53,6 +53,7 @@ ROUTES: list[BaseRoute] = [
     *usage.routes,
     *catalog.routes,
     *admin_nodes.routes,
+    *admin_export.routes,
     *admin.routes,
     *v1.routes,
 ]

@@ -28,7 +28,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from gateway import nodes
+from gateway import nodes, usage_export
 from gateway.registry import Node, Registry, load
 from gateway.settings import Settings
 
@@ -176,6 +176,47 @@ def cmd_models_warm(args: argparse.Namespace) -> None:
         raise CheckFailed(1)
 
 
+# --- usage export ---------------------------------------------------------------------------------
+
+
+def cmd_usage_export(args: argparse.Namespace) -> None:
+    """Stream the usage events of [--from, --to) (optionally one user's) as CSV or JSON Lines."""
+    from gateway.db.engine import create_engine, session_factory
+    from gateway.fields import FieldError
+    from gateway.routes.admin_export import export_time
+
+    try:
+        since = export_time(args.since, param="--from")
+        until = export_time(args.until, param="--to")
+    except FieldError as exc:
+        raise CliError(exc.message) from None
+    if until <= since:
+        raise CliError("--to must be later than --from")
+    settings = Settings.from_env()
+    query = usage_export.ExportQuery(since=since, until=until, email=args.user)
+
+    async def run() -> int:
+        engine = create_engine(settings.database_url, pool_size=1)
+        count = 0
+        output = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
+        try:
+            async for chunk in usage_export.lines(session_factory(engine), query, args.format):
+                output.write(chunk)
+                count += chunk.count(b"\n")
+            output.flush()
+        finally:
+            if args.output:
+                output.close()
+            await engine.dispose()
+        return count - (1 if args.format == "csv" else 0)
+
+    try:
+        count = asyncio.run(run())
+    except usage_export.UnknownUser as exc:
+        raise CliError(str(exc)) from None
+    print(f"exported {count} usage events", file=sys.stderr)
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the operator subcommands to the `privaterouter` parser."""
     config = commands.add_parser("config", help="Registry file tools.", description="Registry file tools.")
@@ -211,3 +252,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     warm.add_argument("--keep-alive", default=nodes.DEFAULT_KEEP_ALIVE,
                       help="how long the model stays loaded (Ollama duration, e.g. 30m, 2h, -1 = forever)")
     warm.set_defaults(handler=cmd_models_warm)
+
+    usage = commands.add_parser("usage", help="Usage data tools.", description="Usage data tools.")
+    usage_commands = usage.add_subparsers(dest="usage_command", required=True, metavar="ACTION")
+    export = usage_commands.add_parser(
+        "export", help="Export usage events as CSV or JSON Lines, streamed from the database.",
+        description="Export the usage events of [--from, --to) (UTC unless an offset is given) to stdout or --output.")
+    export.add_argument("--from", dest="since", required=True, help="start, inclusive (e.g. 2026-11-01)")
+    export.add_argument("--to", dest="until", required=True, help="end, exclusive (e.g. 2026-12-01)")
+    export.add_argument("--user", help="only this user's events (email)")
+    export.add_argument("--format", choices=usage_export.FORMATS, default="csv")
+    export.add_argument("--output", "-o", help="write to this file instead of standard output")
+    export.set_defaults(handler=cmd_usage_export)

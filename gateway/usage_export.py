@@ -1,0 +1,115 @@
+"""Usage export: every usage event of a period (optionally one user's) as CSV or JSON Lines, streamed.
+
+Rows are read in keyset pages ordered by (created_at, id), each page in its own short transaction,
+so memory stays at one page whatever the period holds and no long transaction pins the database.
+One implementation for `privaterouter usage export` and `GET /api/admin/usage/export`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
+
+from gateway.db.models import UsageEvent, User
+from gateway.fields import iso, usd
+
+FORMATS = ("csv", "jsonl")
+PAGE_SIZE = 2000  # rows per keyset page
+COLUMNS = ("id", "created_at", "request_id", "user_email", "user_id", "account_id", "api_key_id", "model",
+           "ollama_tag", "node", "endpoint", "input_tokens", "output_tokens", "tokens_estimated", "cost_usd",
+           "latency_ms", "ttft_ms", "status", "error_code")
+
+
+class UnknownUser(LookupError):
+    """No user has the email the export was restricted to."""
+
+
+@dataclass(frozen=True)
+class ExportQuery:
+    """Events with `since <= created_at < until` (aware UTC), of the user `email` when given."""
+
+    since: datetime
+    until: datetime
+    email: str | None = None
+
+
+def _row(event: UsageEvent, email: str) -> dict[str, Any]:
+    return {
+        "id": event.id, "created_at": iso(event.created_at), "request_id": event.request_id, "user_email": email,
+        "user_id": event.user_id, "account_id": event.account_id, "api_key_id": event.api_key_id,
+        "model": event.model_public_name, "ollama_tag": event.ollama_tag, "node": event.node,
+        "endpoint": event.endpoint, "input_tokens": event.input_tokens, "output_tokens": event.output_tokens,
+        "tokens_estimated": event.tokens_estimated, "cost_usd": usd(event.cost_pico), "latency_ms": event.latency_ms,
+        "ttft_ms": event.ttft_ms, "status": event.status, "error_code": event.error_code,
+    }
+
+
+async def _user_id(session: AsyncSession, email: str) -> str:
+    user_id = await session.scalar(sa.select(col(User.id)).where(col(User.email) == email.strip().lower()))
+    if user_id is None:
+        raise UnknownUser(f"No user has the email {email!r}.")
+    return str(user_id)
+
+
+async def rows(sessions: async_sessionmaker[AsyncSession], query: ExportQuery,
+               page_size: int = PAGE_SIZE) -> AsyncIterator[dict[str, Any]]:
+    """The events of `query` oldest first, as dicts keyed by COLUMNS (money as decimal USD strings).
+
+    Raises UnknownUser before the first row when `query.email` matches nobody.
+    """
+    created, ident = col(UsageEvent.created_at), col(UsageEvent.id)
+    conditions: list[Any] = [created >= query.since, created < query.until]
+    if query.email is not None:
+        async with sessions() as session:
+            conditions.append(col(UsageEvent.user_id) == await _user_id(session, query.email))
+    after: tuple[datetime, int] | None = None
+    while True:
+        keyset = [] if after is None else [sa.or_(created > after[0], sa.and_(created == after[0], ident > after[1]))]
+        statement = (sa.select(UsageEvent, col(User.email)).join(User, col(User.id) == col(UsageEvent.user_id),
+                                                                  isouter=True)
+                     .where(*conditions, *keyset).order_by(created, ident).limit(page_size))
+        async with sessions() as session:
+            page = (await session.execute(statement)).all()
+        for event, email in page:
+            yield _row(event, email or "")
+        if len(page) < page_size:
+            return
+        last = page[-1][0]
+        assert last.id is not None
+        after = (last.created_at, last.id)
+
+
+async def lines(sessions: async_sessionmaker[AsyncSession], query: ExportQuery, fmt: str,
+                page_size: int = PAGE_SIZE) -> AsyncIterator[bytes]:
+    """The export as encoded chunks: CSV (a header line, then one line per event) or JSON Lines."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    if fmt == "csv":
+        writer.writeheader()
+    chunk: list[bytes] = [buffer.getvalue().encode()] if fmt == "csv" else []
+    buffer.seek(0)
+    buffer.truncate()
+    async for row in rows(sessions, query, page_size):
+        if fmt == "csv":
+            writer.writerow(row)
+            chunk.append(buffer.getvalue().encode())
+            buffer.seek(0)
+            buffer.truncate()
+        else:
+            chunk.append(orjson.dumps(row) + b"\n")
+        if len(chunk) >= page_size:
+            yield b"".join(chunk)
+            chunk = []
+    if chunk:
+        yield b"".join(chunk)
