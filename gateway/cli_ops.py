@@ -28,7 +28,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from gateway import nodes, usage_export
+from gateway import nodes, smoke, usage_export
 from gateway.registry import Node, Registry, load
 from gateway.settings import Settings
 
@@ -217,6 +217,13 @@ def cmd_usage_export(args: argparse.Namespace) -> None:
     print(f"exported {count} usage events", file=sys.stderr)
 
 
+def cmd_smoke(args: argparse.Namespace) -> None:
+    """`gateway.smoke` (standard library only) against a deployment."""
+    status = smoke.run(args)
+    if status:
+        raise CheckFailed(status)
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the operator subcommands to the `privaterouter` parser."""
     config = commands.add_parser("config", help="Registry file tools.", description="Registry file tools.")
@@ -264,3 +271,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     export.add_argument("--format", choices=usage_export.FORMATS, default="csv")
     export.add_argument("--output", "-o", help="write to this file instead of standard output")
     export.set_defaults(handler=cmd_usage_export)
+
+    smoke_parser = commands.add_parser(
+        "smoke", help="End-to-end check of a running deployment; one PASS/FAIL line per step.",
+        description="Sign up a throw-away user and walk health, login, key, chat, stream, embeddings, usage, "
+                    "balance and the rate limit against --url; exit 1 if any step fails.")
+    smoke.add_arguments(smoke_parser)
+    smoke_parser.set_defaults(handler=cmd_smoke)
