@@ -28,6 +28,7 @@ from gateway.errors import GatewayError, error_response, from_provider
 from gateway.metrics import Metrics, forget_dead_workers
 from gateway.middleware.access_log import AccessLogMiddleware
 from gateway.middleware.body_limit import BodyLimitMiddleware
+from gateway.middleware.ip_limit import IpLimitMiddleware
 from gateway.middleware.metrics import MetricsMiddleware
 from gateway.middleware.request_id import RequestIdMiddleware
 from gateway.ratelimit.base import Limiter
@@ -148,6 +149,7 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
             Middleware(RequestIdMiddleware),
             Middleware(MetricsMiddleware, metrics=app_metrics),
             Middleware(AccessLogMiddleware, trusted_proxies=settings.trusted_proxies),
+            Middleware(IpLimitMiddleware, rpm=settings.ip_rpm, trusted_proxies=settings.trusted_proxies),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
         ],
         exception_handlers={

@@ -125,6 +125,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_FORMAT", "json", "json (one object a line) or text.", _choice("json", "text")),
     Setting("READINESS_REQUIRE_MODELS", "false", "Readiness fails (503) while a registry model's tag is missing on "
             "a node that should serve it (`privaterouter models check`).", _bool),
+    Setting("IP_RPM", None, "Requests per minute per client address on /v1 and /api (429 above); unset = off.",
+            _positive_int),
 )
 
 
@@ -153,6 +155,7 @@ class Settings:
     log_level: str
     log_format: str
     readiness_require_models: bool
+    ip_rpm: int | None
 
     @property
     def is_sqlite(self) -> bool:
