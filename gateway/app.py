@@ -35,7 +35,20 @@ from gateway.ratelimit.base import Limiter
 from gateway.ratelimit.memory import MemoryLimiter
 from gateway.ratelimit.redis import RedisLimiter, create_client
 from gateway.registry import Registry, RegistryError, RegistryHolder
-from gateway.routes import admin, admin_export, admin_nodes, auth, billing, catalog, health, keys, metrics, usage, v1
+from gateway.routes import (
+    admin,
+    admin_export,
+    admin_nodes,
+    auth,
+    billing,
+    catalog,
+    health,
+    keys,
+    metrics,
+    usage,
+    v1,
+    ws,
+)
 from gateway.routes.metrics import MetricsServer
 from gateway.settings import Settings
 from gateway.usage import UsageWriter
@@ -57,6 +70,7 @@ ROUTES: list[BaseRoute] = [
     *admin_export.routes,
     *admin.routes,
     *v1.routes,
+    *ws.routes,
 ]
 
 

@@ -125,6 +125,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_FORMAT", "json", "json (one object a line) or text.", _choice("json", "text")),
     Setting("READINESS_REQUIRE_MODELS", "false", "Readiness fails (503) while a registry model's tag is missing on "
             "a node that should serve it (`privaterouter models check`).", _bool),
+    Setting("WS_HEARTBEAT_SECONDS", "15", "Seconds between heartbeat events on a /ws socket.", _positive_float),
+    Setting("WS_IDLE_TIMEOUT", "300", "Seconds a /ws socket may stay without a message or a running chat.",
+            _positive_float),
     Setting("IP_RPM", None, "Requests per minute per client address on /v1 and /api (429 above); unset = off.",
             _positive_int),
 )
@@ -156,6 +159,8 @@ class Settings:
     log_format: str
     readiness_require_models: bool
     ip_rpm: int | None
+    ws_heartbeat_seconds: float
+    ws_idle_timeout: float
 
     @property
     def is_sqlite(self) -> bool:

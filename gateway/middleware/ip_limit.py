@@ -1,4 +1,4 @@
-"""Per-client-IP request limit (`IP_RPM`) on `/v1` and `/api`, before any authentication.
+"""Per-client-IP request limit (`IP_RPM`) on `/v1`, `/api` and `/ws` handshakes, before any authentication.
 
 It counts in the app's own limiter (Redis when configured, so all replicas share the budget) with
 the same GCRA arithmetic as the plan limits, and a refusal is the same 429 `rate_limit_exceeded`
@@ -18,7 +18,7 @@ from gateway.ratelimit.base import Limit
 from gateway.ratelimit.headers import rate_limit_headers
 from gateway.settings import IPNetwork
 
-PREFIXES = ("/v1/", "/api/")
+PREFIXES = ("/v1/", "/api/", "/ws")
 WINDOW = 60.0  # seconds
 
 
