@@ -31,6 +31,7 @@ from gateway.middleware.body_limit import BodyLimitMiddleware
 from gateway.middleware.ip_limit import IpLimitMiddleware
 from gateway.middleware.metrics import MetricsMiddleware
 from gateway.middleware.request_id import RequestIdMiddleware
+from gateway.middleware.root_path import RootPathMiddleware, check_root_path
 from gateway.ratelimit.base import Limiter
 from gateway.ratelimit.memory import MemoryLimiter
 from gateway.ratelimit.redis import RedisLimiter, create_client
@@ -103,6 +104,7 @@ async def _provider_error(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings, *, registry: Registry | None = None,
                http_transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
     """Build the gateway. Nothing connects until the lifespan starts."""
+    check_root_path(settings.root_path, (getattr(route, "path", "") for route in ROUTES))
     app_metrics = Metrics()
 
     @contextlib.asynccontextmanager
@@ -160,6 +162,7 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
     return Starlette(
         routes=ROUTES,
         middleware=[
+            Middleware(RootPathMiddleware, root_path=settings.root_path),
             Middleware(RequestIdMiddleware),
             Middleware(MetricsMiddleware, metrics=app_metrics),
             Middleware(AccessLogMiddleware, trusted_proxies=settings.trusted_proxies),

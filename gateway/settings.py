@@ -80,6 +80,15 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
+def _root_path(value: str) -> str:
+    text = value.strip().rstrip("/")
+    if not text:
+        return ""
+    if not text.startswith("/") or "//" in text or any(char in text for char in "?#% "):
+        raise ValueError("must be a path such as /api/litellm (leading slash, no query)")
+    return text  # gateway.middleware.root_path.check_root_path refuses one that shadows a route
+
+
 def _log_level(value: str) -> str:
     return _choice("debug", "info", "warning", "error", "critical")(value).upper()
 
@@ -125,6 +134,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_FORMAT", "json", "json (one object a line) or text.", _choice("json", "text")),
     Setting("READINESS_REQUIRE_MODELS", "false", "Readiness fails (503) while a registry model's tag is missing on "
             "a node that should serve it (`privaterouter models check`).", _bool),
+    Setting("ROOT_PATH", "", "Path prefix the gateway is served under behind a reverse proxy (e.g. /api/litellm); "
+            "empty = served at /.", _root_path),
     Setting("WS_HEARTBEAT_SECONDS", "15", "Seconds between heartbeat events on a /ws socket.", _positive_float),
     Setting("WS_IDLE_TIMEOUT", "300", "Seconds a /ws socket may stay without a message or a running chat.",
             _positive_float),
@@ -161,6 +172,7 @@ class Settings:
     ip_rpm: int | None
     ws_heartbeat_seconds: float
     ws_idle_timeout: float
+    root_path: str
 
     @property
     def is_sqlite(self) -> bool:
