@@ -76,15 +76,31 @@ def _size(value: int) -> str:
 
 
 def cmd_nodes(args: argparse.Namespace) -> None:
-    """Every node: up/down, latency, version, resident models; in-flight needs the server (admin API)."""
-    registry = _registry(args)
-    statuses = _run(lambda http: nodes.node_statuses(registry, http))
+    """Every node: up/down, latency, version, resident models; with --url, the server's view (in flight too)."""
+    if args.url:
+        statuses = _run(lambda http: _server_nodes(http, args.url, args.admin_token))
+    else:
+        registry = _registry(args)
+        statuses = _run(lambda http: nodes.node_statuses(registry, http))
     if args.json:
         print(orjson.dumps({"items": [status.as_json() for status in statuses]}, option=orjson.OPT_INDENT_2).decode())
     else:
         Console().print(nodes_table(statuses))
     if not all(status.inspection.up for status in statuses):
         raise CheckFailed(1)
+
+
+async def _server_nodes(http: httpx.AsyncClient, url: str, token: str | None) -> list[nodes.NodeStatus]:
+    if not token:
+        raise CliError("--url needs --admin-token (an admin's session token)")
+    try:
+        response = await http.get(url.rstrip("/") + "/api/admin/nodes", headers={"Authorization": f"Bearer {token}"},
+                                  timeout=30)
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach {url}: {exc}") from None
+    if response.status_code != 200:
+        raise CliError(f"{url} answered HTTP {response.status_code}: {response.text[:200]}")
+    return [nodes.NodeStatus.from_json(item) for item in response.json()["items"]]
 
 
 def nodes_table(statuses: list[nodes.NodeStatus]) -> Table:
@@ -241,6 +257,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     node_list = commands.add_parser("nodes", parents=[models_file, as_json],
                                     help="Show every GPU node: up/down, latency, Ollama version, resident models.",
                                     description="Show every GPU node of the registry; exit 1 if one is down.")
+    node_list.add_argument("--url", help="ask a running gateway (GET /api/admin/nodes) instead: adds in-flight")
+    node_list.add_argument("--admin-token", help="an admin's session token, for --url")
     node_list.set_defaults(handler=cmd_nodes)
     models = commands.add_parser("models", help="Check, pull and warm the registry's models on the nodes.",
                                  description="Check, pull and warm the registry's models on the nodes.")

@@ -20,7 +20,7 @@ from gateway.registry import Model, Node, Registry
 from providers.errors import UpstreamError, UpstreamStreamError
 from providers.ollama import nodeops
 from providers.ollama.client import OllamaClient
-from providers.ollama.nodeops import NodeInspection, PullProgress, normalise_tag
+from providers.ollama.nodeops import NodeInspection, PullProgress, ResidentModel, normalise_tag
 from providers.pool import NodePool
 
 INSPECT_TIMEOUT = 5.0  # seconds per call to a node
@@ -59,6 +59,17 @@ class NodeStatus:
                                  "expires_at": item.expires_at, "context_length": item.context_length}
                                 for item in found.resident],
         }
+
+    @classmethod
+    def from_json(cls, item: dict[str, Any]) -> NodeStatus:
+        """The inverse of `as_json` (for rendering a server's answer in the CLI)."""
+        resident = tuple(ResidentModel(name=model["model"], digest="", size=model["size"], size_vram=model["size_vram"],
+                                       expires_at=model["expires_at"], context_length=model["context_length"])
+                         for model in item["resident_models"])
+        inspection = NodeInspection(up=item["up"], latency_ms=item["latency_ms"], version=item["version"],
+                                    resident=resident, installed=(), error=item["error"])
+        return cls(name=item["name"], host=item["host"], inspection=inspection, in_flight=item["in_flight"],
+                   max_concurrency=item["max_concurrency"])
 
 
 @dataclass(frozen=True)

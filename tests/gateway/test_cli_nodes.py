@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -9,6 +10,7 @@ import orjson
 import pytest
 
 from gateway.cli import main
+from gateway.settings import Settings
 from tests.support.nodes import closed_port_url, emulator_nodes
 
 
@@ -61,3 +63,41 @@ def test_warm_loads_into_memory(tmp_path: Path, capsys: pytest.CaptureFixture[st
         resident = httpx.get(f"{found.urls[0]}/api/ps").json()["models"]
     assert "loaded: privaterouter/embed on node node0" in capsys.readouterr().out
     assert [item["name"] for item in resident] == ["nomic-embed-text:latest"]
+
+
+def test_nodes_from_a_running_gateway_shows_in_flight(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      gateway_settings: Callable[..., Settings]) -> None:
+    import asyncio
+
+    from gateway.app import create_app
+    from tests.support.servers import serve_app
+
+    with emulator_nodes(tmp_path, 1) as found:
+        settings = gateway_settings(MODELS_FILE=str(found.models_file))
+        token = asyncio.run(_admin_token(settings))
+        with serve_app(create_app(settings)) as url:
+            assert main(["nodes", "--url", url, "--admin-token", token]) == 0
+            table = capsys.readouterr().out
+            assert main(["nodes", "--url", url, "--admin-token", "not-a-token"]) == 1
+            refused = capsys.readouterr().err
+    assert "node0" in table and "0/8" in table  # in flight / max_concurrency, from the server's pool
+    assert "answered HTTP 401" in refused
+
+
+async def _admin_token(settings: Settings) -> str:
+    from gateway.auth.sessions import issue_token
+    from gateway.db.engine import create_engine, session_factory
+    from gateway.db.models import User
+    from gateway.tenants import create_tenant
+
+    engine = create_engine(settings.database_url)
+    try:
+        async with session_factory(engine)() as session:
+            tenant = await create_tenant(session, secret=settings.app_secret_key, plan="free", credits_pico=0)
+            user = await session.get(User, tenant.user_id)
+            assert user is not None
+            user.role = "admin"
+            await session.commit()
+    finally:
+        await engine.dispose()
+    return issue_token(tenant.user_id, secret=settings.jwt_secret, ttl_seconds=600)
