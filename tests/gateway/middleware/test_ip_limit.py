@@ -69,3 +69,18 @@ async def test_off_by_default(gateway_settings: Callable[..., Settings]) -> None
     async with client_for(settings) as peer, peer("203.0.113.7") as client:
         statuses = {(await client.get("/api/plans")).status_code for _ in range(30)}
     assert statuses == {200}
+
+
+async def test_websocket_handshakes_count_and_are_refused_with_403(gateway_settings: Callable[..., Settings]) -> None:
+    import websockets
+    from websockets.asyncio.client import connect
+
+    from tests.support.servers import serve_app
+
+    with serve_app(create_app(gateway_settings(IP_RPM="1"))) as url:
+        async with connect(url.replace("http://", "ws://") + "/ws"):
+            pass
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with connect(url.replace("http://", "ws://") + "/ws"):
+                pass
+    assert refused.value.response.status_code == 403
