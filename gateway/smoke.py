@@ -1,8 +1,8 @@
 """End-to-end smoke test of a running deployment, with the standard library only.
 
-`privaterouter smoke --url URL [--admin-token T] [--skip-rate-limit]` (or `python gateway/smoke.py`
-on any machine with Python 3.11) walks what a new user does: health, sign-up, login, an API key,
-a chat completion, a streamed one, embeddings, the usage list, the balance, the rate limit, and
+`privaterouter smoke --url URL [--admin-token T] [--skip-rate-limit]` (or `python3 -m gateway.smoke`
+from a checkout, on any machine with Python 3.11 and nothing installed) walks what a new user does:
+health, sign-up, login, an API key, a chat completion, a streamed one, embeddings, the usage list, the balance, the rate limit, and
 finally cleans up (deletes its keys; with an admin token also disables the user it created).
 One `PASS`/`FAIL`/`SKIP` line per step; exit status 0 only when no step failed.
 """
@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The smoke test's options (shared by `privaterouter smoke` and `python gateway/smoke.py`)."""
+    """The smoke test's options (shared by `privaterouter smoke` and `python3 -m gateway.smoke`)."""
     parser.add_argument("--url", required=True, help="the deployment's base URL, e.g. https://llm.example.com")
     parser.add_argument("--admin-token", help="an admin's session token: also disable the test user at the end")
     parser.add_argument("--skip-rate-limit", action="store_true", help="do not provoke a 429")

@@ -61,6 +61,21 @@ def test_unreachable_url_fails_every_step_cleanly(tmp_path: Path) -> None:
     assert result.stdout.splitlines()[0].startswith("FAIL health: cannot reach")
 
 
+def test_runs_on_a_bare_interpreter_from_a_checkout() -> None:
+    """`python3 -m gateway.smoke` with the base interpreter: no virtualenv, no third-party package."""
+    import os
+
+    from tests.support.processes import free_port
+
+    bare = Path(sys.base_prefix) / "bin" / "python3"
+    assert bare.exists() and Path(sys.prefix) != Path(sys.base_prefix)  # tests run in a virtualenv
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    result = subprocess.run([str(bare), "-s", "-m", "gateway.smoke", "--url", f"http://127.0.0.1:{free_port()}",
+                             "--skip-rate-limit"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stdout.startswith("FAIL health: cannot reach")
+
+
 def test_smoke_uses_the_standard_library_only() -> None:
     tree = ast.parse((REPO / "gateway" / "smoke.py").read_text())
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
