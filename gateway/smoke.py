@@ -3,7 +3,8 @@
 `privaterouter smoke --url URL [--admin-token T] [--skip-rate-limit]` (or `python3 -m gateway.smoke`
 from a checkout, on any machine with Python 3.11 and nothing installed) walks what a new user does:
 health, sign-up, login, an API key, a chat completion, a streamed one, embeddings, the usage list,
-the balance, the rate limit, and finally cleans up (deletes its keys; with an admin token also disables the user it created).
+the balance, the rate limit, and finally cleans up (deletes its keys; with an admin token also
+disables the user it created).
 One `PASS`/`FAIL`/`SKIP` line per step; exit status 0 only when no step failed.
 """
 
