@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,8 @@ from gateway.context import context
 from gateway.errors import GatewayError
 from gateway.inference import Call, admit, authenticate, open_stream
 from providers.errors import ProviderError
+
+log = logging.getLogger("pr.ws")
 
 AUTH_TIMEOUT = 10.0  # seconds for the first message
 MAX_CHATS = 32  # chats running at once on one socket
@@ -305,6 +308,10 @@ class Session:
         except asyncio.CancelledError:
             if not chat.gone.is_set():
                 raise
+        except Exception:  # a bug or a database outage: the chat still gets an answer, the socket lives on
+            log.exception("websocket chat %s failed", chat.chat_id)
+            await self.emit(_error("internal_error", "The server had an error while processing this chat.",
+                                   type="api_error", chat_id=chat.chat_id))
         finally:
             self.chats.pop(chat.chat_id, None)
             self.last_activity = time.monotonic()

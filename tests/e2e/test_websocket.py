@@ -181,3 +181,20 @@ async def test_disconnect_before_the_first_byte_settles_the_chat(stack: Stack) -
     assert (event.status, event.error_code, event.cost_pico) == ("cancelled", "client_disconnected", 0)
     account = await stack.account(tenant.account_id)
     assert account.held_pico == 0
+
+
+async def test_an_unexpected_failure_is_an_internal_error_event_and_the_socket_lives(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    tenant = await stack.tenant()
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("database exploded")
+
+    monkeypatch.setattr("gateway.ws.admit", broken)
+    async with authenticated(stack, tenant.api_key) as ws:
+        await send(ws, {"type": "chat", "id": "x", "model": "privaterouter/fast", "messages": HELLO})
+        failed = await recv(ws)
+        await send(ws, {"type": "ping"})
+        pong = await recv(ws)
+    assert failed["id"] == "x" and failed["error"]["code"] == "internal_error"
+    assert "exploded" not in str(failed) and pong == {"type": "pong"}
