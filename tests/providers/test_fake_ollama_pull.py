@@ -40,8 +40,12 @@ def test_delete_removes_from_tags_and_pull_restores() -> None:
         assert "gemma4:latest" not in _names(base)
         again = httpx.request("DELETE", f"{base}/api/delete", json={"model": "gemma4"})
         assert again.status_code == 404 and again.json() == {"error": "model 'gemma4:latest' not found"}
+        chat = {"model": "gemma4", "messages": [{"role": "user", "content": "hi"}], "stream": False}
+        gone = httpx.post(f"{base}/api/chat", json=chat)
+        assert gone.status_code == 404 and gone.json() == {"error": "model 'gemma4' not found"}
         assert httpx.post(f"{base}/api/pull", json={"model": "gemma4", "stream": False}).json() == {"status": "success"}
         assert "gemma4:latest" in _names(base)
+        assert httpx.post(f"{base}/api/chat", json=chat).status_code == 200
 
 
 def test_unknown_model_is_an_error_line_or_a_500() -> None:

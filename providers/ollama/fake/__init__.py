@@ -8,7 +8,7 @@ Public API::
 
 Endpoints: GET/HEAD `/`, POST `/api/chat`, `/api/generate`, `/api/embed`, `/api/embeddings`, `/api/show`,
 GET/HEAD `/api/tags`, `/api/version`, GET `/api/ps`, POST `/api/pull` (progress lines; resumes
-after a disconnect) and DELETE `/api/delete` (the model leaves `/api/tags` until pulled again).
+after a disconnect) and DELETE `/api/delete` (the model leaves `/api/tags` and answers 404 until pulled).
 Unknown paths are a plain-text 404, a known path with the wrong method a plain-text 405.
 
 Models (`/api/tags`): gemma4 (completion, vision, tools), qwen3 and qwen3.6 (completion, tools, thinking),
