@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -33,7 +34,6 @@ from gateway.registry import Node, Registry, load
 from gateway.settings import Settings
 
 T = TypeVar("T")
-
 
 
 class CliError(Exception):
@@ -199,11 +199,10 @@ def cmd_usage_export(args: argparse.Namespace) -> None:
     """Stream the usage events of [--from, --to) (optionally one user's) as CSV or JSON Lines."""
     from gateway.db.engine import create_engine, session_factory
     from gateway.fields import FieldError
-    from gateway.routes.admin_export import export_time
 
     try:
-        since = export_time(args.since, param="--from")
-        until = export_time(args.until, param="--to")
+        since = usage_export.parse_bound(args.since, param="--from")
+        until = usage_export.parse_bound(args.until, param="--to")
     except FieldError as exc:
         raise CliError(exc.message) from None
     if until <= since:
@@ -211,10 +210,14 @@ def cmd_usage_export(args: argparse.Namespace) -> None:
     settings = Settings.from_env()
     query = usage_export.ExportQuery(since=since, until=until, email=args.user)
 
+    try:
+        output = Path(args.output).open("wb") if args.output else sys.stdout.buffer
+    except OSError as exc:
+        raise CliError(f"cannot write {args.output}: {exc.strerror}") from None
+
     async def run() -> int:
         engine = create_engine(settings.database_url, pool_size=1)
         count = 0
-        output = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
         try:
             async for chunk in usage_export.lines(session_factory(engine), query, args.format):
                 output.write(chunk)
@@ -230,6 +233,9 @@ def cmd_usage_export(args: argparse.Namespace) -> None:
         count = asyncio.run(run())
     except usage_export.UnknownUser as exc:
         raise CliError(str(exc)) from None
+    except BrokenPipeError:  # `| head`: the reader has all it wanted; no traceback when stdout is flushed at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return
     print(f"exported {count} usage events", file=sys.stderr)
 
 

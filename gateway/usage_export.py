@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from gateway.db.models import UsageEvent, User
-from gateway.fields import iso, usd
+from gateway.fields import FieldError, iso, parse_time, usd
 
 FORMATS = ("csv", "jsonl")
 PAGE_SIZE = 2000  # rows per keyset page
@@ -40,6 +40,16 @@ class ExportQuery:
     since: datetime
     until: datetime
     email: str | None = None
+
+
+def parse_bound(value: str | None, *, param: str) -> datetime:
+    """A required ISO 8601 time or date (UTC when no offset), or a 400 naming `param`."""
+    if not value:
+        raise FieldError(f"{param} is required, e.g. 2026-11-01 or 2026-11-01T00:00:00Z.", param=param)
+    try:
+        return parse_time(value, param=param)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is past the last representable UTC time
+        raise FieldError(f"{param} is out of range.", param=param) from None
 
 
 def _row(event: UsageEvent, email: str) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -12,27 +11,17 @@ from starlette.routing import Route
 from gateway import usage_export
 from gateway.auth.deps import require_admin
 from gateway.context import context
-from gateway.fields import FieldError, parse_time
+from gateway.fields import FieldError
 
 MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
-
-
-def export_time(value: str | None, *, param: str) -> datetime:
-    """A required ISO 8601 time or date (UTC when no offset), or a 400 naming `param`."""
-    if not value:
-        raise FieldError(f"{param} is required, e.g. 2026-11-01 or 2026-11-01T00:00:00Z.", param=param)
-    try:
-        return parse_time(value, param=param)
-    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is past the last representable UTC time
-        raise FieldError(f"{param} is out of range.", param=param) from None
 
 
 async def export(request: Request) -> Response:
     """Query `from`, `to` (exclusive), optional `user` (email) and `format` (csv or jsonl, default csv)."""
     await require_admin(request)
     params = request.query_params
-    since = export_time(params.get("from"), param="from")
-    until = export_time(params.get("to"), param="to")
+    since = usage_export.parse_bound(params.get("from"), param="from")
+    until = usage_export.parse_bound(params.get("to"), param="to")
     if until <= since:
         raise FieldError("to must be later than from.", param="to")
     fmt = params.get("format") or "csv"

@@ -150,3 +150,23 @@ async def test_admin_api_export(app_client: Any) -> None:
     user = await signup(client)
     assert (await client.get("/api/admin/usage/export?from=2026-10-01&to=2026-10-02",
                              headers=user.headers)).status_code == 403
+
+
+def test_cli_export_into_a_closed_pipe_ends_quietly(database_url: str, tmp_path: Any) -> None:
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    asyncio.run(_seed(database_url, 20_000))
+    env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": "j" * 40, "APP_SECRET_KEY": "a" * 40,
+           "DATA_DIR": str(tmp_path / "data")}
+    process = subprocess.Popen([sys.executable, "-m", "gateway", "usage", "export", "--from", "2026-01-01",
+                                "--to", "2027-01-01", "--format", "jsonl"], env=env, cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    assert orjson.loads(process.stdout.readline())["model"] == "privaterouter/fast"
+    process.stdout.close()  # like `| head -1`
+    err = process.stderr.read()
+    process.stderr.close()
+    assert process.wait(timeout=60) == 0 and b"Traceback" not in err, err
