@@ -139,7 +139,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WS_HEARTBEAT_SECONDS", "15", "Seconds between heartbeat events on a /ws socket.", _positive_float),
     Setting("WS_IDLE_TIMEOUT", "300", "Seconds a /ws socket may stay without a message or a running chat.",
             _positive_float),
-    Setting("IP_RPM", None, "Requests per minute per client address on /v1 and /api (429 above); unset = off.",
+    Setting("IP_RPM", None, "Requests per minute per client address on /v1, /api and /ws (429); unset = off.",
             _positive_int),
 )
 
