@@ -165,7 +165,7 @@ class Session:
         try:
             while True:
                 try:
-                    text = await self.ws.receive_text()
+                    text = await self._receive_text()
                 except (WebSocketDisconnect, RuntimeError):
                     break
                 self.last_activity = time.monotonic()
@@ -175,6 +175,18 @@ class Session:
             for task in helpers:
                 task.cancel()
             await self._close_chats()
+
+    async def _receive_text(self) -> str:
+        """The next message as text (a binary frame is read as UTF-8; undecodable ones become "")."""
+        message = await self.ws.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        if message.get("text") is not None:
+            return str(message["text"])
+        try:
+            return bytes(message.get("bytes") or b"").decode()
+        except UnicodeDecodeError:
+            return ""  # answered as a message that is not a JSON object
 
     async def _close_chats(self) -> None:
         """Every chat learns its client left; each relay then cancels upstream and settles what it sent."""
@@ -188,7 +200,7 @@ class Session:
     async def _authenticate(self) -> bool:
         try:
             async with asyncio.timeout(AUTH_TIMEOUT):
-                text = await self.ws.receive_text()
+                text = await self._receive_text()
         except TimeoutError:
             await self._refuse(_error("authentication_timeout",
                                       f"Send {{\"type\":\"authenticate\",\"apiKey\":\"sk-pr-...\"}} within "

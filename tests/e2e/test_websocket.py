@@ -198,3 +198,13 @@ async def test_an_unexpected_failure_is_an_internal_error_event_and_the_socket_l
         pong = await recv(ws)
     assert failed["id"] == "x" and failed["error"]["code"] == "internal_error"
     assert "exploded" not in str(failed) and pong == {"type": "pong"}
+
+
+async def test_binary_frames_are_read_as_utf8_json(stack: Stack) -> None:
+    tenant = await stack.tenant()
+    async with authenticated(stack, tenant.api_key) as ws:
+        await ws.send(orjson.dumps({"type": "ping"}))  # bytes: a binary frame
+        pong = await recv(ws)
+        await ws.send(b"\xff\xfe")
+        bad = await recv(ws)
+    assert pong == {"type": "pong"} and bad["error"]["code"] == "invalid_body"
