@@ -208,3 +208,23 @@ async def test_binary_frames_are_read_as_utf8_json(stack: Stack) -> None:
         await ws.send(b"\xff\xfe")
         bad = await recv(ws)
     assert pong == {"type": "pong"} and bad["error"]["code"] == "invalid_body"
+
+
+async def test_a_key_deleted_mid_socket_stops_working_for_the_next_chat(stack: Stack) -> None:
+    import httpx
+
+    from gateway.auth.sessions import issue_token
+
+    tenant = await stack.tenant()
+    token = issue_token(tenant.user_id, secret=stack.settings.jwt_secret, ttl_seconds=600)
+    async with authenticated(stack, tenant.api_key) as ws:
+        await send(ws, {"type": "chat", "id": "before", "model": "privaterouter/fast", "messages": HELLO,
+                        "maxTokens": 2})
+        assert (await until_done(ws, {"before"}))["before"][-1]["type"] == "done"
+        async with httpx.AsyncClient(base_url=stack.base_url) as client:
+            deleted = await client.delete(f"/api/keys/{tenant.key_id}", headers={"Authorization": f"Bearer {token}"})
+        assert deleted.status_code == 200
+        await send(ws, {"type": "chat", "id": "after", "model": "privaterouter/fast", "messages": HELLO})
+        refused = await recv(ws)
+    assert (refused["id"], refused["error"]["code"]) == ("after", "invalid_api_key")
+    assert len(await stack.settled(tenant.account_id, 1)) == 1
