@@ -9,7 +9,8 @@ Protocol (JSON text messages; `id` is the client's name for one chat, echoed on 
     <- {"type": "done", "id": "c1", "finish_reason": "stop", "usage": {...}, "cost_usd": "0.0000042"}
     <- {"type": "error", "id": "c1", "error": {"message", "type", "code", "param"}}
     <- {"type": "heartbeat", "ts": 1764500000}                   every WS_HEARTBEAT_SECONDS
-    -> {"type": "ping"}  <- {"type": "pong"};  -> {"type": "cancel", "id": "c1"}
+    -> {"type": "ping"}  <- {"type": "pong"}
+    -> {"type": "cancel", "id": "c1"}  <- {"type": "cancelled", "id": "c1", "usage": {...}, "cost_usd": "..."}
 
 Each chat is one synthetic `POST /v1/chat/completions` request handed to `gateway.inference.admit`
 and `open_stream` and relayed by the same `RelayResponse`: the same authentication (per chat, so a
@@ -40,6 +41,8 @@ from gateway.billing.money import cost, format_usd
 from gateway.context import context
 from gateway.errors import GatewayError
 from gateway.inference import Call, admit, authenticate, open_stream
+from gateway.streaming import RelayResponse
+from providers.base import Usage
 from providers.errors import ProviderError
 
 log = logging.getLogger("pr.ws")
@@ -90,6 +93,7 @@ class _Relay:
         self.usage: dict[str, Any] | None = None
         self.finish_reason: str | None = None
         self.buffer = b""
+        self.ended = False  # a done or error event was sent
 
     async def send(self, message: Message) -> None:
         if message["type"] != "http.response.body":
@@ -104,6 +108,7 @@ class _Relay:
     async def _data(self, data: bytes) -> None:
         chat_id = self.chat.chat_id
         if data == b"[DONE]":
+            self.ended = True
             usage = self.usage or {}
             model = self.call.model
             pico = cost(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)),
@@ -113,6 +118,7 @@ class _Relay:
             return
         chunk = orjson.loads(data)
         if "error" in chunk:
+            self.ended = True
             await self.emit({"type": "error", "id": chat_id, "error": chunk["error"]})
             return
         if chunk.get("usage"):
@@ -260,6 +266,8 @@ class Session:
                 await self.emit(_error("chat_not_found", f"No chat with id {chat_id!r} is running.", param="id"))
             else:
                 chat.gone.set()
+                if chat.task is not None and chat.phase == "opening":
+                    chat.task.cancel()  # stop waiting for the node's first byte
         elif kind == "authenticate":
             await self.emit(_error("already_authenticated", "This socket is already authenticated."))
         else:
@@ -303,16 +311,21 @@ class Session:
 
     async def _chat(self, chat: _Chat, body: dict[str, Any]) -> None:
         request = self._request(chat, orjson.dumps(body))
+        call: Call | None = None
+        relay: _Relay | None = None
+        usage = Usage(0, 0, False)
         try:
             call = await admit(request, "chat.completions")
             if chat.gone.is_set():  # left while being admitted: settle the admitted call as cancelled
                 call.finish(None, "cancelled", "client_disconnected")
-                return
-            chat.phase = "opening"
-            response = await open_stream(call)
-            chat.phase = "streaming"
-            relay = _Relay(chat, call, self.emit)
-            await response(request.scope, relay.receive, relay.send)
+            else:
+                chat.phase = "opening"
+                response = await open_stream(call)
+                chat.phase = "streaming"
+                relay = _Relay(chat, call, self.emit)
+                await response(request.scope, relay.receive, relay.send)
+                if isinstance(response, RelayResponse):
+                    usage = response.encoder.usage()
         except GatewayError as error:
             await self.emit(_gateway_error(error, chat.chat_id))
         except ProviderError as error:
@@ -327,6 +340,13 @@ class Session:
         finally:
             self.chats.pop(chat.chat_id, None)
             self.last_activity = time.monotonic()
+        if call is not None and chat.gone.is_set() and not self.closed and (relay is None or not relay.ended):
+            # A `cancel` from the client: say what the stopped chat was charged for.
+            pico = cost(usage.input_tokens, usage.output_tokens, call.model.input_pico_per_token,
+                        call.model.output_pico_per_token)
+            await self.emit({"type": "cancelled", "id": chat.chat_id, "usage": {
+                "prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
+                "total_tokens": usage.input_tokens + usage.output_tokens}, "cost_usd": format_usd(pico)})
 
     async def _heartbeat(self) -> None:
         while True:

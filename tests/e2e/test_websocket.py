@@ -228,3 +228,38 @@ async def test_a_key_deleted_mid_socket_stops_working_for_the_next_chat(stack: S
         refused = await recv(ws)
     assert (refused["id"], refused["error"]["code"]) == ("after", "invalid_api_key")
     assert len(await stack.settled(tenant.account_id, 1)) == 1
+
+
+async def test_cancel_stops_one_chat_and_says_what_it_cost(stack: Stack) -> None:
+    tenant = await stack.tenant(credits_usd="1")
+    async with authenticated(stack, tenant.api_key) as ws:
+        for chat_id in ("stop-me", "keep-me"):
+            await send(ws, {"type": "chat", "id": chat_id, "model": "privaterouter/test-slow", "messages": HELLO,
+                            "maxTokens": 12})
+        tokens = 0
+        while tokens < 3:
+            event = await recv(ws)
+            tokens += event["type"] == "token" and event["id"] == "stop-me"
+        await send(ws, {"type": "cancel", "id": "stop-me"})
+        events = await until_ended(ws, {"stop-me": "cancelled", "keep-me": "done"})
+        await send(ws, {"type": "cancel", "id": "stop-me"})
+        unknown = await recv(ws)
+    cancelled = events["stop-me"]
+    assert 3 <= cancelled["usage"]["completion_tokens"] < 12 and cancelled["cost_usd"] != "0.00"
+    assert events["keep-me"]["usage"]["completion_tokens"] == 12
+    assert unknown["error"]["code"] == "chat_not_found"
+    found = {event.status: event for event in await stack.settled(tenant.account_id, 2)}
+    assert set(found) == {"cancelled", "success"}
+    assert found["cancelled"].output_tokens == cancelled["usage"]["completion_tokens"]
+    assert format_usd(found["cancelled"].cost_pico) == cancelled["cost_usd"]
+
+
+async def until_ended(ws: ClientConnection, ending: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The final event of each chat, which must be of the type `ending` names."""
+    found: dict[str, dict[str, Any]] = {}
+    while len(found) < len(ending):
+        event = await recv(ws)
+        if event["type"] in ("done", "error", "cancelled"):
+            assert event["type"] == ending[event["id"]], event
+            found[event["id"]] = event
+    return found
