@@ -113,7 +113,10 @@ def nodes_table(statuses: list[nodes.NodeStatus]) -> Table:
         resident = "\n".join(f"{item.name} ({_size(item.size)}, {_size(item.size_vram)} VRAM, "
                              f"until {item.expires_at or '?'})" for item in found.resident) or "-"
         in_flight = "?" if status.in_flight is None else str(status.in_flight)
-        table.add_row(f"{status.name}\n{status.host}", "[green]up[/]" if found.up else f"[red]down[/] {found.error}",
+        state = "[green]up[/]" if found.up else f"[red]down[/] {found.error}"
+        if status.routable is False:
+            state += "\n[yellow]not routed (failed health checks)[/]"
+        table.add_row(f"{status.name}\n{status.host}", state,
                       f"{found.latency_ms:g} ms" if found.latency_ms is not None else "-", found.version or "-",
                       f"{in_flight}/{status.max_concurrency}", resident)
     return table

@@ -40,13 +40,18 @@ class NodeOpsError(ValueError):
 
 @dataclass(frozen=True)
 class NodeStatus:
-    """One node as `privaterouter nodes` shows it; `in_flight` is None outside the server."""
+    """One node as `privaterouter nodes` shows it.
+
+    `in_flight` and `routable` (the pool's health-check verdict: whether requests go there) are
+    None outside the server.
+    """
 
     name: str
     host: str
     inspection: NodeInspection
     in_flight: int | None
     max_concurrency: int
+    routable: bool | None = None
 
     def as_json(self) -> dict[str, Any]:
         """JSON shape of `GET /api/admin/nodes` items (sizes in bytes, latency in milliseconds)."""
@@ -54,7 +59,7 @@ class NodeStatus:
         return {
             "name": self.name, "host": self.host, "up": found.up, "latency_ms": found.latency_ms,
             "version": found.version, "error": found.error, "in_flight": self.in_flight,
-            "max_concurrency": self.max_concurrency,
+            "max_concurrency": self.max_concurrency, "routable": self.routable,
             "resident_models": [{"model": item.name, "size": item.size, "size_vram": item.size_vram,
                                  "expires_at": item.expires_at, "context_length": item.context_length}
                                 for item in found.resident],
@@ -69,7 +74,7 @@ class NodeStatus:
         inspection = NodeInspection(up=item["up"], latency_ms=item["latency_ms"], version=item["version"],
                                     resident=resident, installed=(), error=item["error"])
         return cls(name=item["name"], host=item["host"], inspection=inspection, in_flight=item["in_flight"],
-                   max_concurrency=item["max_concurrency"])
+                   max_concurrency=item["max_concurrency"], routable=item.get("routable"))
 
 
 @dataclass(frozen=True)
@@ -127,10 +132,14 @@ async def node_statuses(registry: Registry, http: httpx.AsyncClient, pool: NodeP
                         timeout: float = INSPECT_TIMEOUT) -> list[NodeStatus]:
     """Every registry node, inspected in parallel, in registry order."""
     inspections = await _inspect_all(registry, http, timeout)
-    in_flight = {snap.name: snap.in_flight for snap in pool.snapshot()} if pool is not None else {}
-    return [NodeStatus(name=node.name, host=host_of(node.url), inspection=inspections[node.name],
-                       in_flight=in_flight.get(node.name), max_concurrency=node.max_concurrency)
-            for node in registry.nodes.values()]
+    pooled = {snap.name: snap for snap in pool.snapshot()} if pool is not None else {}
+    statuses = []
+    for node in registry.nodes.values():
+        snap = pooled.get(node.name)
+        statuses.append(NodeStatus(name=node.name, host=host_of(node.url), inspection=inspections[node.name],
+                                   in_flight=snap.in_flight if snap else None, max_concurrency=node.max_concurrency,
+                                   routable=snap.up if snap else None))
+    return statuses
 
 
 def serving_nodes(registry: Registry, model: Model) -> list[Node]:

@@ -45,8 +45,8 @@ async def test_nodes_with_in_flight_and_resident_models(gateway_settings: Callab
             refused = await client.get("/api/admin/nodes", headers=user.headers)
     assert response.status_code == 200
     items = response.json()["items"]
-    assert [(item["name"], item["up"], item["in_flight"], item["max_concurrency"]) for item in items] == [
-        ("node0", True, 0, 8), ("node1", True, 0, 8)]
+    assert [(item["name"], item["up"], item["routable"], item["in_flight"], item["max_concurrency"])
+            for item in items] == [("node0", True, True, 0, 8), ("node1", True, True, 0, 8)]
     assert items[1]["resident_models"][0]["model"] == "gemma4:latest" and items[0]["resident_models"] == []
     assert items[0]["version"] == "0.12.10" and items[0]["latency_ms"] >= 0
     assert refused.status_code == 403 and envelope(refused)["code"] == "forbidden"
