@@ -89,6 +89,7 @@ class Presence:
     digest: str | None
 
     def as_json(self) -> dict[str, Any]:
+        """JSON shape of `GET /api/admin/models/check` items."""
         return {"model": self.model, "tag": self.tag, "node": self.node, "node_up": self.node_up,
                 "present": self.present, "digest": self.digest}
 
@@ -104,6 +105,7 @@ class PullEvent:
     attempt: int = 1
 
     def as_json(self) -> dict[str, Any]:
+        """The SSE `data` of `POST /api/admin/models/pull`: Ollama's line plus node, tag and attempt."""
         body: dict[str, Any] = {"node": self.node, "tag": self.tag, "attempt": self.attempt}
         if self.progress is not None:
             body.update(self.progress.as_json())
@@ -227,6 +229,7 @@ class WarmResult:
     error: str | None
 
     def as_json(self) -> dict[str, Any]:
+        """JSON shape of `POST /api/admin/models/warm` items."""
         return {"model": self.model, "node": self.node, "ok": self.error is None, "error": self.error}
 
 

@@ -32,11 +32,14 @@ class StepFailed(Exception):
 
 @dataclass
 class Answer:
+    """One HTTP answer: status, lower-cased headers, raw body."""
+
     status: int
     headers: dict[str, str]
     body: bytes
 
     def json(self) -> Any:
+        """The body as JSON, or StepFailed quoting it."""
         try:
             return json.loads(self.body)
         except ValueError:
@@ -68,6 +71,7 @@ class Smoke:
 
     def call(self, method: str, path: str, body: Any = None, *, token: str | None = None,
              headers: dict[str, str] | None = None) -> Answer:
+        """One request (JSON body, bearer token); HTTP errors are answers, an unreachable host is StepFailed."""
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.base_url.rstrip("/") + path, data=data, method=method)
         request.add_header("User-Agent", "privaterouter-smoke")
@@ -86,6 +90,7 @@ class Smoke:
             raise StepFailed(f"cannot reach {self.base_url}: {getattr(error, 'reason', error)}") from None
 
     def expect(self, answer: Answer, status: int) -> Any:
+        """The JSON body of `answer` if it has `status`, else StepFailed naming the error code."""
         if answer.status != status:
             raise StepFailed(f"expected HTTP {status}, got {_describe(answer)}")
         return answer.json()
@@ -93,6 +98,7 @@ class Smoke:
     # --- the run ----------------------------------------------------------------------------------
 
     def step(self, name: str, check: Callable[[], str], needs: Sequence[str] = ()) -> bool:
+        """Run `check` and print its PASS/FAIL line; SKIP (a failure) when an earlier step left out `needs`."""
         missing = [item for item in needs if item not in self.state]
         if missing:
             self.out.write(f"SKIP {name}: needs {', '.join(missing)} from an earlier step\n")
@@ -133,6 +139,7 @@ class Smoke:
     # --- steps ------------------------------------------------------------------------------------
 
     def health(self) -> str:
+        """/health is ok and /health/readiness 200."""
         body = self.expect(self.call("GET", "/health"), 200)
         if body.get("status") != "ok":
             raise StepFailed(f"/health said {body}")
@@ -142,6 +149,7 @@ class Smoke:
         return "live and ready"
 
     def signup(self) -> str:
+        """A throw-away user; remembers its token and starting balance."""
         email = f"smoke-{secrets.token_hex(6)}@example.com"
         password = secrets.token_urlsafe(24)
         body = self.expect(self.call("POST", "/api/auth/signup",
@@ -152,6 +160,7 @@ class Smoke:
         return f"{email}, starting balance {balance['balance_usd']} USD"
 
     def login(self) -> str:
+        """The password works and /api/auth/me is that user."""
         body = self.expect(self.call("POST", "/api/auth/login",
                                      {"email": self.state["email"], "password": self.state["password"]}), 200)
         self.state["token"] = body["access_token"]
@@ -161,12 +170,14 @@ class Smoke:
         return ""
 
     def key(self) -> str:
+        """A fresh API key."""
         body = self.expect(self.call("POST", "/api/keys", {"name": "smoke"}, token=self.state["token"]), 201)
         self.state["key"] = body["key"]
         self.state.setdefault("key_ids", []).append(body["api_key"]["id"])
         return f"{body['key'][:12]}..."
 
     def models(self) -> str:
+        """/v1/models lists a chat model (and maybe an embedding model) for the new user."""
         body = self.expect(self.call("GET", "/v1/models", token=self.state["key"]), 200)
         data = body.get("data") or []
         chat = [item["id"] for item in data if item.get("kind", "chat") == "chat"]
@@ -179,6 +190,7 @@ class Smoke:
         return f"{len(data)} models; using {chat[0]}" + (f" and {embedding[0]}" if embedding else "")
 
     def chat(self) -> str:
+        """A short non-streaming chat with usage."""
         body = self.expect(self.call("POST", "/v1/chat/completions", token=self.state["key"], body={
             "model": self.state["chat_model"], "max_tokens": 16,
             "messages": [{"role": "user", "content": "Say hello in five words."}]}), 200)
@@ -188,6 +200,7 @@ class Smoke:
         return f"{body['usage']['total_tokens']} tokens"
 
     def stream(self) -> str:
+        """A streamed chat: SSE to [DONE], no error frame, a usage chunk."""
         answer = self.call("POST", "/v1/chat/completions", token=self.state["key"], body={
             "model": self.state["chat_model"], "max_tokens": 16, "stream": True,
             "stream_options": {"include_usage": True},
@@ -207,6 +220,7 @@ class Smoke:
         return f"{len(chunks)} chunks, {usage[-1]['total_tokens']} tokens"
 
     def embeddings(self) -> str:
+        """Two inputs, two vectors (when the plan has an embedding model)."""
         model = self.state.get("embedding_model")
         if model is None:
             return "no embedding model on the new user's plan (nothing to check)"
@@ -218,6 +232,7 @@ class Smoke:
         return f"2 vectors of {len(vectors[0])} dimensions"
 
     def usage(self) -> str:
+        """The calls appear in /api/usage (written in batches: polled up to USAGE_WAIT seconds)."""
         deadline = time.monotonic() + USAGE_WAIT
         expected = sum(1 for name in ("chat_model", "embedding_model") if name in self.state) + (
             1 if "chat_model" in self.state else 0)
@@ -233,6 +248,7 @@ class Smoke:
             time.sleep(0.25)
 
     def balance(self) -> str:
+        """The balance went down."""
         body = self.expect(self.call("GET", "/api/billing/balance", token=self.state["token"]), 200)
         now = Decimal(body["balance_usd"])
         if not now < self.state["starting_balance"]:
@@ -240,6 +256,7 @@ class Smoke:
         return f"{body['balance_usd']} USD (charged {self.state['starting_balance'] - now} USD)"
 
     def rate_limit(self) -> str:
+        """A 2-rpm key: the third call is 429 rate_limit_exceeded with Retry-After and the limit headers."""
         body = self.expect(self.call("POST", "/api/keys", {"name": "smoke-rpm", "rpm": 2},
                                      token=self.state["token"]), 201)
         self.state.setdefault("key_ids", []).append(body["api_key"]["id"])
@@ -256,6 +273,7 @@ class Smoke:
         return f"429 with Retry-After {limited.headers['retry-after']}"
 
     def cleanup(self) -> str:
+        """Delete the keys; with an admin token disable the user; log out."""
         token = self.state["token"]
         for key_id in self.state.get("key_ids", []):
             self.expect(self.call("DELETE", f"/api/keys/{key_id}", token=token), 200)
@@ -271,6 +289,7 @@ class Smoke:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of `python3 -m gateway.smoke`."""
     parser = argparse.ArgumentParser(prog="privaterouter smoke", description=__doc__.splitlines()[0])
     add_arguments(parser)
     return parser

@@ -96,6 +96,7 @@ class _Relay:
         self.ended = False  # a done or error event was sent
 
     async def send(self, message: Message) -> None:
+        """The relay's ASGI `send`: split the body into SSE frames and emit one event per `data:` line."""
         if message["type"] != "http.response.body":
             return
         self.buffer += message.get("body", b"")
@@ -157,6 +158,7 @@ class Session:
         self.last_activity = time.monotonic()
 
     async def emit(self, event: dict[str, Any]) -> None:
+        """Send one event (serialised: chats share the socket); a closed socket drops it silently."""
         if self.closed:
             return
         async with self.lock:
@@ -164,6 +166,7 @@ class Session:
                 await self.ws.send_text(orjson.dumps(event).decode())
 
     async def run(self) -> None:
+        """Accept, authenticate, then read messages until the client leaves; every chat is settled on exit."""
         await self.ws.accept()
         if not await self._authenticate():
             return
