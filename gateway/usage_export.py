@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -52,15 +52,22 @@ def parse_bound(value: str | None, *, param: str) -> datetime:
         raise FieldError(f"{param} is out of range.", param=param) from None
 
 
-def _row(event: UsageEvent, email: str) -> dict[str, Any]:
-    return {
-        "id": event.id, "created_at": iso(event.created_at), "request_id": event.request_id, "user_email": email,
-        "user_id": event.user_id, "account_id": event.account_id, "api_key_id": event.api_key_id,
-        "model": event.model_public_name, "ollama_tag": event.ollama_tag, "node": event.node,
-        "endpoint": event.endpoint, "input_tokens": event.input_tokens, "output_tokens": event.output_tokens,
-        "tokens_estimated": event.tokens_estimated, "cost_usd": usd(event.cost_pico), "latency_ms": event.latency_ms,
-        "ttft_ms": event.ttft_ms, "status": event.status, "error_code": event.error_code,
-    }
+# Plain columns, not ORM entities: no identity map or object per row on a 100,000-row export.
+_SELECTED = (col(UsageEvent.id), col(UsageEvent.created_at), col(UsageEvent.request_id), col(User.email),
+             col(UsageEvent.user_id), col(UsageEvent.account_id), col(UsageEvent.api_key_id),
+             col(UsageEvent.model_public_name), col(UsageEvent.ollama_tag), col(UsageEvent.node),
+             col(UsageEvent.endpoint), col(UsageEvent.input_tokens), col(UsageEvent.output_tokens),
+             col(UsageEvent.tokens_estimated), col(UsageEvent.cost_pico), col(UsageEvent.latency_ms),
+             col(UsageEvent.ttft_ms), col(UsageEvent.status), col(UsageEvent.error_code))
+
+
+def _row(values: Sequence[Any]) -> dict[str, Any]:
+    row = dict(zip(COLUMNS, values, strict=True))
+    row["created_at"] = iso(row["created_at"])
+    row["user_email"] = row["user_email"] or ""
+    row["tokens_estimated"] = bool(row["tokens_estimated"])
+    row["cost_usd"] = usd(row["cost_usd"])
+    return row
 
 
 async def _user_id(session: AsyncSession, email: str) -> str:
@@ -84,18 +91,17 @@ async def rows(sessions: async_sessionmaker[AsyncSession], query: ExportQuery,
     after: tuple[datetime, int] | None = None
     while True:
         keyset = [] if after is None else [sa.or_(created > after[0], sa.and_(created == after[0], ident > after[1]))]
-        statement = (sa.select(UsageEvent, col(User.email)).join(User, col(User.id) == col(UsageEvent.user_id),
-                                                                  isouter=True)
+        statement = (sa.select(*_SELECTED).join(User, col(User.id) == col(UsageEvent.user_id), isouter=True)
                      .where(*conditions, *keyset).order_by(created, ident).limit(page_size))
         async with sessions() as session:
             page = (await session.execute(statement)).all()
-        for event, email in page:
-            yield _row(event, email or "")
+        for values in page:
+            yield _row(values)
         if len(page) < page_size:
             return
-        last = page[-1][0]
-        assert last.id is not None
-        after = (last.created_at, last.id)
+        last_id, last_created = page[-1][0], page[-1][1]
+        assert last_id is not None  # a primary key
+        after = (last_created, last_id)  # the keyset of the last row
 
 
 async def lines(sessions: async_sessionmaker[AsyncSession], query: ExportQuery, fmt: str,
