@@ -33,13 +33,29 @@ from gateway.metrics import Metrics, forget_dead_workers
 from gateway.middleware.access_log import AccessLogMiddleware
 from gateway.middleware.body_limit import BodyLimitMiddleware
 from gateway.middleware.input_guard import InputGuardMiddleware
+from gateway.middleware.ip_limit import IpLimitMiddleware
 from gateway.middleware.metrics import MetricsMiddleware
 from gateway.middleware.request_id import RequestIdMiddleware
+from gateway.middleware.root_path import RootPathMiddleware, check_root_path
 from gateway.ratelimit.base import Limiter
 from gateway.ratelimit.memory import MemoryLimiter
 from gateway.ratelimit.redis import RedisLimiter, create_client
 from gateway.registry import Registry, RegistryError, RegistryHolder
-from gateway.routes import admin, auth, billing, catalog, docs, health, keys, metrics, usage, v1
+from gateway.routes import (
+    admin,
+    admin_export,
+    admin_nodes,
+    auth,
+    billing,
+    catalog,
+    docs,
+    health,
+    keys,
+    metrics,
+    usage,
+    v1,
+    ws,
+)
 from gateway.routes.metrics import MetricsServer
 from gateway.settings import Settings
 from gateway.usage import UsageWriter
@@ -58,8 +74,11 @@ ROUTES: list[BaseRoute] = [
     *keys.routes,
     *usage.routes,
     *catalog.routes,
+    *admin_nodes.routes,
+    *admin_export.routes,
     *admin.routes,
     *v1.routes,
+    *ws.routes,
     *web.routes,
     *docs.routes,
 ]
@@ -94,6 +113,7 @@ async def _provider_error(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings, *, registry: Registry | None = None,
                http_transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
     """Build the gateway. Nothing connects until the lifespan starts."""
+    check_root_path(settings.root_path, (getattr(route, "path", "") for route in ROUTES))
     app_metrics = Metrics()
 
     @contextlib.asynccontextmanager
@@ -156,9 +176,11 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
     return Starlette(
         routes=ROUTES,
         middleware=[
+            Middleware(RootPathMiddleware, root_path=settings.root_path),
             Middleware(RequestIdMiddleware),
             Middleware(MetricsMiddleware, metrics=app_metrics),
             Middleware(AccessLogMiddleware, trusted_proxies=settings.trusted_proxies),
+            Middleware(IpLimitMiddleware, rpm=settings.ip_rpm, trusted_proxies=settings.trusted_proxies),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout),
             Middleware(InputGuardMiddleware),
         ],

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from gateway import __version__
+from gateway import __version__, cli_ops
 from gateway.registry import RegistryError, load
 from gateway.settings import Settings, SettingsError, describe
 
@@ -217,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = add("demo", cmd_demo, "Run the gateway with the Ollama emulator as its node, a demo user and a key.")
     demo.add_argument("--host", help="bind address (default: HOST)")
     demo.add_argument("--port", type=int, help="port (default: PORT)")
+    cli_ops.register(commands)
     return parser
 
 
@@ -224,9 +225,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except (CliError, SettingsError, RegistryError) as exc:
+    except (CliError, cli_ops.CliError, SettingsError, RegistryError) as exc:
         print(f"privaterouter: error: {exc}", file=sys.stderr)
         return 1
+    except cli_ops.CheckFailed as failed:
+        return failed.status
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

@@ -107,6 +107,13 @@ def _base_url(value: str) -> str:
     if not value.startswith(("http://", "https://")):
         raise ValueError("must be an http(s):// URL")
     return value.rstrip("/")
+def _root_path(value: str) -> str:
+    text = value.strip().rstrip("/")
+    if not text:
+        return ""
+    if not text.startswith("/") or "//" in text or any(char in text for char in "?#% "):
+        raise ValueError("must be a path such as /api/litellm (leading slash, no query)")
+    return text  # gateway.middleware.root_path.check_root_path refuses one that shadows a route
 
 
 def _log_level(value: str) -> str:
@@ -200,6 +207,15 @@ SETTINGS: tuple[Setting, ...] = (
             "starter and trial credits are granted only then (needs SMTP_HOST).", _bool),
     Setting("BTCPAY_WEBHOOK_SECRET", None, "Secret of the store webhook to /api/billing/btcpay/webhook "
             "(checks BTCPay-Sig); required with btcpay.", secret=True),
+    Setting("READINESS_REQUIRE_MODELS", "false", "Readiness fails (503) while a registry model's tag is missing on "
+            "a node that should serve it (`privaterouter models check`).", _bool),
+    Setting("ROOT_PATH", "", "Path prefix the gateway is served under behind a reverse proxy (e.g. /api/litellm); "
+            "empty = served at /.", _root_path),
+    Setting("WS_HEARTBEAT_SECONDS", "15", "Seconds between heartbeat events on a /ws socket.", _positive_float),
+    Setting("WS_IDLE_TIMEOUT", "300", "Seconds a /ws socket may stay without a message or a running chat.",
+            _positive_float),
+    Setting("IP_RPM", None, "Requests per minute per client address on /v1, /api and /ws (429); unset = off.",
+            _positive_int),
 )
 
 
@@ -236,6 +252,11 @@ class Settings:
     trusted_proxies: tuple[IPNetwork, ...]
     log_level: str
     log_format: str
+    readiness_require_models: bool
+    ip_rpm: int | None
+    ws_heartbeat_seconds: float
+    ws_idle_timeout: float
+    root_path: str
     signup_mode: str = "open"
     payment_providers: tuple[str, ...] = ()
     public_base_url: str | None = None

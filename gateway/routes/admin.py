@@ -1,4 +1,4 @@
-"""The operator's API (`/api/admin/*`): users, credits, plans, status, stats, nodes and reload.
+"""The operator's API (`/api/admin/*`): users, credits, plans, status, stats and reload (nodes: admin_nodes).
 
 Every handler starts with `require_admin`, which refuses callers outside ADMIN_ALLOWED_CIDRS
 before it looks at the token.
@@ -6,12 +6,7 @@ before it looks at the token.
 
 from __future__ import annotations
 
-import dataclasses
-import enum
-import inspect
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -309,33 +304,6 @@ async def stats(request: Request) -> Response:
     })
 
 
-def _plain(value: Any) -> Any:
-    """A node-pool snapshot value as JSON: dataclasses, enums, times and decimals included."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {field.name: _plain(getattr(value, field.name)) for field in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return _plain(value.value)
-    if isinstance(value, datetime):
-        return iso(value)
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_plain(item) for item in value]
-    return value
-
-
-async def nodes(request: Request) -> Response:
-    """The node pool's view of each GPU node (empty when no pool is running)."""
-    await require_admin(request)
-    pool = getattr(context(request), "pool", None)
-    snapshot: Any = pool.snapshot() if pool is not None and hasattr(pool, "snapshot") else []
-    if inspect.isawaitable(snapshot):
-        snapshot = await snapshot
-    return JSONResponse({"items": [_plain(node) for node in snapshot]})
-
-
 async def reload(request: Request) -> Response:
     """Reload models.yaml; an invalid file is refused and the running registry stays in force."""
     await require_admin(request)
@@ -362,6 +330,5 @@ routes = [
     Route("/api/admin/redemption-codes", create_redemption_codes, methods=["POST"]),
     Route("/api/admin/webhook-events", webhook_events, methods=["GET"]),
     Route("/api/admin/stats", stats, methods=["GET"]),
-    Route("/api/admin/nodes", nodes, methods=["GET"]),
     Route("/api/admin/reload", reload, methods=["POST"]),
 ]

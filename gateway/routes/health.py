@@ -12,6 +12,7 @@ from starlette.routing import Route
 from gateway.context import AppContext, context
 from gateway.db.availability import RETRY_AFTER_SECONDS
 from gateway.http import JSONResponse
+from gateway.nodes import check_models
 
 CHECK_TIMEOUT = 2.0
 
@@ -30,6 +31,14 @@ async def _redis(ctx: AppContext) -> None:
         await ctx.redis.ping()
 
 
+async def _models(ctx: AppContext) -> None:
+    """READINESS_REQUIRE_MODELS: every registry model is on every node that should serve it."""
+    presences = await check_models(ctx.registry.current, ctx.http, timeout=CHECK_TIMEOUT)
+    missing = sum(1 for item in presences if not item.present)
+    if missing:  # counts only: readiness is unauthenticated, node names and tags stay private
+        raise LookupError(f"{missing} of {len(presences)} model placements missing (see `privaterouter models check`)")
+
+
 async def _check(name: str, probe: asyncio.Future[None] | object) -> tuple[str, str]:
     try:
         await asyncio.wait_for(probe, CHECK_TIMEOUT)  # type: ignore[arg-type]
@@ -46,7 +55,10 @@ async def readiness(request: Request) -> Response:
     orchestrator remove all of them at once.
     """
     ctx = context(request)
-    checks = dict(await asyncio.gather(_check("database", _database(ctx)), _check("redis", _redis(ctx))))
+    probes = [_check("database", _database(ctx)), _check("redis", _redis(ctx))]
+    if ctx.settings.readiness_require_models:
+        probes.append(_check("models", _models(ctx)))
+    checks = dict(await asyncio.gather(*probes))
     if ctx.redis is None:
         checks["redis"] = "not configured (in-process limiter)"
     elif checks["redis"].startswith("error"):

@@ -46,7 +46,8 @@ async def test_a_balance_cannot_grow_past_bigint(api: App) -> None:
     admin = await make_admin(app, client)
     user = await signup(client)
     credits = f"/api/admin/users/{user.user_id}/credits"
-    statuses = [(await client.post(credits, json={"amount_usd": "1000000", "reason": "test"}, headers=admin.headers)).status_code
+    grant = {"amount_usd": "1000000", "reason": "test"}
+    statuses = [(await client.post(credits, json=grant, headers=admin.headers)).status_code
                 for _ in range(10)]
     assert statuses == [200] * 9 + [400], statuses  # 2^63 pico-USD is about 9.22 million USD
     balance = await client.get("/api/billing/balance", headers=user.headers)

@@ -7,8 +7,9 @@ Public API::
     run_fake(host, port, config) -> None            # blocking uvicorn run (`privaterouter fake-ollama`)
 
 Endpoints: GET/HEAD `/`, POST `/api/chat`, `/api/generate`, `/api/embed`, `/api/embeddings`, `/api/show`,
-GET/HEAD `/api/tags`, `/api/version`, GET `/api/ps`. Unknown paths are a plain-text 404, a known path
-with the wrong method a plain-text 405.
+GET/HEAD `/api/tags`, `/api/version`, GET `/api/ps`, POST `/api/pull` (progress lines; resumes
+after a disconnect) and DELETE `/api/delete` (the model leaves `/api/tags` and answers 404 until pulled).
+Unknown paths are a plain-text 404, a known path with the wrong method a plain-text 405.
 
 Models (`/api/tags`): gemma4 (completion, vision, tools), qwen3 and qwen3.6 (completion, tools, thinking),
 qwen3-coder (completion, tools), deepseek-r1 (completion, thinking), llama3.2 (completion, tools),

@@ -8,7 +8,7 @@ from contextvars import ContextVar
 
 import uvicorn
 
-from . import embed, inference, info
+from . import embed, inference, info, pull
 from .asgi import TEXT_TYPE, ClientGone, FakeError, Receive, Scope, Send, read_body, send_bytes, send_error
 from .config import FakeConfig
 from .emit import Abort
@@ -30,6 +30,8 @@ _ROUTES: dict[tuple[str, str], Handler] = {
     ("POST", "/api/generate"): inference.generate_handler,
     ("POST", "/api/embed"): embed.embed,
     ("POST", "/api/embeddings"): embed.embeddings,
+    ("POST", "/api/pull"): pull.pull,
+    ("DELETE", "/api/delete"): pull.delete,
 }
 _PATHS = frozenset(path for _, path in _ROUTES)
 _INCOMPLETE = "ASGI callable returned without completing response"

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from . import decode
+from . import decode, pull
 from .asgi import JSON_TYPE, TEXT_TYPE, FakeError, Receive, Send, send_bytes, send_json
 from .catalogue import MODELS, Resolved
 from .runtime import Runtime
@@ -47,8 +47,13 @@ def _tags_body() -> bytes:
 
 
 async def tags(rt: Runtime, body: bytes, send: Send, receive: Receive) -> None:
-    """GET /api/tags: the catalogue (behaviour-suffixed names resolve but are not listed)."""
-    await send_bytes(send, 200, JSON_TYPE, _tags_body())
+    """GET /api/tags: the catalogue (behaviour-suffixed names resolve but are not listed) less deleted models."""
+    removed = pull.disk(rt).removed
+    if not removed:
+        await send_bytes(send, 200, JSON_TYPE, _tags_body())
+        return
+    listing = orjson.loads(_tags_body())["models"]
+    await send_json(send, 200, {"models": [item for item in listing if item["name"].split(":")[0] not in removed]})
 
 
 async def ps(rt: Runtime, body: bytes, send: Send, receive: Receive) -> None:

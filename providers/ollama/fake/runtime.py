@@ -28,8 +28,10 @@ class Runtime:
 
     def find(self, requested: str) -> Resolved:
         """The model behind a name used for inference, or Ollama's 404."""
+        from .pull import installed  # pull.py imports this module
+
         resolved = resolve(requested, self._names)
-        if resolved is None:
+        if resolved is None or not installed(self, resolved.spec.name):  # deleted with /api/delete
             raise FakeError(404, f"model '{requested}' not found")
         return resolved
 

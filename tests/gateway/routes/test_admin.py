@@ -1,10 +1,8 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from enum import Enum
 from pathlib import Path
 
 import httpx
@@ -211,33 +209,6 @@ async def test_stats_over_a_period(api: App) -> None:
     wide = (await client.get(f"/api/admin/stats?since={since}", headers=admin.headers)).json()
     assert (wide["requests"], wide["active_users"], wide["revenue_usd"]) == (3, 2, "0.0000275")
     _error(await client.get("/api/admin/stats?since=garbage", headers=admin.headers), 400, "invalid_body", "since")
-
-
-class NodeState(Enum):
-    UP = "up"
-
-
-@dataclasses.dataclass(frozen=True)
-class FakeNode:
-    name: str
-    state: NodeState
-    models: tuple[str, ...]
-    checked_at: datetime
-
-
-class FakePool:
-    def snapshot(self) -> list[FakeNode]:
-        return [FakeNode("gpu-1", NodeState.UP, ("gemma4:latest",), datetime(2026, 5, 15, 6, 0, tzinfo=UTC))]
-
-
-async def test_nodes_come_from_the_pool_snapshot(api: App) -> None:
-    app, client = api
-    admin = await make_admin(app, client)
-    ctx(app).pool = FakePool()  # type: ignore[assignment]
-    response = await client.get("/api/admin/nodes", headers=admin.headers)
-    assert response.status_code == 200
-    assert response.json() == {"items": [{"name": "gpu-1", "state": "up", "models": ["gemma4:latest"],
-                                          "checked_at": "2026-05-15T06:00:00.000000Z"}]}
 
 
 async def test_reload_swaps_a_valid_registry_and_refuses_an_invalid_one(make_settings: Callable[..., Settings],
