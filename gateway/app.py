@@ -100,8 +100,8 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
         pool = NodePool(http, first_byte_timeout=settings.upstream_first_byte_timeout,
                         idle_timeout=settings.upstream_idle_timeout, acquire_timeout=settings.upstream_acquire_timeout,
                         health_interval=settings.health_check_interval)
-        pool.configure(node_configs(holder.current))
-        holder.on_swap(lambda new: pool.configure(node_configs(new)))
+        configure_pool(pool, holder.current)
+        holder.on_swap(lambda new: configure_pool(pool, new))
         usage_writer = UsageWriter(sessions, on_written=lambda batch, charges: _count_usage(app_metrics, charges),
                                    on_failure=lambda exc: app_metrics.usage_flush_failed())
         ctx = AppContext(settings=settings, registry=holder, engine=engine, sessions=sessions,
@@ -160,6 +160,12 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
 def node_configs(registry: Registry) -> list[NodeConfig]:
     return [NodeConfig(name=node.name, url=node.url, max_concurrency=node.max_concurrency, weight=node.weight)
             for node in registry.nodes.values()]
+
+
+def configure_pool(pool: NodePool, registry: Registry) -> None:
+    """The registry's nodes, and the model tags whose capabilities the health checks keep read."""
+    pool.configure(node_configs(registry))
+    pool.watch(model.tag for model in registry.models.values())
 
 
 def create_limiter(redis: Redis | None, app_metrics: Metrics) -> Limiter:

@@ -101,7 +101,7 @@ def _input_messages(body: Mapping[str, Any]) -> list[dict[str, Any]]:
         content = item.get("content")
         if content is None:
             raise InvalidRequest(f"Missing required parameter: '{param}.content'.", param=f"{param}.content")
-        text, _ = content_parts(content, f"{param}.content", images_ok=False, family=None)
+        text, _ = content_parts(content, f"{param}.content", images_ok=False, target=None)
         messages.append({"role": ROLES[role], "content": text})
     if not messages:
         raise InvalidRequest("Invalid 'input': no message items.", param="input")
@@ -151,7 +151,7 @@ def prepare(body: Mapping[str, Any], target: ModelTarget) -> PreparedRequest:
         effort = reasoning.get("effort")
         choice(reasoning, "summary", ("auto", "concise", "detailed"), param="reasoning.summary")
     text_echo, fmt = _text_config(body)
-    native = chat_body(target, messages, stream, options, think=think_value(effort, family, "reasoning.effort"),
+    native = chat_body(target, messages, stream, options, think=think_value(effort, target, family, "reasoning.effort"),
                        fmt=fmt)
     size = measure_messages(messages)
     check_context(size.typical(), max_tokens, target.context, "input")

@@ -75,8 +75,8 @@ def prepare(body: Mapping[str, Any], target: ModelTarget) -> PreparedRequest:
     native: dict[str, Any] = {"model": target.tag, "prompt": prompt, "stream": stream, "options": options}
     if suffix:
         native["suffix"] = suffix
-    if family.thinking:
-        native["think"] = False
+    if target.can("thinking") is not False:
+        native["think"] = False  # a text completion has no place for reasoning; harmless where none happens
     size = measure_texts((prompt, suffix or ""))
     check_context(size.typical(), max_tokens, target.context, "prompt")
     return PreparedRequest(endpoint="completions", ollama_path="/api/generate", body=native, stream=stream,

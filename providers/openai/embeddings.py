@@ -45,7 +45,8 @@ def prepare(body: Mapping[str, Any], target: ModelTarget) -> PreparedRequest:
     encoding = choice(body, "encoding_format", ("float", "base64")) or "float"
     dimensions = integer(body, "dimensions", lo=1, hi=target.dimensions or 2**31 - 1)
     string(body, "user")
-    native: dict[str, Any] = {"model": target.tag, "input": inputs}
+    # truncate: false -> Ollama refuses an input over the context instead of embedding a cut-off copy.
+    native: dict[str, Any] = {"model": target.tag, "input": inputs, "truncate": False}
     if dimensions is not None:
         native["dimensions"] = dimensions
     if target.options:
