@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute
 from gateway.auth.keyresolver import KeyResolver, stop_flusher
 from gateway.auth.throttle import LoginThrottle
 from gateway.billing.holds import release_stale_holds
+from gateway.capabilities import ClaimLog
 from gateway.context import AppContext
 from gateway.db.engine import create_engine, session_factory
 from gateway.errors import GatewayError, error_response, from_provider
@@ -203,7 +204,9 @@ async def _release_stale_holds(ctx: AppContext) -> None:
 async def _housekeeping(ctx: AppContext) -> None:
     """Node gauges and the usage queue depth every second; stale holds (from a crash) every minute."""
     ticks = 0
+    claims = ClaimLog()
     while True:
+        claims.check(ctx.registry.current, ctx.pool)  # logs where models.yaml claims what the nodes lack
         ctx.metrics.set_nodes((node.name, _host(node.url), node.up, node.utilization) for node in ctx.pool.snapshot())
         ctx.metrics.set_usage_queue_depth(ctx.usage_writer.depth)
         ticks += 1

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.capabilities import claim_problems
 from gateway.context import AppContext, context
 from gateway.http import JSONResponse
 
@@ -37,6 +38,18 @@ async def _check(name: str, probe: asyncio.Future[None] | object) -> tuple[str, 
     return name, "ok"
 
 
+def _models(ctx: AppContext) -> str:
+    """How many models their nodes have confirmed (/api/show), and where models.yaml claims more.
+
+    Informational: a model not yet confirmed still gets its requests (the node answers for itself).
+    """
+    registry = ctx.registry.current
+    known = sum(1 for m in registry.models.values() if ctx.pool.cached_model_info(m.tag, m.nodes) is not None)
+    problems = claim_problems(registry, ctx.pool)
+    summary = f"{known} of {len(registry.models)} confirmed by their nodes"
+    return f"warning: {summary}; " + "; ".join(problems) if problems else f"ok ({summary})"
+
+
 async def readiness(request: Request) -> Response:
     """200 when the database, Redis (if configured) and the registry are usable; 503 naming what is not."""
     ctx = context(request)
@@ -44,6 +57,7 @@ async def readiness(request: Request) -> Response:
     if ctx.redis is None:
         checks["redis"] = "not configured (in-process limiter)"
     checks["registry"] = f"ok (version {ctx.registry.current.version})"
+    checks["models"] = _models(ctx)
     failing = [name for name, result in checks.items() if result.startswith("error")]
     if failing:
         message = f"Not ready: {', '.join(failing)} failing."
