@@ -33,11 +33,14 @@ class ChatStreamEncoder(DataStreamEncoder):
         super().__init__(prepared, OutputReader(get_family(target.family).think_tags))
         self._head = {"id": response_id, "object": "chat.completion.chunk", "created": created,
                       "model": target.public_name}
-        self._delta = FrameTemplate({**self._head, "choices": [{"index": 0, "delta": SLOT, "finish_reason": None}]})
-        self._content = FrameTemplate({**self._head,
-                                       "choices": [{"index": 0, "delta": {"content": SLOT}, "finish_reason": None}]})
+        # With include_usage, OpenAI sends `"usage": null` on every chunk but the last; strict clients rely on it.
+        tail = {"usage": None} if prepared.include_usage else {}
+        self._delta = FrameTemplate({**self._head, "choices": [{"index": 0, "delta": SLOT, "finish_reason": None}],
+                                     **tail})
+        self._content = FrameTemplate({**self._head, "choices": [
+            {"index": 0, "delta": {"content": SLOT}, "finish_reason": None}], **tail})
         self._reasoning = FrameTemplate({**self._head, "choices": [
-            {"index": 0, "delta": {"reasoning_content": SLOT, "reasoning": SLOT}, "finish_reason": None}]})
+            {"index": 0, "delta": {"reasoning_content": SLOT, "reasoning": SLOT}, "finish_reason": None}], **tail})
         self._calls = 0
         # A forced call arrives as JSON text: it is held back and sent as one tool call at the end.
         self._forced: ForcedCall | None = prepared.meta.get("forced_call")
@@ -107,7 +110,8 @@ class ChatStreamEncoder(DataStreamEncoder):
         self._started = self._closed = True
         done_reason = self._final.get("done_reason") if self._final is not None else None
         frames.append(data_frame({**self._head, "choices": [
-            {"index": 0, "delta": {}, "finish_reason": finish_reason(done_reason, self._calls > 0)}]}))
+            {"index": 0, "delta": {}, "finish_reason": finish_reason(done_reason, self._calls > 0)}],
+            **({"usage": None} if self._prepared.include_usage else {})}))
         if self._prepared.include_usage:
             usage = self.usage()
             frames.append(data_frame({**self._head, "choices": [],

@@ -129,8 +129,9 @@ class CompletionStreamEncoder(DataStreamEncoder):
         super().__init__(prepared, OutputReader(think_tags=False))
         self._head = {"id": response_id, "object": "text_completion", "created": created,
                       "model": target.public_name}
+        tail = {"usage": None} if prepared.include_usage else {}  # null on every chunk but the last, as OpenAI
         self._text = FrameTemplate({**self._head, "choices": [
-            {"text": SLOT, "index": 0, "logprobs": None, "finish_reason": None}]})
+            {"text": SLOT, "index": 0, "logprobs": None, "finish_reason": None}], **tail})
 
     def feed(self, chunk: Mapping[str, Any]) -> bytes:
         """One /api/generate chunk -> at most one SSE frame."""
@@ -151,7 +152,8 @@ class CompletionStreamEncoder(DataStreamEncoder):
         self._started = self._closed = True
         done_reason = self._final.get("done_reason") if self._final is not None else None
         frames = [data_frame({**self._head, "choices": [
-            {"text": "", "index": 0, "logprobs": None, "finish_reason": _finish_reason(done_reason)}]})]
+            {"text": "", "index": 0, "logprobs": None, "finish_reason": _finish_reason(done_reason)}],
+            **({"usage": None} if self._prepared.include_usage else {})})]
         if self._prepared.include_usage:
             frames.append(data_frame({**self._head, "choices": [], "usage": _usage_json(self.usage())}))
         frames.append(DONE)
