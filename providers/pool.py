@@ -184,6 +184,8 @@ class NodePool:
 
     async def _read_models(self, node: _Node, tags: Iterable[str]) -> None:
         try:
+            if node.version is None:  # first use before any health check: the version decides features too
+                node.version = await read_version(node.probe)
             found = await read_models(node.probe, tags, node.version)
         except UpstreamError:
             return

@@ -9,6 +9,7 @@ from providers.base import ModelTarget, PreparedRequest, Usage
 from providers.errors import UpstreamProtocolError
 from providers.families import get_family
 from providers.openai.forced_call import ForcedCall
+from providers.openai.logprobs import content_logprobs, request_logprobs
 from providers.openai.messages import translate_messages
 from providers.openai.native import base_options, chat_body, reasoning_effort, require_kind, think_value
 from providers.openai.output import OutputReader, cached_tokens, finish_reason
@@ -34,8 +35,6 @@ def _refuse_unsupported(body: Mapping[str, Any]) -> None:
     n = integer(body, "n", lo=1)
     if n is not None and n > 1:
         raise unsupported("n", "only one choice per request (n=1) can be generated.")
-    refuse_if(body, "logprobs", (False,), "token log probabilities are not available from the model server.")
-    refuse_if(body, "top_logprobs", (0,), "token log probabilities are not available from the model server.")
     refuse_if(body, "logit_bias", ({},), "the model server cannot bias token probabilities.")
     refuse_if(body, "audio", (), "audio output is not available.")
     refuse_if(body, "modalities", (["text"],), "only text output is available.")
@@ -74,12 +73,14 @@ def prepare(body: Mapping[str, Any], target: ModelTarget) -> PreparedRequest:
         fmt = offered.forced.schema()
     native = chat_body(target, messages, stream, options,
                        think=think_value(effort, target, family, effort_param), fmt=fmt, tools=tools)
+    native.update(request_logprobs(body, target))
     size = measure_messages(messages, tools)
     check_context(size.typical(), max_tokens, target.context, "messages")
     return PreparedRequest(endpoint="chat.completions", ollama_path="/api/chat", body=native, stream=stream,
                            prompt_tokens_estimate=size.estimate(), max_output_tokens=max_tokens,
                            include_usage=include_usage,
-                           meta={"forced_call": offered.forced, "single_call": offered.single})
+                           meta={"forced_call": offered.forced, "single_call": offered.single,
+                                 "logprobs": bool(native.get("logprobs"))})
 
 
 def usage_json(usage: Usage, reader: OutputReader, final: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -126,7 +127,9 @@ def render(prepared: PreparedRequest, target: ModelTarget, ollama: Mapping[str, 
         "object": "chat.completion",
         "created": created,
         "model": target.public_name,
-        "choices": [{"index": 0, "message": answer_message, "logprobs": None,
+        "choices": [{"index": 0, "message": answer_message,
+                     "logprobs": ({"content": content_logprobs(ollama.get("logprobs")), "refusal": None}
+                                  if prepared.meta.get("logprobs") else None),
                      "finish_reason": finish_reason(ollama.get("done_reason"), bool(calls))}],
         "usage": usage_json(usage, reader, ollama),
     }

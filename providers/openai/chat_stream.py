@@ -17,6 +17,7 @@ from providers.base import ModelTarget, PreparedRequest
 from providers.families import get_family
 from providers.openai.chat import usage_json
 from providers.openai.forced_call import ForcedCall
+from providers.openai.logprobs import content_logprobs
 from providers.openai.output import OutputReader, finish_reason
 from providers.openai.stream_base import DataStreamEncoder
 from providers.sse import DONE, SLOT, FrameTemplate, data_frame
@@ -27,7 +28,7 @@ _ROLE_DELTA = b'{"role":"assistant","content":""}'
 class ChatStreamEncoder(DataStreamEncoder):
     """One streaming chat answer; see the module docstring for the frame sequence."""
 
-    __slots__ = ("_head", "_delta", "_content", "_reasoning", "_calls", "_forced", "_held", "_single")
+    __slots__ = ("_head", "_delta", "_content", "_reasoning", "_calls", "_forced", "_held", "_single", "_logprobs")
 
     def __init__(self, prepared: PreparedRequest, target: ModelTarget, response_id: str, created: int) -> None:
         super().__init__(prepared, OutputReader(get_family(target.family).think_tags))
@@ -46,6 +47,7 @@ class ChatStreamEncoder(DataStreamEncoder):
         self._forced: ForcedCall | None = prepared.meta.get("forced_call")
         self._held: list[str] = []
         self._single = bool(prepared.meta.get("single_call"))
+        self._logprobs = bool(prepared.meta.get("logprobs"))
 
     def _frames(self, thinking: str, content: str) -> list[bytes]:
         frames = []
@@ -69,7 +71,13 @@ class ChatStreamEncoder(DataStreamEncoder):
             frames.append(self._delta.render(_ROLE_DELTA))
         message = chunk.get("message")
         if isinstance(message, Mapping):
-            frames += self._frames(*self._reader.read(message))
+            thinking, content = self._reader.read(message)
+            if self._logprobs and chunk.get("logprobs") and content and self._forced is None:
+                # Rare path (logprobs asked): the content frame carries the chunk's logprobs too.
+                frames += self._frames(thinking, "")
+                frames.append(self._logprob_frame(content, chunk["logprobs"]))
+            else:
+                frames += self._frames(thinking, content)
             if message.get("tool_calls"):
                 frames += self._call_frames(self._reader.tool_calls(message["tool_calls"]))
         if chunk.get("done"):
@@ -77,6 +85,12 @@ class ChatStreamEncoder(DataStreamEncoder):
             frames += self._frames(*self._reader.flush())
             frames += self._release_held()
         return b"".join(frames)
+
+    def _logprob_frame(self, content: str, entries: Any) -> bytes:
+        choice = {"index": 0, "delta": {"content": content}, "finish_reason": None,
+                  "logprobs": {"content": content_logprobs(entries), "refusal": None}}
+        return data_frame({**self._head, "choices": [choice],
+                           **({"usage": None} if self._prepared.include_usage else {})})
 
     def _call_frames(self, calls: list[dict[str, Any]]) -> list[bytes]:
         if self._single:

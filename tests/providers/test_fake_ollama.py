@@ -82,7 +82,7 @@ def test_root_says_running_for_get_and_head(http: httpx.Client) -> None:
 
 
 def test_version(http: httpx.Client) -> None:
-    assert http.get("/api/version").json() == {"version": "0.12.10"}
+    assert http.get("/api/version").json() == {"version": "0.12.11"}
     assert http.head("/api/version").status_code == 200
 
 

@@ -12,7 +12,7 @@ from .asgi import JSON_TYPE, TEXT_TYPE, FakeError, Receive, Send, send_bytes, se
 from .catalogue import MODELS, Resolved
 from .runtime import Runtime
 
-VERSION = "0.12.10"
+VERSION = "0.12.11"  # the first release with logprobs
 _RUNNING = b"Ollama is running"
 _VERSION_BODY = orjson.dumps({"version": VERSION})
 
