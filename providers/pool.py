@@ -75,7 +75,7 @@ class NodeSnapshot:
 
 class _Node:
     __slots__ = ("config", "client", "probe", "in_flight", "up", "failures", "loaded", "active", "version",
-                 "models", "models_read_at")
+                 "models", "models_read_at", "show_failed")
 
     def __init__(self, config: NodeConfig, client: OllamaClient, probe: OllamaClient) -> None:
         self.config = config
@@ -89,6 +89,7 @@ class _Node:
         self.version: tuple[int, int, int] | None = None  # from /api/version
         self.models: dict[str, ModelInfo | None] = {}  # normalised tag -> /api/show facts; None = not on the node
         self.models_read_at = float("-inf")  # loop time of the last full /api/show round
+        self.show_failed: dict[str, float] = {}  # tag -> loop time /api/show last failed (not a 404)
 
 
 class _Waiter:
@@ -176,20 +177,31 @@ class NodePool:
         Failures to ask are not errors here: the request goes on, and the node's own answer decides.
         """
         tag, allowed = _normalise(model_tag), _allowed(nodes)
+        # A node whose /api/show just failed is not asked again before the next health check, so a
+        # struggling node does not add its timeout to every request.
+        retry_before = asyncio.get_running_loop().time() - self._health_interval
         unread = [node for node in self._nodes.values()
-                  if node.up and (allowed is None or node.config.name in allowed) and tag not in node.models]
+                  if node.up and (allowed is None or node.config.name in allowed) and tag not in node.models
+                  and node.show_failed.get(tag, float("-inf")) < retry_before]
         if unread:
             await asyncio.gather(*(self._read_models(node, (tag,)) for node in unread))
         return self.cached_model_info(model_tag, nodes)
 
     async def _read_models(self, node: _Node, tags: Iterable[str]) -> None:
+        tags = list(tags)
         try:
             if node.version is None:  # first use before any health check: the version decides features too
                 node.version = await read_version(node.probe)
             found = await read_models(node.probe, tags, node.version)
         except UpstreamError:
-            return
+            found = {}
         node.models.update(found)
+        now = asyncio.get_running_loop().time()
+        for tag in tags:
+            if tag in found:
+                node.show_failed.pop(tag, None)
+            else:
+                node.show_failed[tag] = now
 
     async def start(self) -> None:
         """Start the background health checker (a first check runs at once)."""

@@ -78,3 +78,21 @@ async def test_model_info_asks_on_first_use() -> None:
     assert info is not None and info.can("thinking") and nodes.shows == [("a", "qwen3:latest")]
     await pool.model_info("qwen3", ["a"])
     assert len(nodes.shows) == 1
+
+
+async def test_a_failing_show_is_not_retried_on_every_request() -> None:
+    nodes = Nodes()
+    calls: list[str] = []
+
+    async def broken(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/show":
+            calls.append(request.url.host)
+            return httpx.Response(500, json={"error": "busy"})
+        return await nodes(request)
+
+    pool = NodePool(httpx.AsyncClient(transport=httpx.MockTransport(broken)), first_byte_timeout=1, idle_timeout=1,
+                    health_interval=60)
+    pool.configure([NodeConfig("a", "http://a:11434")])
+    assert await pool.model_info("qwen3", None) is None
+    assert await pool.model_info("qwen3", None) is None
+    assert calls == ["a"]
