@@ -16,6 +16,15 @@ from providers.ollama.capabilities import LOGPROBS_SINCE
 from providers.openai.params import boolean, integer, unsupported
 
 MAX_TOP_LOGPROBS = 20  # OpenAI's and Ollama's limit
+MAX_LEGACY_LOGPROBS = 5  # legacy Completions' `logprobs` is the top count, at most 5
+
+
+def _require_version(target: ModelTarget) -> None:
+    version = target.ollama_version
+    if version is None or version < LOGPROBS_SINCE:
+        served = ".".join(map(str, version)) if version is not None else "an unknown version"
+        raise unsupported("logprobs", f"the model server for '{target.public_name}' runs {served}; token log "
+                                      "probabilities need Ollama 0.12.11 or later.")
 
 
 def request_logprobs(body: Mapping[str, Any], target: ModelTarget) -> dict[str, Any]:
@@ -30,11 +39,7 @@ def request_logprobs(body: Mapping[str, Any], target: ModelTarget) -> dict[str, 
         if top:
             raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true.", param="top_logprobs")
         return {}
-    version = target.ollama_version
-    if version is None or version < LOGPROBS_SINCE:
-        served = ".".join(map(str, version)) if version is not None else "an unknown version"
-        raise unsupported("logprobs", f"the model server for '{target.public_name}' runs {served}; token log "
-                                      "probabilities need Ollama 0.12.11 or later.")
+    _require_version(target)
     native: dict[str, Any] = {"logprobs": True}
     if top:
         native["top_logprobs"] = top
@@ -66,3 +71,35 @@ def content_logprobs(entries: Any) -> list[dict[str, Any]]:
         item["top_logprobs"] = [_token(alternative) for alternative in top] if isinstance(top, list) else []
         out.append(item)
     return out
+
+
+def request_legacy_logprobs(body: Mapping[str, Any], target: ModelTarget) -> dict[str, Any]:
+    """Legacy Completions' `logprobs` (an integer 0..5: how many alternatives) -> Ollama's fields.
+
+    0 or absent asks for nothing; 1..5 needs Ollama 0.12.11 (as for chat). Ollama's own layer maps it the
+    same way (`logprobs: true, top_logprobs: N`).
+    """
+    value = body.get("logprobs")
+    if value is False or value is None:
+        return {}
+    top = integer(body, "logprobs", lo=0, hi=MAX_LEGACY_LOGPROBS)
+    if not top:
+        return {}
+    _require_version(target)
+    return {"logprobs": True, "top_logprobs": top}
+
+
+def legacy_logprobs(entries: Any, offset: int) -> tuple[dict[str, Any], int]:
+    """Ollama's `logprobs` -> legacy Completions' `{tokens, token_logprobs, top_logprobs, text_offset}`.
+
+    `offset` is where the first token starts in the generated text (characters); returns the object and
+    the offset after the last token, so a stream can continue counting.
+    """
+    out: dict[str, list[Any]] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    for item in content_logprobs(entries):
+        out["tokens"].append(item["token"])
+        out["token_logprobs"].append(item["logprob"])
+        out["top_logprobs"].append({alt["token"]: alt["logprob"] for alt in item["top_logprobs"]})
+        out["text_offset"].append(offset)
+        offset += len(item["token"])
+    return out, offset

@@ -41,3 +41,13 @@ async def test_an_older_node_refuses_logprobs_naming_the_parameter(
         await stack.engine.dispose()
     assert refused.value.param == "logprobs" and "0.12.3" in refused.value.message
     assert node.bodies("/api/chat") == []
+
+
+async def test_legacy_completions_logprobs(stack: Stack) -> None:
+    tenant = await stack.tenant()
+    async with openai.AsyncOpenAI(base_url=stack.v1, api_key=tenant.api_key, max_retries=0) as client:
+        completion = await client.completions.create(model="privaterouter/fast", prompt="Once upon", logprobs=2,
+                                                     max_tokens=5)
+    logprobs = completion.choices[0].logprobs
+    assert logprobs is not None and logprobs.tokens and "".join(logprobs.tokens) == completion.choices[0].text
+    assert logprobs.top_logprobs and all(len(top) == 2 for top in logprobs.top_logprobs)

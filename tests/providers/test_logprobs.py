@@ -62,3 +62,26 @@ def test_stream_chunks_carry_their_logprobs() -> None:
     encoder = stream_encoder(prepared, NEW, response_id="c", created=0)
     frame = encoder.feed(ollama_chat("Hi", done=False, logprobs=[ENTRY]))
     assert b'"logprobs":{"content":[{"token":"Hi"' in frame and b'"content":"Hi"' in frame
+
+
+# --- legacy completions ---------------------------------------------------------------------------
+
+def test_legacy_logprobs_count_becomes_top_logprobs() -> None:
+    body = prepare("completions", {"model": "m", "prompt": "Once", "logprobs": 2}, NEW).body
+    assert (body["logprobs"], body["top_logprobs"]) == (True, 2)
+    assert "logprobs" not in prepare("completions", {"model": "m", "prompt": "Once", "logprobs": 0}, NEW).body
+    with pytest.raises(InvalidRequest) as info:
+        prepare("completions", {"model": "m", "prompt": "Once", "logprobs": 6}, NEW)
+    assert info.value.param == "logprobs"
+
+
+def test_legacy_shape_with_text_offsets_across_stream_chunks() -> None:
+    prepared = prepare("completions", {"model": "m", "prompt": "Once", "logprobs": 1, "stream": True}, NEW)
+    encoder = stream_encoder(prepared, NEW, response_id="c", created=0)
+    first = encoder.feed({"response": "Hi", "done": False, "logprobs": [ENTRY]})
+    second = encoder.feed({"response": " you", "done": False, "logprobs": [{"token": " you", "logprob": -1.5}]})
+    assert b'"text_offset":[0]' in first and b'"text_offset":[2]' in second
+    answer, _ = render_response(prepare("completions", {"model": "m", "prompt": "Once", "logprobs": 1}, NEW), NEW,
+                                {"response": "Hi", "done": True, "logprobs": [ENTRY]}, response_id="c", created=0)
+    assert answer["choices"][0]["logprobs"] == {"tokens": ["Hi"], "token_logprobs": [-0.25],
+                                                "top_logprobs": [{"Hi": -0.25, "Yo": -2.0}], "text_offset": [0]}

@@ -99,6 +99,7 @@ class GenerateShape:
     """`/api/generate` objects: `response` always present, `context` on the last one unless raw."""
 
     context: list[int] | None
+    logprobs: int | None = None  # top count when the request asked for logprobs
 
     def piece(self, model: str, created: str, kind: str, payload: Any) -> dict[str, Any]:
         out: dict[str, Any] = {"model": model, "created_at": created,
@@ -106,6 +107,8 @@ class GenerateShape:
         if kind == "thinking":
             out["thinking"] = payload
         out["done"] = False
+        if self.logprobs is not None and kind == "content":
+            out["logprobs"] = [token_logprob(payload, self.logprobs)]
         return out
 
     def final(self, model: str, created: str, turn: Turn, metrics: dict[str, int]) -> dict[str, Any]:
@@ -126,6 +129,8 @@ class GenerateShape:
         if self.context is not None:
             out["context"] = self.context
         out.update(metrics)
+        if self.logprobs is not None:
+            out["logprobs"] = [token_logprob(text, self.logprobs) for kind, text in turn.pieces if kind == "content"]
         return out
 
 

@@ -219,7 +219,9 @@ async def generate_handler(rt: Runtime, body: bytes, send: Send, receive: Receiv
     plan = Plan(seed_text=prompt, prompt_tokens=prompt_tokens, tokens_per_reply=rt.config.tokens_per_reply,
                 options=options, think=thinks, output_format=output_format, shift=shift)
     turn = generate(plan)
-    shape = GenerateShape(None if raw else _context_ids(prompt, prompt_tokens + turn.eval_count))
+    shape = GenerateShape(None if raw else _context_ids(prompt, prompt_tokens + turn.eval_count),
+                          decode.integer(request, "top_logprobs", _GENERATE) if request.get("logprobs") is True
+                          else None)
     answer = Answer(requested, model, turn, shape, Timing(started, time.perf_counter_ns()), rt.token_delay(model),
                     rt.config.first_token_delay)
     await respond(answer, stream, send, receive, rt.stats)
