@@ -8,8 +8,9 @@ function `tools`, `tool_choice` (forced calls through structured output, as on C
 json_object / json_schema), `reasoning.effort`, `stream`. Refused with a 400 naming the
 parameter: hosted tools, `previous_response_id`, `conversation`, `background`, `store: true`
 (nothing is kept), `prompt` templates, file/audio inputs, `include` other than
-`reasoning.encrypted_content`, logprobs. Input items become Chat Completions messages first
-(providers/openai/responses_input.py), so both APIs share one validator.
+`reasoning.encrypted_content` and `message.output_text.logprobs` (logprobs as on Chat
+Completions). Input items become Chat Completions messages first (responses_input.py), so both
+APIs share one validator.
 
 A thinking model's reasoning comes out as a `reasoning` output item whose content is the full
 `reasoning_text` (there is no summariser), before the `message` item; tool calls come out as
@@ -27,6 +28,7 @@ from providers.base import ModelTarget, PreparedRequest, Usage
 from providers.errors import InvalidRequest
 from providers.families import get_family
 from providers.openai.forced_call import ForcedCall
+from providers.openai.logprobs import MAX_TOP_LOGPROBS, content_logprobs, request_logprobs
 from providers.openai.messages import translate_messages
 from providers.openai.native import base_options, chat_body, require_kind, think_value
 from providers.openai.output import OutputReader, cached_tokens
@@ -48,7 +50,8 @@ from providers.openai.tools import ToolRequest, translate_tools
 from providers.sse import SLOT, FrameTemplate, event_frame
 from providers.tokens import measure_messages
 
-_INCLUDE_OK = ("reasoning.encrypted_content",)
+_INCLUDE_OK = ("reasoning.encrypted_content", "message.output_text.logprobs")
+_LOGPROBS_INCLUDE = "message.output_text.logprobs"
 
 
 # --- request ------------------------------------------------------------------------------------
@@ -60,7 +63,6 @@ def _refuse_unsupported(body: Mapping[str, Any]) -> None:
     refuse_if(body, "background", (False,), "background responses are not available.")
     refuse_if(body, "store", (False,), "responses are not stored; omit 'store' or set it to false.")
     refuse_if(body, "prompt", (), "stored prompt templates are not available.")
-    refuse_if(body, "top_logprobs", (0,), "token log probabilities are not available from the model server.")
     include = body.get("include")
     if include is not None:
         if not isinstance(include, list):
@@ -94,6 +96,19 @@ def _text_config(body: Mapping[str, Any]) -> tuple[dict[str, Any], str | dict[st
     if verbosity is not None:
         echo["verbosity"] = verbosity
     return echo, fmt
+
+
+def _logprobs(body: Mapping[str, Any], target: ModelTarget) -> dict[str, Any]:
+    """`include: ["message.output_text.logprobs"]` and/or `top_logprobs` -> Ollama's fields (as for chat)."""
+    include = body.get("include") or ()
+    top = integer(body, "top_logprobs", lo=0, hi=MAX_TOP_LOGPROBS)
+    if _LOGPROBS_INCLUDE not in include and not top:
+        return {}
+    try:
+        return request_logprobs({"logprobs": True, "top_logprobs": top}, target)
+    except InvalidRequest as error:  # named as the Responses API spells it
+        param = "top_logprobs" if top else "include"
+        raise InvalidRequest(error.message.replace("'logprobs'", f"'{param}'"), param=param) from None
 
 
 def _tools(body: Mapping[str, Any], target: ModelTarget) -> ToolRequest:
@@ -140,6 +155,7 @@ def prepare(body: Mapping[str, Any], target: ModelTarget) -> PreparedRequest:
         fmt = offered.forced.schema()
     native = chat_body(target, messages, stream, options, think=think_value(effort, target, family, "reasoning.effort"),
                        fmt=fmt, tools=offered.tools)
+    native.update(_logprobs(body, target))
     size = measure_messages(messages, offered.tools)
     check_context(size.typical(), max_tokens, target.context, "input")
     echo = {
@@ -157,7 +173,8 @@ def prepare(body: Mapping[str, Any], target: ModelTarget) -> PreparedRequest:
     return PreparedRequest(endpoint="responses", ollama_path="/api/chat", body=native, stream=stream,
                            prompt_tokens_estimate=size.estimate(), max_output_tokens=max_tokens,
                            include_usage=True,
-                           meta={"echo": echo, "forced_call": offered.forced, "single_call": offered.single})
+                           meta={"echo": echo, "forced_call": offered.forced, "single_call": offered.single,
+                                 "logprobs": bool(native.get("logprobs"))})
 
 
 # --- answer -------------------------------------------------------------------------------------
@@ -192,12 +209,13 @@ def _reasoning_item(response_id: str, text: str, status: str) -> dict[str, Any]:
             "content": [{"type": "reasoning_text", "text": text}], "status": status}
 
 
-def _text_part(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+def _text_part(text: str, logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs or []}
 
 
-def _message_item(response_id: str, text: str | None, status: str) -> dict[str, Any]:
-    content = [] if text is None else [_text_part(text)]
+def _message_item(response_id: str, text: str | None, status: str,
+                  logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    content = [] if text is None else [_text_part(text, logprobs)]
     return {"id": "msg_" + _suffix(response_id), "type": "message", "status": status, "role": "assistant",
             "content": content}
 
@@ -251,7 +269,8 @@ def render(prepared: PreparedRequest, target: ModelTarget, ollama: Mapping[str, 
     status = _status(ollama) if not calls else "completed"
     output = [_reasoning_item(response_id, thinking, "completed")] if thinking else []
     if text or not calls:
-        output.append(_message_item(response_id, text, status))
+        logprobs = content_logprobs(ollama.get("logprobs")) if prepared.meta.get("logprobs") else None
+        output.append(_message_item(response_id, text, status, logprobs))
     output += [_call_item(response_id, n, call, "completed") for n, call in enumerate(calls)]
     usage = reader.usage(ollama, prepared.prompt_tokens_estimate)
     return _response(prepared, target, response_id, created, status, output,
@@ -267,7 +286,8 @@ class ResponsesStreamEncoder:
     """Ollama chunks -> Responses API events (`event: <type>` frames with increasing sequence_number)."""
 
     __slots__ = ("_prepared", "_target", "_id", "_created", "_reader", "_final", "_seq", "_phase", "_output",
-                 "_reasoning", "_text", "_delta", "_started", "_closed", "_calls", "_forced", "_held", "_single")
+                 "_reasoning", "_text", "_delta", "_started", "_closed", "_calls", "_forced", "_held", "_single",
+                 "_logprobs", "_chunk_logprobs")
 
     def __init__(self, prepared: PreparedRequest, target: ModelTarget, response_id: str, created: int) -> None:
         self._prepared = prepared
@@ -289,6 +309,8 @@ class ResponsesStreamEncoder:
         self._forced: ForcedCall | None = prepared.meta.get("forced_call")
         self._held: list[str] = []
         self._single = bool(prepared.meta.get("single_call"))
+        self._logprobs: list[dict[str, Any]] | None = [] if prepared.meta.get("logprobs") else None
+        self._chunk_logprobs: Any = None
 
     @property
     def started(self) -> bool:
@@ -339,11 +361,12 @@ class ResponsesStreamEncoder:
 
     def _close_message(self, status: str) -> list[bytes]:
         text = "".join(self._text)
-        item = _message_item(self._id, text, status)
+        item = _message_item(self._id, text, status, self._logprobs)
         index = len(self._output)
         frames = [
             self._event("response.output_text.done", {"item_id": item["id"], "output_index": index,
-                                                      "content_index": 0, "text": text, "logprobs": []}),
+                                                      "content_index": 0, "text": text,
+                                                      "logprobs": self._logprobs or []}),
             self._event("response.content_part.done", {"item_id": item["id"], "output_index": index,
                                                        "content_index": 0, "part": item["content"][0]}),
             self._event("response.output_item.done", {"output_index": index, "item": item}),
@@ -375,7 +398,14 @@ class ResponsesStreamEncoder:
             if self._phase != _MESSAGE:
                 frames += self._start_message()
             self._text.append(text)
-            frames.append(self._render_delta(text))
+            if self._logprobs is not None:  # rare path (logprobs asked): the delta carries the chunk's logprobs
+                pieces = content_logprobs(self._chunk_logprobs)
+                self._logprobs += pieces
+                frames.append(self._event("response.output_text.delta", {
+                    "item_id": "msg_" + _suffix(self._id), "output_index": len(self._output), "content_index": 0,
+                    "delta": text, "logprobs": pieces}))
+            else:
+                frames.append(self._render_delta(text))
         return frames
 
     def _start_message(self) -> list[bytes]:
@@ -390,6 +420,7 @@ class ResponsesStreamEncoder:
             return b""
         frames = [] if self._started else self._open()
         message = chunk.get("message")
+        self._chunk_logprobs = chunk.get("logprobs")
         if isinstance(message, Mapping):
             frames += self._relay(*self._reader.read(message))
             if message.get("tool_calls"):

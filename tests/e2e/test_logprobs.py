@@ -51,3 +51,15 @@ async def test_legacy_completions_logprobs(stack: Stack) -> None:
     logprobs = completion.choices[0].logprobs
     assert logprobs is not None and logprobs.tokens and "".join(logprobs.tokens) == completion.choices[0].text
     assert logprobs.top_logprobs and all(len(top) == 2 for top in logprobs.top_logprobs)
+
+
+async def test_responses_api_logprobs(stack: Stack) -> None:
+    tenant = await stack.tenant()
+    async with openai.AsyncOpenAI(base_url=stack.v1, api_key=tenant.api_key, max_retries=0) as client:
+        response = await client.responses.create(model="privaterouter/fast", input="hi", top_logprobs=2,
+                                                 include=["message.output_text.logprobs"], reasoning={"effort": "none"})
+    [message] = [item for item in response.output if item.type == "message"]
+    part = message.content[0]
+    assert part.type == "output_text" and part.logprobs
+    assert "".join(lp.token for lp in part.logprobs) == part.text
+    assert all(len(lp.top_logprobs) == 2 for lp in part.logprobs)

@@ -109,7 +109,8 @@ def test_text_format_json_object() -> None:
     ("background", True, "background"),
     ("store", True, "store"),
     ("prompt", {"id": "pmpt_1"}, "prompt"),
-    ("include", ["message.output_text.logprobs"], "include[0]"),
+    ("include", ["message.output_text.logprobs"], "include"),  # this node's version is unknown
+    ("include", ["file_search_call.results"], "include[0]"),
     ("top_logprobs", 2, "top_logprobs"),
     # llama3.2's node lists no vision.
     ("input", [{"role": "user", "content": [{"type": "input_image", "image_url": "data:image/png;base64,AA=="}]}],
@@ -324,3 +325,16 @@ def test_parallel_tool_calls_false_keeps_the_first_call() -> None:
     answer = render(ollama_chat("", tool_calls=two), tools=[WEATHER], parallel_tool_calls=False)
     assert [item["call_id"] for item in answer["output"]] == ["call_1"]
     assert answer["parallel_tool_calls"] is False
+
+
+def test_logprobs_on_a_new_enough_node_reach_ollama_and_the_output_text() -> None:
+    new = target("llama", ollama_version=(0, 12, 11))
+    entry = {"token": "Hi", "logprob": -0.5, "bytes": [72, 105], "top_logprobs": []}
+    body = prepared(new, include=["message.output_text.logprobs"], top_logprobs=3).body
+    assert (body["logprobs"], body["top_logprobs"]) == (True, 3)
+    answer = render(ollama_chat("Hi", logprobs=[entry]), new, include=["message.output_text.logprobs"])
+    assert answer["output"][0]["content"][0]["logprobs"] == [entry]
+    raw = stream([ollama_chat("Hi", done=False, logprobs=[entry]), ollama_chat("")], new, top_logprobs=1)
+    deltas = [payload for kind, payload in events(raw) if kind == "response.output_text.delta"]
+    assert [d["logprobs"] for d in deltas] == [[entry]]
+    assert events(raw)[-1][1]["response"]["output"][0]["content"][0]["logprobs"] == [entry]
