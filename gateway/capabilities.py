@@ -7,6 +7,8 @@ The facts come from the pool's cache of each node's `/api/show` (providers/ollam
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -57,6 +59,18 @@ def claim_problems(registry: Registry, pool: NodePool) -> list[str]:
             problems.append(f"{model.name}: models.yaml says kind {model.kind}, but its nodes do not list "
                             f"the '{needed}' capability")
     return problems
+
+
+async def confirm_claims(registry: Registry, pool: NodePool, *, timeout: float = 3.0) -> list[str]:
+    """`claim_problems` after asking the nodes about every model not asked yet (at most `timeout` seconds).
+
+    For an operator's reload: the answer can say at once where the new file claims what the nodes lack.
+    """
+    models = list(registry.models.values())
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await asyncio.gather(*(pool.model_info(m.tag, m.nodes) for m in models))
+    return claim_problems(registry, pool)
 
 
 class ClaimLog:

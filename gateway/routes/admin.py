@@ -25,6 +25,7 @@ from gateway import accounts
 from gateway.accounts import Member
 from gateway.auth.deps import require_admin
 from gateway.billing.ledger import InsufficientBalance
+from gateway.capabilities import confirm_claims
 from gateway.context import context
 from gateway.db.models import Account, CreditTransaction, UsageEvent, User
 from gateway.errors import GatewayError
@@ -227,7 +228,10 @@ async def reload(request: Request) -> Response:
         diff = context(request).registry.reload()
     except RegistryError as exc:
         raise GatewayError(400, "registry_invalid", str(exc)) from None
-    return JSONResponse({"status": "reloaded", "diff": diff})
+    # Where the new file claims what its nodes lack (a bigger context, a kind they do not serve).
+    ctx = context(request)
+    warnings = await confirm_claims(ctx.registry.current, ctx.pool) if getattr(ctx, "pool", None) else []
+    return JSONResponse({"status": "reloaded", "diff": diff, "warnings": warnings})
 
 
 routes = [

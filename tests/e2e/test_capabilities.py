@@ -77,6 +77,8 @@ async def test_models_yaml_claiming_more_context_than_the_node_is_narrowed_and_l
             admin = await stack.admin_token()
             reloaded = await http.post("/api/admin/reload", headers={"Authorization": f"Bearer {admin}"})
             assert reloaded.status_code == 200, reloaded.text
+            assert reloaded.json()["warnings"] == ["privaterouter/test-embed-wide: models.yaml says context 8192, "
+                                                   "its nodes serve 2048; 2048 is used"]
             tenant = await stack.tenant()
             models = await _models(stack, tenant.api_key)
             for _ in range(100):
