@@ -11,7 +11,14 @@ from providers.families import get_family
 from providers.openai.forced_call import ForcedCall
 from providers.openai.logprobs import content_logprobs, request_logprobs
 from providers.openai.messages import translate_messages
-from providers.openai.native import base_options, chat_body, reasoning_effort, require_kind, think_value
+from providers.openai.native import (
+    base_options,
+    chat_body,
+    reasoning_effort,
+    reasoning_excluded,
+    require_kind,
+    think_value,
+)
 from providers.openai.output import OutputReader, cached_tokens, finish_reason
 from providers.openai.params import (
     check_context,
@@ -80,7 +87,8 @@ def prepare(body: Mapping[str, Any], target: ModelTarget) -> PreparedRequest:
                            prompt_tokens_estimate=size.estimate(), max_output_tokens=max_tokens,
                            include_usage=include_usage,
                            meta={"forced_call": offered.forced, "single_call": offered.single,
-                                 "logprobs": bool(native.get("logprobs"))})
+                                 "logprobs": bool(native.get("logprobs")),
+                                 "hide_reasoning": reasoning_excluded(body)})
 
 
 def usage_json(usage: Usage, reader: OutputReader, final: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -118,7 +126,7 @@ def render(prepared: PreparedRequest, target: ModelTarget, ollama: Mapping[str, 
     answer_message: dict[str, Any] = {"role": "assistant", "content": content if content or not calls else None}
     if calls:
         answer_message["tool_calls"] = calls
-    if thinking:
+    if thinking and not prepared.meta.get("hide_reasoning"):
         # DeepSeek's name, and Ollama's / OpenRouter's / vLLM's: clients read one or the other.
         answer_message["reasoning_content"] = answer_message["reasoning"] = thinking
     usage = reader.usage(ollama, prepared.prompt_tokens_estimate)

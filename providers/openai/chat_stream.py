@@ -51,6 +51,8 @@ class ChatStreamEncoder(DataStreamEncoder):
 
     def _frames(self, thinking: str, content: str) -> list[bytes]:
         frames = []
+        if self._prepared.meta.get("hide_reasoning"):
+            thinking = ""  # reasoning.exclude: generated and paid for, not shown
         if self._forced is not None and content:
             self._held.append(content)
             content = ""

@@ -65,8 +65,10 @@ def think_value(effort: Any, target: ModelTarget, family: Family, param: str) ->
 def reasoning_effort(body: Mapping[str, Any]) -> tuple[Any, str]:
     """The effort a Chat Completions request asks for, and the parameter that named it.
 
-    `reasoning_effort` (OpenAI) or `reasoning: {"effort": ...}` (OpenRouter's and the Responses
-    API's shape); both given and different is a 400.
+    `reasoning_effort` (OpenAI) or OpenRouter's `reasoning` object: `effort`, `enabled` (false =
+    "none", true without an effort = "medium"), `exclude` (see `reasoning_excluded`). Spellings that
+    disagree are a 400; `reasoning.max_tokens` is a 400 (Ollama cannot cap the reasoning apart from
+    the answer).
     """
     effort = body.get("reasoning_effort")
     nested = body.get("reasoning")
@@ -74,13 +76,37 @@ def reasoning_effort(body: Mapping[str, Any]) -> tuple[Any, str]:
         return effort, "reasoning_effort"
     if not isinstance(nested, Mapping):
         raise wrong_type("reasoning", "an object", nested)
-    inner = nested.get("effort")
+    if nested.get("max_tokens") is not None:
+        raise InvalidRequest("'reasoning.max_tokens' is not supported: the model server cannot cap the reasoning "
+                             "apart from the answer; use 'max_tokens' or 'reasoning.effort'.",
+                             param="reasoning.max_tokens")
+    inner, param = nested.get("effort"), "reasoning.effort"
+    enabled = nested.get("enabled")
+    if enabled is not None:
+        if not isinstance(enabled, bool):
+            raise wrong_type("reasoning.enabled", "a boolean", enabled)
+        implied = "none" if not enabled else (inner if inner not in (None, "none") else "medium")
+        if inner is not None and inner != implied:
+            raise InvalidRequest(f"'reasoning.enabled' ({enabled}) and 'reasoning.effort' ({inner!r}) disagree.",
+                                 param="reasoning.enabled")
+        inner, param = implied, "reasoning.enabled" if inner is None else param
     if inner is None:
         return effort, "reasoning_effort"
     if effort is not None and effort != inner:
-        raise InvalidRequest(f"'reasoning_effort' ({effort!r}) and 'reasoning.effort' ({inner!r}) disagree; "
-                             f"send one of them.", param="reasoning.effort")
-    return inner, "reasoning.effort"
+        raise InvalidRequest(f"'reasoning_effort' ({effort!r}) and '{param}' ({inner!r}) disagree; "
+                             f"send one of them.", param=param)
+    return inner, param
+
+
+def reasoning_excluded(body: Mapping[str, Any]) -> bool:
+    """OpenRouter's `reasoning.exclude: true`: the model may think, but the answer carries no reasoning text."""
+    nested = body.get("reasoning")
+    if not isinstance(nested, Mapping) or nested.get("exclude") is None:
+        return False
+    exclude = nested["exclude"]
+    if not isinstance(exclude, bool):
+        raise wrong_type("reasoning.exclude", "a boolean", exclude)
+    return exclude
 
 
 def chat_body(target: ModelTarget, messages: list[dict[str, Any]], stream: bool, options: Mapping[str, Any],

@@ -73,3 +73,33 @@ def test_responses_reasoning_effort_none_turns_thinking_off() -> None:
     assert prepare("responses", body, target("gemma", capabilities=THINKS)).body["think"] is False
     body = {"model": "m", "input": "hi", "reasoning": {"effort": "low"}}
     assert prepare("responses", body, target("gemma", capabilities=THINKS)).body["think"] is True
+
+
+@pytest.mark.parametrize("reasoning,think", [({"enabled": False}, False), ({"enabled": True}, True),
+                                             ({"enabled": True, "effort": "high"}, True)])
+def test_openrouters_enabled_switch(reasoning: dict[str, object], think: bool) -> None:
+    prepared = prepare("chat.completions", chat_request(reasoning=reasoning), target("gemma", capabilities=THINKS))
+    assert prepared.body["think"] is think
+
+
+@pytest.mark.parametrize("reasoning,param", [({"enabled": False, "effort": "high"}, "reasoning.enabled"),
+                                             ({"max_tokens": 100}, "reasoning.max_tokens"),
+                                             ({"exclude": "yes"}, "reasoning.exclude")])
+def test_reasoning_object_conflicts_are_refused(reasoning: dict[str, object], param: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        prepare("chat.completions", chat_request(reasoning=reasoning), target("gemma", capabilities=THINKS))
+    assert info.value.param == param
+
+
+def test_exclude_hides_the_reasoning_text_but_not_the_thinking() -> None:
+    from providers.base import render_response, stream_encoder
+    from tests.providers.translate_helpers import ollama_chat
+
+    gemma = target("gemma", capabilities=THINKS)
+    prepared = prepare("chat.completions", chat_request(reasoning={"effort": "low", "exclude": True}), gemma)
+    assert prepared.body["think"] is True
+    answer, usage = render_response(prepared, gemma, ollama_chat("A", thinking="hm"), response_id="c", created=0)
+    assert "reasoning" not in answer["choices"][0]["message"] and usage.output_tokens == 7
+    streamed = prepare("chat.completions", chat_request(stream=True, reasoning={"exclude": True}), gemma)
+    encoder = stream_encoder(streamed, gemma, response_id="c", created=0)
+    assert b"hm" not in encoder.feed(ollama_chat("A", thinking="hm", done=False))
