@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from providers.ollama.fake.catalogue import resolve
-from providers.ollama.fake.info import _show
+from providers.ollama.fake.info import show_answer
 
 Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
@@ -144,7 +144,7 @@ class ScriptedOllama:
         if model is None:
             await _json(send, 404, {"error": f"model '{tag}' not found"})
             return
-        await _json(send, 200, _show(model))
+        await _json(send, 200, show_answer(model))
 
     async def _reply(self, send: Send, reply: Reply, path: str, body: dict[str, Any]) -> None:
         if reply.body is not None:
