@@ -174,7 +174,8 @@ def prepare(body: Mapping[str, Any], target: ModelTarget) -> PreparedRequest:
                            prompt_tokens_estimate=size.estimate(), max_output_tokens=max_tokens,
                            include_usage=True,
                            meta={"echo": echo, "forced_call": offered.forced, "single_call": offered.single,
-                                 "logprobs": bool(native.get("logprobs"))})
+                                 "logprobs": bool(native.get("logprobs")),
+                                 "encrypted": "reasoning.encrypted_content" in (body.get("include") or ())})
 
 
 # --- answer -------------------------------------------------------------------------------------
@@ -204,9 +205,14 @@ def _response(prepared: PreparedRequest, target: ModelTarget, response_id: str, 
     }
 
 
-def _reasoning_item(response_id: str, text: str, status: str) -> dict[str, Any]:
-    return {"id": "rs_" + _suffix(response_id), "type": "reasoning", "summary": [],
+def _reasoning_item(response_id: str, text: str, status: str, encrypted: bool = False) -> dict[str, Any]:
+    """The reasoning output item; with `include: ["reasoning.encrypted_content"]` the text also rides in
+    `encrypted_content` (not encrypted: clients that replay only that field keep the thread), as Ollama does."""
+    item = {"id": "rs_" + _suffix(response_id), "type": "reasoning", "summary": [],
             "content": [{"type": "reasoning_text", "text": text}], "status": status}
+    if encrypted:
+        item["encrypted_content"] = text
+    return item
 
 
 def _text_part(text: str, logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -267,7 +273,8 @@ def render(prepared: PreparedRequest, target: ModelTarget, ollama: Mapping[str, 
     text += tail_text
     calls, text = _answer_calls(prepared, reader, message if isinstance(message, Mapping) else {}, text, ollama)
     status = _status(ollama) if not calls else "completed"
-    output = [_reasoning_item(response_id, thinking, "completed")] if thinking else []
+    output = [_reasoning_item(response_id, thinking, "completed", prepared.meta.get("encrypted", False))] \
+        if thinking else []
     if text or not calls:
         logprobs = content_logprobs(ollama.get("logprobs")) if prepared.meta.get("logprobs") else None
         output.append(_message_item(response_id, text, status, logprobs))
@@ -347,7 +354,7 @@ class ResponsesStreamEncoder:
 
     def _close_reasoning(self) -> list[bytes]:
         text = "".join(self._reasoning)
-        item = _reasoning_item(self._id, text, "completed")
+        item = _reasoning_item(self._id, text, "completed", self._prepared.meta.get("encrypted", False))
         index = len(self._output)
         frames = [
             self._event("response.reasoning_text.done", {"item_id": item["id"], "output_index": index,

@@ -67,6 +67,9 @@ def _reasoning_text(item: Mapping[str, Any]) -> str:
                 texts.append(part["text"])
         if texts:
             break
+    if not texts and isinstance(item.get("encrypted_content"), str):
+        # Ours is the plain reasoning text (nothing to hide it from: the client's own model's thoughts).
+        texts.append(item["encrypted_content"])
     return "\n".join(texts)
 
 

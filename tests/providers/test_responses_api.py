@@ -338,3 +338,15 @@ def test_logprobs_on_a_new_enough_node_reach_ollama_and_the_output_text() -> Non
     deltas = [payload for kind, payload in events(raw) if kind == "response.output_text.delta"]
     assert [d["logprobs"] for d in deltas] == [[entry]]
     assert events(raw)[-1][1]["response"]["output"][0]["content"][0]["logprobs"] == [entry]
+
+
+def test_reasoning_round_trips_through_encrypted_content() -> None:
+    qwen = target("qwen")
+    answer = render(ollama_chat("A", thinking="hm"), qwen, include=["reasoning.encrypted_content"])
+    reasoning = answer["output"][0]
+    assert reasoning["encrypted_content"] == "hm"
+    replay = [{"role": "user", "content": "q"}, {"type": "reasoning", "id": "rs_1", "summary": [],
+                                                 "encrypted_content": "hm"},
+              {"role": "assistant", "content": "A"}, {"role": "user", "content": "again"}]
+    assert prepared(qwen, input=replay).body["messages"][1]["thinking"] == "hm"
+    assert "encrypted_content" not in render(ollama_chat("A", thinking="hm"), qwen)["output"][0]
