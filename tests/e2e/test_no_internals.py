@@ -89,3 +89,19 @@ async def test_token_id_arrays_get_a_400_naming_the_langchain_setting(node: tupl
             await client.embeddings.create(model="privaterouter/embed", input=[[9906, 1917]])
     error: Any = refused.value.body
     assert error["param"] == "input[0]" and "check_embedding_ctx_length=False" in error["message"]
+
+
+async def test_the_upstreams_own_words_are_logged_for_operators(node: tuple[Stack, ScriptedOllama],
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    stack, scripted = node
+    scripted.script = lambda path, body: FAILURES["crash"]
+    caplog.set_level("WARNING", logger="gateway.upstream")
+    tenant = await stack.tenant()
+    async with httpx.AsyncClient(timeout=20) as http:
+        response = await http.post(f"{stack.v1}/chat/completions",
+                                   headers={"Authorization": f"Bearer {tenant.api_key}"},
+                                   json={"model": "privaterouter/qwen-fast",
+                                         "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 502
+    [line] = [r.getMessage() for r in caplog.records if r.name == "gateway.upstream"]
+    assert "llama runner process has terminated" in line and "privaterouter/qwen-fast" in line and "node0" in line
