@@ -26,6 +26,7 @@ from gateway.auth.throttle import LoginThrottle
 from gateway.billing.holds import release_stale_holds
 from gateway.billing.policy import warn_if_unsafe
 from gateway.billing.trials import expire_trials
+from gateway.capabilities import ClaimLog
 from gateway.context import AppContext
 from gateway.db.engine import create_engine, session_factory
 from gateway.errors import GatewayError, error_response, from_provider
@@ -200,11 +201,13 @@ def node_configs(registry: Registry) -> list[NodeConfig]:
 
 
 def _configure_nodes(pool: NodePool, transport: httpx.AsyncBaseTransport, registry: Registry) -> None:
-    """The pool's node set and, for https nodes with a `ca_file`, the transport's CA per origin."""
+    """The pool's node set; for https nodes with a `ca_file`, the transport's CA per origin; and the
+    model tags whose capabilities the health checks keep read."""
     if isinstance(transport, UpstreamTransport):
         transport.set_ca_files({origin_of(node.url): node.ca_file for node in registry.nodes.values()
                                 if node.ca_file is not None})
     pool.configure(node_configs(registry))
+    pool.watch(model.tag for model in registry.models.values())
 
 
 def create_limiter(redis: Redis | None, app_metrics: Metrics) -> Limiter:
@@ -251,7 +254,9 @@ async def _housekeeping(ctx: AppContext) -> None:
     """Node gauges and the usage queue depth every second; stale holds (from a crash) and expired trials
     every minute."""
     ticks = 0
+    claims = ClaimLog()
     while True:
+        claims.check(ctx.registry.current, ctx.pool)  # logs where models.yaml claims what the nodes lack
         ctx.metrics.set_nodes((node.name, _host(node.url), node.up, node.utilization) for node in ctx.pool.snapshot())
         ctx.metrics.set_usage_queue_depth(ctx.usage_writer.depth)
         ticks += 1

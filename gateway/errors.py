@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import orjson
 from starlette.responses import Response
 
-from providers.errors import ProviderError, UpstreamStatusError
+from providers.errors import ProviderError, UpstreamError, UpstreamStatusError
+from providers.openai.upstream_errors import refusal, stable_message
+
+upstream_log = logging.getLogger("gateway.upstream")
 
 
 class GatewayError(Exception):
@@ -53,10 +57,24 @@ def error_response(error: GatewayError) -> Response:
     )
 
 
-def from_provider(error: ProviderError) -> GatewayError:
-    """Map a provider error by its attributes (never by message text)."""
+def from_provider(error: ProviderError, model: str | None = None, input_param: str = "input") -> GatewayError:
+    """Map a provider error by its attributes; upstream errors get stable texts naming only `model`.
+
+    An upstream error's own message (Ollama's text, node names, Ollama tags) is for the logs only.
+    """
+    if isinstance(error, UpstreamError):
+        log_upstream(error, model)
     if isinstance(error, UpstreamStatusError) and error.upstream_status == 400:
         # Ollama refused the request itself (e.g. a capability the model lacks): the client's to fix.
-        return GatewayError(400, "invalid_body", f"The model's server refused the request: {error.message}")
+        mapped = refusal(error.message, model or "requested", input_param=input_param)
+        return GatewayError(400, mapped.code, mapped.message, param=mapped.param)
+    if isinstance(error, UpstreamError):
+        return GatewayError(error.status, error.code, stable_message(error.code, model), type=error.type)
     param = getattr(error, "param", None)
     return GatewayError(error.status, error.code, error.message, type=error.type, param=param)
+
+
+def log_upstream(error: UpstreamError, model: str | None) -> None:
+    """The upstream's own words, for operators (the client gets a stable message instead)."""
+    upstream_log.warning("upstream %s for %s on node %s: %s", error.code, model or "?", error.node or "?",
+                         error.message[:500])

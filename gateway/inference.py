@@ -32,8 +32,10 @@ from gateway.ratelimit.headers import rate_limit_headers
 from gateway.registry import Model, Registry
 from providers.base import Endpoint, ModelTarget, PreparedRequest, Usage, new_response_id, prepare, render_response
 from providers.errors import ProviderError
+from providers.ollama.capabilities import ModelInfo
 
 KEY_PREFIX = "sk-pr-"
+INPUT_PARAM = {"chat.completions": "messages", "completions": "prompt", "responses": "input", "embeddings": "input"}
 ENDPOINT_KIND = {"chat.completions": "chat", "completions": "chat", "responses": "chat", "embeddings": "embedding"}
 
 
@@ -114,9 +116,15 @@ def resolve_model(registry: Registry, principal: KeyPrincipal, name: Any, endpoi
     return model
 
 
-def model_target(model: Model) -> ModelTarget:
+def model_target(model: Model, info: ModelInfo | None = None) -> ModelTarget:
+    """The translation's view of a model: the registry's entry narrowed by what its nodes report."""
+    context = model.context
+    if info is not None and info.context_length is not None:
+        context = min(context, info.context_length)
     return ModelTarget(public_name=model.name, tag=model.tag, family=model.family, kind=model.kind,
-                       context=model.context, dimensions=model.dimensions, options=model.options)
+                       context=context, dimensions=model.dimensions, options=model.options,
+                       capabilities=info.capabilities if info is not None else None,
+                       ollama_version=info.version if info is not None else None)
 
 
 def quote_for(model: Model, prepared: PreparedRequest) -> Quote:
@@ -234,7 +242,7 @@ async def admit(request: Request, endpoint: Endpoint, principal: KeyPrincipal | 
     try:
         body = await read_json(request)
         model = resolve_model(registry, principal, body.get("model"), endpoint)
-        target = model_target(model)
+        target = model_target(model, await ctx.pool.model_info(model.tag, model.nodes))
         prepared = prepare(endpoint, body, target)
         hold = await _hold(ctx, unique_request_id(request), principal, quote_for(model, prepared))
     except HoldRefused as refused:
@@ -256,7 +264,7 @@ async def admit(request: Request, endpoint: Endpoint, principal: KeyPrincipal | 
 
 
 def _upstream_error(call: Call, error: ProviderError) -> GatewayError:
-    mapped = from_provider(error)
+    mapped = from_provider(error, call.model.name, INPUT_PARAM[call.endpoint])
     mapped.headers = {**call.headers, **mapped.headers}
     return mapped
 

@@ -18,9 +18,11 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from gateway.errors import log_upstream
 from gateway.inference import Call
 from providers.base import stream_encoder
-from providers.errors import ProviderError
+from providers.errors import ProviderError, UpstreamError
+from providers.openai.upstream_errors import stable_message
 
 KEEPALIVE_SECONDS = 10.0
 KEEPALIVE_FRAME = b": keep-alive\n\n"
@@ -61,7 +63,11 @@ class RelayResponse(Response):
                         call.first_byte_at = time.perf_counter()
                     await self._send_frame(send, frame)
         except ProviderError as error:
-            await self._send_frame(send, encoder.fail(error.code, error.message), more=False)
+            # The upstream's own words (Ollama's text, node names, tags) are for the logs, not the client.
+            if isinstance(error, UpstreamError):
+                log_upstream(error, call.model.name)
+            message = stable_message(error.code, call.model.name)
+            await self._send_frame(send, encoder.fail(error.code, message), more=False)
             return "error", error.code
         await self._send_frame(send, encoder.finish(), more=False)
         return "success", None

@@ -37,7 +37,13 @@ _ID_PREFIX: dict[str, str] = {
 
 @dataclass(frozen=True)
 class ModelTarget:
-    """One registry model as the translation layer sees it."""
+    """One registry model as the translation layer sees it.
+
+    `context` is the smaller of the registry's and the node's (tokens). `capabilities` are the
+    Ollama capability names the nodes report (`completion`, `tools`, `thinking`, `vision`,
+    `embedding`, `insert`), None when no node has said yet; `ollama_version` is the lowest
+    version among the nodes serving the model, None when unknown.
+    """
 
     public_name: str
     tag: str
@@ -46,6 +52,12 @@ class ModelTarget:
     context: int
     dimensions: int | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    capabilities: frozenset[str] | None = None
+    ollama_version: tuple[int, int, int] | None = None
+
+    def can(self, capability: str) -> bool | None:
+        """Whether the model has `capability`: True, False, or None when the nodes did not say."""
+        return None if self.capabilities is None else capability in self.capabilities
 
 
 @dataclass

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from types import TracebackType
 from typing import Any, TypeVar
@@ -31,11 +31,14 @@ from providers.errors import (
     UpstreamUnavailable,
     UpstreamUnconfigured,
 )
+from providers.ollama.capabilities import ModelInfo, combine, read_models, read_version
 from providers.ollama.client import OllamaClient, StreamContext, UpstreamStream
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+_MODELS_REFRESH = 60.0  # seconds between full re-reads of each node's /api/show facts
 
 
 @dataclass(frozen=True)
@@ -68,10 +71,13 @@ class NodeSnapshot:
     utilization: float  # in_flight / max_concurrency
     loaded_models: tuple[str, ...]
     consecutive_failures: int
+    version: str | None = None  # the node's Ollama version, "0.12.11", once a health check read it
+    models: Mapping[str, ModelInfo | None] = field(default_factory=dict)  # watched tag -> info (None: absent)
 
 
 class _Node:
-    __slots__ = ("config", "client", "probe", "in_flight", "up", "failures", "loaded", "active")
+    __slots__ = ("config", "client", "probe", "in_flight", "up", "failures", "loaded", "active", "version",
+                 "models", "models_read_at", "show_failed")
 
     def __init__(self, config: NodeConfig, client: OllamaClient, probe: OllamaClient) -> None:
         self.config = config
@@ -82,6 +88,10 @@ class _Node:
         self.failures = 0
         self.loaded: set[str] = set()  # normalised tags from the last /api/ps
         self.active = True  # False once a reload removed or replaced this node
+        self.version: tuple[int, int, int] | None = None  # from /api/version
+        self.models: dict[str, ModelInfo | None] = {}  # normalised tag -> /api/show facts; None = not on the node
+        self.models_read_at = float("-inf")  # loop time of the last full /api/show round
+        self.show_failed: dict[str, float] = {}  # tag -> loop time /api/show last failed (not a 404)
 
 
 class _Waiter:
@@ -122,6 +132,7 @@ class NodePool:
         self._fail_threshold = fail_threshold
         self._health_timeout = min(health_timeout, first_byte_timeout)
         self._nodes: dict[str, _Node] = {}
+        self._watched: frozenset[str] = frozenset()
         self._waiters: deque[_Waiter] = deque()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -146,6 +157,53 @@ class NodePool:
                 node.active = False
         self._nodes = current
         self._dispatch(revalidate=True)
+
+    def watch(self, tags: Iterable[str]) -> None:
+        """The model tags whose `/api/show` facts each health check keeps (the registry's models)."""
+        self._watched = frozenset(_normalise(tag) for tag in tags)
+
+    def cached_model_info(self, model_tag: str, nodes: Sequence[str] | None) -> ModelInfo | None:
+        """What the nodes that may serve `model_tag` last said about it, combined; None when none said yet.
+
+        Only nodes that are up and have the model count; see `capabilities.combine` for how they merge.
+        """
+        tag, allowed = _normalise(model_tag), _allowed(nodes)
+        infos = [info for node in self._nodes.values()
+                 if node.up and (allowed is None or node.config.name in allowed)
+                 and (info := node.models.get(tag)) is not None]
+        return combine(infos)
+
+    async def model_info(self, model_tag: str, nodes: Sequence[str] | None) -> ModelInfo | None:
+        """Like `cached_model_info`, but first asks the nodes that have not been asked about the tag yet.
+
+        Failures to ask are not errors here: the request goes on, and the node's own answer decides.
+        """
+        tag, allowed = _normalise(model_tag), _allowed(nodes)
+        # A node whose /api/show just failed is not asked again before the next health check, so a
+        # struggling node does not add its timeout to every request.
+        retry_before = asyncio.get_running_loop().time() - self._health_interval
+        unread = [node for node in self._nodes.values()
+                  if node.up and (allowed is None or node.config.name in allowed) and tag not in node.models
+                  and node.show_failed.get(tag, float("-inf")) < retry_before]
+        if unread:
+            await asyncio.gather(*(self._read_models(node, (tag,)) for node in unread))
+        return self.cached_model_info(model_tag, nodes)
+
+    async def _read_models(self, node: _Node, tags: Iterable[str]) -> None:
+        tags = list(tags)
+        try:
+            if node.version is None:  # first use before any health check: the version decides features too
+                node.version = await read_version(node.probe)
+            found = await read_models(node.probe, tags, node.version)
+        except UpstreamError:
+            found = {}
+        node.models.update(found)
+        now = asyncio.get_running_loop().time()
+        for tag in tags:
+            if tag in found:
+                node.show_failed.pop(tag, None)
+            else:
+                node.show_failed[tag] = now
 
     async def start(self) -> None:
         """Start the background health checker (a first check runs at once)."""
@@ -182,6 +240,8 @@ class NodePool:
                 utilization=node.in_flight / node.config.max_concurrency,
                 loaded_models=tuple(sorted(node.loaded)),
                 consecutive_failures=node.failures,
+                version=".".join(map(str, node.version)) if node.version is not None else None,
+                models=dict(node.models),
             )
             for node in self._nodes.values()
         ]
@@ -361,13 +421,25 @@ class NodePool:
 
     async def _check(self, node: _Node) -> None:
         try:
-            await node.probe.version()
+            version = await read_version(node.probe)
             ps = await node.probe.ps()
         except UpstreamError as exc:
             self._failed(node, exc)
             return
         node.loaded = _loaded_models(ps)
+        was_down = not node.up
         self._succeeded(node)
+        # Model facts change only when a model is pulled again or Ollama is upgraded: read them anew
+        # when the version changes, when the node comes back, for newly watched tags, and every minute.
+        now = asyncio.get_running_loop().time()
+        stale = (version != node.version or was_down or now - node.models_read_at >= _MODELS_REFRESH)
+        node.version = version
+        tags = self._watched if stale else self._watched - node.models.keys()
+        if tags:
+            if stale:
+                node.models = {tag: info for tag, info in node.models.items() if tag in self._watched}
+                node.models_read_at = now
+            await self._read_models(node, tags)
 
     def _succeeded(self, node: _Node) -> None:
         node.failures = 0

@@ -20,14 +20,29 @@ SLOT = "\x00\x01slot\x01\x00"
 _SLOT_JSON = orjson.dumps(SLOT)
 
 
+# Characters JSON may carry raw but that line readers built on str.splitlines() (httpx `iter_lines`,
+# requests' `iter_lines(decode_unicode=True)`) treat as line ends: NEL, LINE SEPARATOR, PARAGRAPH
+# SEPARATOR. orjson already escapes every control character below U+0020 (so \r, \v, \f, \x1c-\x1e).
+# In valid UTF-8 these byte sequences can only be those characters.
+_LINE_BREAKERS = ((b"\xc2\x85", b"\\u0085"), (b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"))
+
+
+def line_safe(data: bytes) -> bytes:
+    """Serialized JSON with every character a line-splitting reader would break on escaped (\\uXXXX)."""
+    if b"\xc2\x85" in data or b"\xe2\x80" in data:
+        for raw, escaped in _LINE_BREAKERS:
+            data = data.replace(raw, escaped)
+    return data
+
+
 def data_frame(payload: Any) -> bytes:
     """`data: <json>` frame (Chat Completions style, no event name)."""
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
+    return b"data: " + line_safe(orjson.dumps(payload)) + b"\n\n"
 
 
 def event_frame(event: str, payload: Any) -> bytes:
     """`event: <name>` + `data: <json>` frame (Responses API style)."""
-    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+    return b"event: " + event.encode() + b"\ndata: " + line_safe(orjson.dumps(payload)) + b"\n\n"
 
 
 def error_payload(code: str, message: str, error_type: str, param: str | None = None) -> dict[str, Any]:
@@ -53,7 +68,7 @@ class FrameTemplate:
 
     def __init__(self, payload: Mapping[str, Any], *, event: str | None = None) -> None:
         head = b"event: " + event.encode() + b"\ndata: " if event else b"data: "
-        parts = (head + orjson.dumps(payload) + b"\n\n").split(_SLOT_JSON)
+        parts = (head + line_safe(orjson.dumps(payload)) + b"\n\n").split(_SLOT_JSON)
         if len(parts) < 2:
             raise ValueError("a frame template needs at least one SLOT")
         self._parts = tuple(parts)
@@ -64,9 +79,9 @@ class FrameTemplate:
         if len(values) != len(parts) - 1:
             raise ValueError(f"template has {len(parts) - 1} slots, got {len(values)} values")
         if len(values) == 1:
-            return parts[0] + values[0] + parts[1]
+            return parts[0] + line_safe(values[0]) + parts[1]
         out = [parts[0]]
         for value, part in zip(values, parts[1:], strict=True):
-            out.append(value)
+            out.append(line_safe(value))
             out.append(part)
         return b"".join(out)

@@ -22,6 +22,7 @@ from gateway.admin import UserRow
 from gateway.auth.deps import require_admin
 from gateway.billing import redemption, trials
 from gateway.billing.offers import MAX_TRIAL_DAYS
+from gateway.capabilities import confirm_claims
 from gateway.context import context
 from gateway.db.models import (
     Invite,
@@ -311,7 +312,10 @@ async def reload(request: Request) -> Response:
         diff = context(request).registry.reload()
     except RegistryError as exc:
         raise GatewayError(400, "registry_invalid", str(exc)) from None
-    return JSONResponse({"status": "reloaded", "diff": diff})
+    # Where the new file claims what its nodes lack (a bigger context, a kind they do not serve).
+    ctx = context(request)
+    warnings = await confirm_claims(ctx.registry.current, ctx.pool) if getattr(ctx, "pool", None) else []
+    return JSONResponse({"status": "reloaded", "diff": diff, "warnings": warnings})
 
 
 routes = [

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.billing.money import to_pico
+from gateway.capabilities import ServedModel, served_model
 from gateway.context import context
 from gateway.fields import usd
 from gateway.http import JSONResponse
@@ -21,9 +22,11 @@ def price(per_million: Decimal) -> str:
     return f"{per_million:.6f}"
 
 
-def model_json(model: Model, plans: list[Plan]) -> dict[str, Any]:
-    return {"name": model.name, "kind": model.kind, "family": model.family, "upstream": model.tag,
-            "context": model.context, "input_price": price(model.input_price),
+def model_json(model: Model, plans: list[Plan], facts: ServedModel) -> dict[str, Any]:
+    """One catalogue entry; the Ollama tag stays internal. `context` and `capabilities` are as the nodes serve
+    the model (`capabilities` null until a node has said)."""
+    return {"name": model.name, "kind": model.kind, "family": model.family,
+            "context": facts.context, "capabilities": facts.capabilities, "input_price": price(model.input_price),
             "output_price": price(model.output_price), "dimensions": model.dimensions,
             "plans": [plan.name for plan in plans if plan.allows(model.name)]}
 
@@ -41,9 +44,11 @@ async def plans(request: Request) -> Response:
 
 
 async def models(request: Request) -> Response:
-    registry = context(request).registry.current
+    ctx = context(request)
+    registry = ctx.registry.current
     plans = list(registry.plans.values())
-    return JSONResponse({"items": [model_json(model, plans) for model in registry.models.values()],
+    return JSONResponse({"items": [model_json(model, plans, served_model(ctx.pool, model))
+                                   for model in registry.models.values()],
                          "price_unit": "USD per million tokens"})
 
 

@@ -6,12 +6,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.capabilities import served_model
 from gateway.context import context
 from gateway.errors import GatewayError
 from gateway.http import JSONResponse
 from gateway.inference import authenticate, enforce_rate_limits, handle
 from gateway.ratelimit.headers import rate_limit_headers
 from gateway.registry import Model
+from providers.pool import NodePool
 
 
 async def chat_completions(request: Request) -> Response:
@@ -30,9 +32,12 @@ async def responses(request: Request) -> Response:
     return await handle(request, "responses")
 
 
-def _model_object(model: Model, created: int) -> dict[str, object]:
+def _model_object(model: Model, created: int, pool: NodePool) -> dict[str, object]:
+    facts = served_model(pool, model)
     entry: dict[str, object] = {"id": model.name, "object": "model", "created": created, "owned_by": "privaterouter",
-                                "context_length": model.context, "kind": model.kind}
+                                "context_length": facts.context, "kind": model.kind}
+    if facts.capabilities is not None:
+        entry["capabilities"] = facts.capabilities
     if model.dimensions is not None:
         entry["dimensions"] = model.dimensions
     return entry
@@ -52,7 +57,9 @@ async def _listing(request: Request) -> tuple[list[Model], dict[str, str], int]:
 
 async def list_models(request: Request) -> Response:
     models, headers, created = await _listing(request)
-    return JSONResponse({"object": "list", "data": [_model_object(m, created) for m in models]}, headers=headers)
+    pool = context(request).pool
+    return JSONResponse({"object": "list", "data": [_model_object(m, created, pool) for m in models]},
+                        headers=headers)
 
 
 async def retrieve_model(request: Request) -> Response:
@@ -60,7 +67,7 @@ async def retrieve_model(request: Request) -> Response:
     model_id = request.path_params["model_id"]
     for model in models:
         if model.name == model_id:
-            return JSONResponse(_model_object(model, created), headers=headers)
+            return JSONResponse(_model_object(model, created, context(request).pool), headers=headers)
     raise GatewayError(404, "model_not_found", f"The model '{model_id}' does not exist or is not available to "
                        "this API key.", param="model", headers=headers)
 

@@ -1,7 +1,7 @@
-"""DeepSeek R1 style: thinking, tools; servers without thinking support leave `<think>` tags in content."""
+"""DeepSeek R1 style: servers without native thinking support leave `<think>` tags in content."""
 
 from __future__ import annotations
 
 from providers.families.family import Family
 
-FAMILY = Family(name="deepseek", thinking=True, think_tags=True)
+FAMILY = Family(name="deepseek", think_tags=True)

@@ -1,7 +1,7 @@
-"""Embedding models: /api/embed only; no chat features at all."""
+"""Embedding models: served on /api/embed only."""
 
 from __future__ import annotations
 
 from providers.families.family import Family
 
-FAMILY = Family(name="embedding", kinds=frozenset({"embedding"}), tools=False)
+FAMILY = Family(name="embedding", kinds=frozenset({"embedding"}))

@@ -1,4 +1,4 @@
-"""Llama 3.x: tools, no thinking, text only."""
+"""Llama 3.x: no quirks of its own."""
 
 from __future__ import annotations
 

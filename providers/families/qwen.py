@@ -1,7 +1,7 @@
-"""Qwen 3: hybrid thinking (`think` is a bool), tools. reasoning_effort "none" turns thinking off."""
+"""Qwen 3: hybrid thinking, a boolean `think` (no levels)."""
 
 from __future__ import annotations
 
 from providers.families.family import Family
 
-FAMILY = Family(name="qwen", thinking=True)
+FAMILY = Family(name="qwen")

@@ -14,6 +14,7 @@ import orjson
 from providers.base import ModelTarget, PreparedRequest, Usage
 from providers.errors import InvalidRequest, UpstreamProtocolError
 from providers.families import get_family
+from providers.openai.logprobs import legacy_logprobs, request_legacy_logprobs
 from providers.openai.native import base_options, require_kind
 from providers.openai.output import OutputReader
 from providers.openai.params import (
@@ -54,7 +55,6 @@ def _refuse_unsupported(body: Mapping[str, Any]) -> None:
         value = integer(body, key, lo=1)
         if value is not None and value > 1:
             raise unsupported(key, "only one completion per request can be generated.")
-    refuse_if(body, "logprobs", (0, False), "token log probabilities are not available from the model server.")
     refuse_if(body, "logit_bias", ({},), "the model server cannot bias token probabilities.")
     string(body, "user")
 
@@ -75,13 +75,14 @@ def prepare(body: Mapping[str, Any], target: ModelTarget) -> PreparedRequest:
     native: dict[str, Any] = {"model": target.tag, "prompt": prompt, "stream": stream, "options": options}
     if suffix:
         native["suffix"] = suffix
-    if family.thinking:
-        native["think"] = False
+    native.update(request_legacy_logprobs(body, target))
+    if target.can("thinking") is not False:
+        native["think"] = False  # a text completion has no place for reasoning; harmless where none happens
     size = measure_texts((prompt, suffix or ""))
     check_context(size.typical(), max_tokens, target.context, "prompt")
     return PreparedRequest(endpoint="completions", ollama_path="/api/generate", body=native, stream=stream,
                            prompt_tokens_estimate=size.estimate(), max_output_tokens=max_tokens,
-                           include_usage=include_usage)
+                           include_usage=include_usage, meta={"logprobs": bool(native.get("logprobs"))})
 
 
 def _finish_reason(done_reason: Any) -> str:
@@ -113,7 +114,9 @@ def render(prepared: PreparedRequest, target: ModelTarget, ollama: Mapping[str, 
         "object": "text_completion",
         "created": created,
         "model": target.public_name,
-        "choices": [{"text": text, "index": 0, "logprobs": None,
+        "choices": [{"text": text, "index": 0,
+                     "logprobs": legacy_logprobs(ollama.get("logprobs"), 0)[0] if prepared.meta.get("logprobs")
+                     else None,
                      "finish_reason": _finish_reason(ollama.get("done_reason"))}],
         "usage": _usage_json(usage),
     }
@@ -123,14 +126,17 @@ def render(prepared: PreparedRequest, target: ModelTarget, ollama: Mapping[str, 
 class CompletionStreamEncoder(DataStreamEncoder):
     """Text deltas as `text_completion` chunks, a final chunk with finish_reason, usage if asked, [DONE]."""
 
-    __slots__ = ("_head", "_text")
+    __slots__ = ("_head", "_text", "_logprobs", "_offset")
 
     def __init__(self, prepared: PreparedRequest, target: ModelTarget, response_id: str, created: int) -> None:
         super().__init__(prepared, OutputReader(think_tags=False))
         self._head = {"id": response_id, "object": "text_completion", "created": created,
                       "model": target.public_name}
+        tail = {"usage": None} if prepared.include_usage else {}  # null on every chunk but the last, as OpenAI
         self._text = FrameTemplate({**self._head, "choices": [
-            {"text": SLOT, "index": 0, "logprobs": None, "finish_reason": None}]})
+            {"text": SLOT, "index": 0, "logprobs": None, "finish_reason": None}], **tail})
+        self._logprobs = bool(prepared.meta.get("logprobs"))
+        self._offset = 0  # characters generated so far: legacy logprobs' text_offset continues across chunks
 
     def feed(self, chunk: Mapping[str, Any]) -> bytes:
         """One /api/generate chunk -> at most one SSE frame."""
@@ -142,6 +148,11 @@ class CompletionStreamEncoder(DataStreamEncoder):
         if not text:
             return b""
         self._started = True
+        if self._logprobs:
+            logprobs, self._offset = legacy_logprobs(chunk.get("logprobs"), self._offset)
+            return data_frame({**self._head, "choices": [
+                {"text": text, "index": 0, "logprobs": logprobs, "finish_reason": None}],
+                **({"usage": None} if self._prepared.include_usage else {})})
         return self._text.render(orjson.dumps(text))
 
     def finish(self) -> bytes:
@@ -151,7 +162,8 @@ class CompletionStreamEncoder(DataStreamEncoder):
         self._started = self._closed = True
         done_reason = self._final.get("done_reason") if self._final is not None else None
         frames = [data_frame({**self._head, "choices": [
-            {"text": "", "index": 0, "logprobs": None, "finish_reason": _finish_reason(done_reason)}]})]
+            {"text": "", "index": 0, "logprobs": None, "finish_reason": _finish_reason(done_reason)}],
+            **({"usage": None} if self._prepared.include_usage else {})})]
         if self._prepared.include_usage:
             frames.append(data_frame({**self._head, "choices": [], "usage": _usage_json(self.usage())}))
         frames.append(DONE)

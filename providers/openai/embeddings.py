@@ -15,6 +15,10 @@ from providers.openai.params import check_context, choice, integer, string, unsu
 from providers.tokens import measure_texts
 
 MAX_INPUTS = 2048
+# Ollama embeds text only. LangChain's OpenAIEmbeddings sends tiktoken token ids by default (its
+# `check_embedding_ctx_length`), which would be meaningless to any non-OpenAI model: say which switch.
+TOKEN_ARRAYS = ("token-id arrays cannot be embedded by this server; send text strings. LangChain's "
+                "OpenAIEmbeddings sends token ids by default: create it with check_embedding_ctx_length=False.")
 
 
 def _inputs(body: Mapping[str, Any]) -> list[str]:
@@ -32,7 +36,7 @@ def _inputs(body: Mapping[str, Any]) -> list[str]:
     for i, item in enumerate(items):
         param = "input" if isinstance(value, str) else f"input[{i}]"
         if not isinstance(item, str):
-            raise unsupported(param, "token arrays are not supported; send text strings.")
+            raise unsupported(param, TOKEN_ARRAYS)
         if not item:
             raise InvalidRequest("'$.input' is invalid: input cannot be an empty string.", param=param)
     return items
@@ -45,7 +49,8 @@ def prepare(body: Mapping[str, Any], target: ModelTarget) -> PreparedRequest:
     encoding = choice(body, "encoding_format", ("float", "base64")) or "float"
     dimensions = integer(body, "dimensions", lo=1, hi=target.dimensions or 2**31 - 1)
     string(body, "user")
-    native: dict[str, Any] = {"model": target.tag, "input": inputs}
+    # truncate: false -> Ollama refuses an input over the context instead of embedding a cut-off copy.
+    native: dict[str, Any] = {"model": target.tag, "input": inputs, "truncate": False}
     if dimensions is not None:
         native["dimensions"] = dimensions
     if target.options:

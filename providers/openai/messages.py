@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
+from providers.base import ModelTarget
 from providers.errors import InvalidRequest
-from providers.families import Family
 from providers.openai.output import new_call_id
 from providers.openai.params import mapping, unsupported, wrong_type
 
@@ -50,7 +50,8 @@ def image_data(url: Any, param: str) -> str:
     return data
 
 
-def content_parts(value: Any, param: str, *, images_ok: bool, family: Family | None) -> tuple[str, list[str]]:
+def content_parts(value: Any, param: str, *, images_ok: bool,
+                  target: ModelTarget | None) -> tuple[str, list[str]]:
     """A message's `content` (string or parts) -> (text, base64 images)."""
     if isinstance(value, str):
         return value, []
@@ -69,8 +70,8 @@ def content_parts(value: Any, param: str, *, images_ok: bool, family: Family | N
                 raise wrong_type(f"{where}.{key}", "a string", text)
             texts.append(text)
         elif kind == "image_url" and images_ok:
-            if family is not None and not family.vision:
-                raise unsupported(where, f"models of the {family.name} family do not accept images.")
+            if target is not None and target.can("vision") is False:
+                raise unsupported(where, f"the model '{target.public_name}' does not accept images.")
             spec = part.get("image_url")
             url = spec.get("url") if isinstance(spec, Mapping) else spec
             images.append(image_data(url, f"{where}.image_url"))
@@ -86,7 +87,7 @@ def _assistant(message: Mapping[str, Any], param: str, calls_by_id: dict[str, st
     calls = message.get("tool_calls")
     content = message.get("content")
     if content is not None:
-        native["content"], _ = content_parts(content, f"{param}.content", images_ok=False, family=None)
+        native["content"], _ = content_parts(content, f"{param}.content", images_ok=False, target=None)
     elif not calls:
         raise InvalidRequest(f"Invalid value for '{param}.content': an assistant message needs content "
                              f"or tool_calls.", param=f"{param}.content")
@@ -145,11 +146,11 @@ def _tool(message: Mapping[str, Any], param: str, calls_by_id: dict[str, str]) -
     content = message.get("content")
     if content is None:
         raise _missing(f"{param}.content")
-    text, _ = content_parts(content, f"{param}.content", images_ok=False, family=None)
+    text, _ = content_parts(content, f"{param}.content", images_ok=False, target=None)
     return {"role": "tool", "content": text, "tool_call_id": call_id, "tool_name": name}
 
 
-def translate_messages(messages: Any, family: Family) -> list[dict[str, Any]]:
+def translate_messages(messages: Any, target: ModelTarget) -> list[dict[str, Any]]:
     """Validate OpenAI `messages` and return Ollama's; tool results get the name of their call."""
     if messages is None:
         raise _missing("messages")
@@ -177,7 +178,7 @@ def translate_messages(messages: Any, family: Family) -> list[dict[str, Any]]:
             content = message.get("content")
             if content is None:
                 raise _missing(f"{param}.content")
-            text, images = content_parts(content, f"{param}.content", images_ok=role == "user", family=family)
+            text, images = content_parts(content, f"{param}.content", images_ok=role == "user", target=target)
             out: dict[str, Any] = {"role": ROLES[role], "content": text}
             if images:
                 out["images"] = images

@@ -1,18 +1,21 @@
-"""OpenAI `tools` / `tool_choice` -> Ollama `tools`.
+"""OpenAI `tools` / `tool_choice` / `parallel_tool_calls` -> Ollama `tools` (+ `format` when forced).
 
-Ollama cannot force a tool call, so `tool_choice` is honoured as far as the tool list goes:
-"none" sends no tools, a named function sends only that tool, "required" sends them all. The model
-may still answer in text in the last two cases; that is documented, not hidden.
+"none" sends no tools; "auto" sends them all. Ollama has no `tool_choice`, so a forced call
+("required", or a named function) is enforced with structured output: `format` is a JSON schema
+of the allowed call(s), and the JSON the model writes is returned as a real tool call (see
+`providers/openai/forced_call.py`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from providers.base import ModelTarget
 from providers.errors import InvalidRequest
-from providers.families import Family
+from providers.openai.forced_call import ForcedCall
 from providers.openai.params import boolean, mapping, unsupported, wrong_type
 
 _NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
@@ -54,9 +57,31 @@ def _named_choice(choice: Mapping[str, Any]) -> str:
     return name
 
 
-def translate_tools(body: Mapping[str, Any], family: Family) -> list[dict[str, Any]] | None:
-    """Validated Ollama tools for the request, or None when no tool is to be offered."""
-    boolean(body, "parallel_tool_calls")  # accepted; Ollama decides how many calls a turn holds
+@dataclass(frozen=True)
+class ToolRequest:
+    """The request's tools as Ollama gets them, and how the answer's calls are to be shaped.
+
+    `forced` names the tools a forced call may use (None: the model may answer in text);
+    `single` is `parallel_tool_calls: false` (at most one call is returned).
+    """
+
+    tools: list[dict[str, Any]] | None
+    forced: ForcedCall | None = None
+    single: bool = False
+
+
+def translate_tools(body: Mapping[str, Any], target: ModelTarget) -> ToolRequest:
+    """Validate `tools`, `tool_choice` and `parallel_tool_calls`; raises InvalidRequest naming the field."""
+    single = boolean(body, "parallel_tool_calls") is False
+    tools = _offered(body, target)
+    if not tools:
+        return ToolRequest(None, None, single)
+    choice = body.get("tool_choice")
+    forced = ForcedCall(tools) if choice == "required" or isinstance(choice, Mapping) else None
+    return ToolRequest(tools, forced, single)
+
+
+def _offered(body: Mapping[str, Any], target: ModelTarget) -> list[dict[str, Any]] | None:
     raw_tools = body.get("tools")
     choice = body.get("tool_choice")
     if raw_tools is not None and not isinstance(raw_tools, list):
@@ -74,8 +99,8 @@ def translate_tools(body: Mapping[str, Any], family: Family) -> list[dict[str, A
         return None
     if choice == "none":
         return None
-    if not family.tools:
-        raise unsupported("tools", f"models of the {family.name} family cannot call tools.")
+    if target.can("tools") is False:
+        raise unsupported("tools", f"the model '{target.public_name}' cannot call tools.")
     if named is not None:
         tools = [t for t in tools if t["function"]["name"] == named]
         if not tools:

@@ -51,3 +51,22 @@ async def test_with_structured_output(stack: Stack, method: str) -> None:
     llm = _chat(stack, tenant.api_key).with_structured_output(Weather, method=method)  # type: ignore[arg-type]
     result = await llm.ainvoke("What is the weather in Tokyo?")
     assert isinstance(result, Weather)
+    await stack.settled(tenant.account_id, 1)
+
+
+async def test_structured_output_by_function_calling_streams_the_object(stack: Stack) -> None:
+    # A question without "weather": the emulator would answer in text unless the call is forced.
+    tenant = await stack.tenant()
+    llm = _chat(stack, tenant.api_key, "privaterouter/fast").with_structured_output(Weather, method="function_calling")
+    parts = [part async for part in llm.astream("Tell me about Tokyo.")]
+    assert parts and isinstance(parts[-1], Weather)
+    assert stack.fake.stats.bodies("/api/chat")[-1]["format"]["required"] == ["city", "temperature"]
+
+
+async def test_responses_api_mode_calls_a_tool(stack: Stack) -> None:
+    tenant = await stack.tenant()
+    llm = ChatOpenAI(base_url=stack.v1, api_key=tenant.api_key, model="privaterouter/qwen-fast",  # type: ignore[arg-type]
+                     max_retries=0, timeout=20, use_responses_api=True)
+    answer = await llm.bind_tools([get_weather]).ainvoke("What is the weather in Tokyo?")
+    [call] = answer.tool_calls  # type: ignore[attr-defined]
+    assert call["name"] == "get_weather" and call["args"] == {"city": "x"} and call["id"]

@@ -186,3 +186,21 @@ async def test_rate_limit_and_timeout_raise_the_sdk_exceptions(stack: Stack) -> 
         with pytest.raises(openai.InternalServerError) as timed_out:
             await client.chat.completions.create(model="privaterouter/test-hang", messages=messages)  # type: ignore[arg-type]
     assert timed_out.value.status_code == 504 and timed_out.value.code == "upstream_timeout"
+
+
+async def test_forced_tool_call_on_a_thinking_model_streams_reasoning_then_the_call(stack: Stack) -> None:
+    tenant = await stack.tenant()
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {
+        "type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}}
+    async with _client(stack, tenant.api_key) as client:
+        chunks = [c async for c in await client.chat.completions.create(
+            model="privaterouter/qwen-fast", stream=True, tools=[tool], tool_choice="required",  # type: ignore[list-item]
+            messages=[{"role": "user", "content": "Find something."}])]
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    reasoning_at = [i for i, d in enumerate(deltas) if (d.model_extra or {}).get("reasoning")]
+    call_at = [i for i, d in enumerate(deltas) if d.tool_calls]
+    assert reasoning_at and call_at and max(reasoning_at) < min(call_at)
+    [call] = [c for d in deltas for c in d.tool_calls or ()]
+    assert call.function is not None and call.function.name == "lookup" and call.function.arguments == '{"q": "x"}'
+    assert not "".join(d.content or "" for d in deltas)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]

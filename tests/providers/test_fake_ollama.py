@@ -82,7 +82,7 @@ def test_root_says_running_for_get_and_head(http: httpx.Client) -> None:
 
 
 def test_version(http: httpx.Client) -> None:
-    assert http.get("/api/version").json() == {"version": "0.12.10"}
+    assert http.get("/api/version").json() == {"version": "0.12.11"}
     assert http.head("/api/version").status_code == 200
 
 
@@ -451,7 +451,7 @@ def test_tags_lists_the_catalogue_newest_first(http: httpx.Client) -> None:
         assert re.fullmatch(r"[0-9a-f]{64}", model["digest"])
         assert model["size"] > 0 and model["details"]["format"] == "gguf"
     by_name = {model["name"]: model for model in models}
-    assert by_name["gemma4:latest"]["capabilities"] == ["completion", "vision", "tools"]
+    assert by_name["gemma4:latest"]["capabilities"] == ["completion", "vision", "tools", "thinking"]
     assert by_name["nomic-embed-text:latest"]["capabilities"] == ["embedding"]
     assert http.head("/api/tags").status_code == 200
 

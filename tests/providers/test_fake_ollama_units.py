@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
+import jsonschema
 import pytest
 
 from providers.ollama.fake.asgi import FakeError
@@ -145,3 +147,22 @@ def test_keep_alive_of_an_unsupported_type() -> None:
     with pytest.raises(FakeError) as caught:
         keep_alive({"keep_alive": [1]})
     assert caught.value.message == "Unsupported type: '[]interface {}'"
+
+
+SCHEMAS = [
+    {"type": "object", "properties": {"a": {"type": "string", "minLength": 3}, "n": {"type": "integer", "minimum": 5,
+                                                                                    "maximum": 9}},
+     "required": ["a", "n"], "additionalProperties": False},
+    {"$defs": {"City": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}},
+     "type": "object", "properties": {"cities": {"type": "array", "items": {"$ref": "#/$defs/City"}, "minItems": 2}},
+     "required": ["cities"]},
+    {"type": "object", "properties": {"x": {"anyOf": [{"type": "null"}, {"type": "number", "exclusiveMinimum": 0}]}},
+     "required": ["x"]},
+    {"allOf": [{"type": "object", "properties": {"k": {"enum": ["a", "b"]}}, "required": ["k"]}]},
+    {"type": "object", "properties": {"v": {"type": ["string", "null"], "maxLength": 4}}, "required": ["v"]},
+]
+
+
+@pytest.mark.parametrize("schema", SCHEMAS)
+def test_schema_samples_conform(schema: dict[str, Any]) -> None:
+    jsonschema.validate(sample(schema), schema)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pkgutil
 
 import pytest
 
 import providers.families as families
-from providers.errors import InvalidRequest
 from providers.families import DEFAULT, FAMILIES, Family, get_family
 
 
@@ -31,13 +31,13 @@ def test_unknown_family_is_the_default(name: str) -> None:
     assert get_family(name) is DEFAULT
 
 
-@pytest.mark.parametrize("name,thinking,tools,vision,tags", [
-    ("gemma", False, True, True, False), ("qwen", True, True, False, False), ("deepseek", True, True, False, True),
-    ("llama", False, True, False, False), ("embedding", False, False, False, False),
-    ("default", False, True, False, False)])
-def test_capabilities(name: str, thinking: bool, tools: bool, vision: bool, tags: bool) -> None:
+@pytest.mark.parametrize("name,tags", [("gemma", False), ("qwen", False), ("deepseek", True), ("llama", False),
+                                       ("embedding", False), ("default", False)])
+def test_families_keep_only_quirks(name: str, tags: bool) -> None:
     family = get_family(name)
-    assert (family.thinking, family.tools, family.vision, family.think_tags) == (thinking, tools, vision, tags)
+    assert family.think_tags is tags
+    # What a model can do comes from its node (/api/show), never from a family table.
+    assert not {"thinking", "tools", "vision"} & {f.name for f in dataclasses.fields(Family)}
 
 
 def test_only_the_embedding_family_serves_embeddings() -> None:
@@ -45,26 +45,3 @@ def test_only_the_embedding_family_serves_embeddings() -> None:
     assert get_family("embedding").kinds == frozenset({"embedding"})
 
 
-@pytest.mark.parametrize("effort,think", [("none", False), ("minimal", True), ("low", True), ("medium", True),
-                                          ("high", True)])
-def test_bool_thinking_family(effort: str, think: bool) -> None:
-    assert get_family("qwen").think_for(effort, "reasoning_effort") is think
-
-
-@pytest.mark.parametrize("effort,think", [("none", False), ("minimal", "low"), ("low", "low"),
-                                          ("medium", "medium"), ("high", "high"), ("xhigh", "max"), ("max", "max")])
-def test_levelled_thinking_family(effort: str, think: bool | str) -> None:
-    assert Family("gpt-oss", thinking=True, think_levels=True).think_for(effort, "p") == think
-
-
-def test_family_without_thinking() -> None:
-    llama = get_family("llama")
-    assert llama.think_for("none", "p") is None
-    with pytest.raises(InvalidRequest) as info:
-        llama.think_for("low", "reasoning.effort")
-    assert info.value.param == "reasoning.effort"
-
-
-def test_unknown_effort_is_refused_even_without_thinking() -> None:
-    with pytest.raises(InvalidRequest):
-        get_family("llama").think_for("turbo", "p")

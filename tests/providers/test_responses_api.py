@@ -100,20 +100,25 @@ def test_text_format_json_object() -> None:
 
 
 @pytest.mark.parametrize("key,value,param", [
-    ("tools", [{"type": "function", "name": "f"}], "tools"),
-    ("tools", [{"type": "web_search"}], "tools"),
+    ("tools", [{"type": "web_search"}], "tools[0].type"),
+    ("tools", [{"type": "function", "name": "bad name"}], "tools[0].name"),
+    ("tool_choice", {"type": "function", "name": "nope"}, "tool_choice"),
     ("tool_choice", "required", "tool_choice"),
     ("previous_response_id", "resp_1", "previous_response_id"),
     ("conversation", "conv_1", "conversation"),
     ("background", True, "background"),
     ("store", True, "store"),
     ("prompt", {"id": "pmpt_1"}, "prompt"),
-    ("include", ["message.output_text.logprobs"], "include[0]"),
+    ("include", ["message.output_text.logprobs"], "include"),  # this node's version is unknown
+    ("include", ["file_search_call.results"], "include[0]"),
     ("top_logprobs", 2, "top_logprobs"),
+    # llama3.2's node lists no vision.
     ("input", [{"role": "user", "content": [{"type": "input_image", "image_url": "data:image/png;base64,AA=="}]}],
-     "input[0].content[0].type"),
+     "input[0].content[0]"),
+    ("input", [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}], "input[0].content[0].file_id"),
     ("input", [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}], "input[0].content[0].type"),
-    ("input", [{"type": "function_call_output", "call_id": "c", "output": "x"}], "input[0].type"),
+    ("input", [{"type": "function_call_output", "call_id": "c", "output": "x"}], "input[0].call_id"),
+    ("input", [{"type": "item_reference", "id": "x"}], "input[0].type"),
     ("input", [{"role": "tool", "content": "x"}], "input[0].role"),
     ("input", [], "input"),
     ("input", 5, "input"),
@@ -258,3 +263,90 @@ def test_stream_usage_is_always_available() -> None:
     assert enc.usage().estimated and enc.usage().input_tokens == prep.prompt_tokens_estimate
     enc.feed(ollama_chat("", prompt_eval_count=3, eval_count=2))
     assert (enc.usage().input_tokens, enc.usage().output_tokens, enc.usage().estimated) == (3, 2, False)
+
+
+# --- tools, tool results, images, reasoning items ---------------------------------------------------
+
+WEATHER = {"type": "function", "name": "get_weather",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+CALL = {"id": "call_1", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+
+
+def test_function_tools_and_a_named_choice_force_the_call_through_format() -> None:
+    body = prepared(tools=[WEATHER], tool_choice={"type": "function", "name": "get_weather"}).body
+    assert body["tools"] == [{"type": "function", "function": {"name": "get_weather",
+                                                               "parameters": WEATHER["parameters"]}}]
+    assert body["format"] == WEATHER["parameters"]
+
+
+def test_function_call_items_and_outputs_become_assistant_calls_and_tool_messages() -> None:
+    items = [{"role": "user", "content": "Weather?"},
+             {"type": "reasoning", "id": "rs_1", "summary": [], "content": [{"type": "reasoning_text", "text": "hm"}]},
+             {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": '{"city":"Paris"}'},
+             {"type": "function_call", "call_id": "c2", "name": "get_weather", "arguments": '{"city":"Rome"}'},
+             {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+             {"type": "function_call_output", "call_id": "c2", "output": [{"type": "input_text", "text": "rain"}]}]
+    messages = prepared(input=items, tools=[WEATHER]).body["messages"]
+    assert messages[1]["thinking"] == "hm"
+    assert [c["function"]["arguments"] for c in messages[1]["tool_calls"]] == [{"city": "Paris"}, {"city": "Rome"}]
+    assert messages[2:] == [{"role": "tool", "content": "sunny", "tool_call_id": "c1", "tool_name": "get_weather"},
+                            {"role": "tool", "content": "rain", "tool_call_id": "c2", "tool_name": "get_weather"}]
+
+
+def test_bad_call_arguments_are_named_in_responses_terms() -> None:
+    items = [{"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{nope"}]
+    assert rejects("responses", request(input=items), target("llama")).param == "input[0].arguments"
+
+
+def test_calls_in_the_answer_become_function_call_items() -> None:
+    answer = render(ollama_chat("", tool_calls=[CALL]), tools=[WEATHER])
+    assert [item["type"] for item in answer["output"]] == ["function_call"]
+    assert answer["output"][0] | {"id": ""} == {"id": "", "type": "function_call", "status": "completed",
+                                                "call_id": "call_1", "name": "get_weather",
+                                                "arguments": '{"city":"Paris"}'}
+    assert answer["tools"] == [WEATHER] and answer["status"] == "completed"
+
+
+def test_a_streamed_call_closes_the_reasoning_item_and_has_its_argument_events() -> None:
+    raw = stream([ollama_chat("", thinking="hm", done=False), ollama_chat("", tool_calls=[CALL], done=False),
+                  ollama_chat("")], target("qwen"), tools=[WEATHER])
+    kinds = [kind for kind, _ in events(raw)]
+    assert kinds[kinds.index("response.reasoning_text.done"):] == [
+        "response.reasoning_text.done", "response.content_part.done", "response.output_item.done",
+        "response.output_item.added", "response.function_call_arguments.delta",
+        "response.function_call_arguments.done", "response.output_item.done", "response.completed"]
+    completed = events(raw)[-1][1]["response"]
+    assert [item["type"] for item in completed["output"]] == ["reasoning", "function_call"]
+    assert [payload["sequence_number"] for _, payload in events(raw)] == list(range(len(kinds)))
+
+
+def test_parallel_tool_calls_false_keeps_the_first_call() -> None:
+    two = [CALL, {**CALL, "id": "call_2"}]
+    answer = render(ollama_chat("", tool_calls=two), tools=[WEATHER], parallel_tool_calls=False)
+    assert [item["call_id"] for item in answer["output"]] == ["call_1"]
+    assert answer["parallel_tool_calls"] is False
+
+
+def test_logprobs_on_a_new_enough_node_reach_ollama_and_the_output_text() -> None:
+    new = target("llama", ollama_version=(0, 12, 11))
+    entry = {"token": "Hi", "logprob": -0.5, "bytes": [72, 105], "top_logprobs": []}
+    body = prepared(new, include=["message.output_text.logprobs"], top_logprobs=3).body
+    assert (body["logprobs"], body["top_logprobs"]) == (True, 3)
+    answer = render(ollama_chat("Hi", logprobs=[entry]), new, include=["message.output_text.logprobs"])
+    assert answer["output"][0]["content"][0]["logprobs"] == [entry]
+    raw = stream([ollama_chat("Hi", done=False, logprobs=[entry]), ollama_chat("")], new, top_logprobs=1)
+    deltas = [payload for kind, payload in events(raw) if kind == "response.output_text.delta"]
+    assert [d["logprobs"] for d in deltas] == [[entry]]
+    assert events(raw)[-1][1]["response"]["output"][0]["content"][0]["logprobs"] == [entry]
+
+
+def test_reasoning_round_trips_through_encrypted_content() -> None:
+    qwen = target("qwen")
+    answer = render(ollama_chat("A", thinking="hm"), qwen, include=["reasoning.encrypted_content"])
+    reasoning = answer["output"][0]
+    assert reasoning["encrypted_content"] == "hm"
+    replay = [{"role": "user", "content": "q"}, {"type": "reasoning", "id": "rs_1", "summary": [],
+                                                 "encrypted_content": "hm"},
+              {"role": "assistant", "content": "A"}, {"role": "user", "content": "again"}]
+    assert prepared(qwen, input=replay).body["messages"][1]["thinking"] == "hm"
+    assert "encrypted_content" not in render(ollama_chat("A", thinking="hm"), qwen)["output"][0]

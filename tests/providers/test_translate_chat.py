@@ -132,7 +132,7 @@ def test_bad_image_urls_are_refused_naming_the_part(url: str) -> None:
     assert err.param == "messages[0].content[1].image_url"
 
 
-def test_images_on_a_family_without_vision_are_refused() -> None:
+def test_images_on_a_model_whose_node_has_no_vision_are_refused() -> None:
     parts = [{"type": "image_url", "image_url": {"url": PNG_URL}}]
     err = rejects("chat.completions", chat_request(messages=[user(), {"role": "user", "content": parts}]),
                   target("llama"))
@@ -333,12 +333,12 @@ def test_no_reasoning_effort_leaves_thinking_to_ollama() -> None:
     assert "think" not in native(target("qwen"))
 
 
-def test_reasoning_effort_none_on_a_family_without_thinking_sends_nothing() -> None:
+def test_reasoning_effort_none_on_a_model_that_does_not_think_sends_nothing() -> None:
     assert "think" not in native(target("llama"), reasoning_effort="none")
 
 
-def test_reasoning_effort_on_a_family_without_thinking_is_refused() -> None:
-    assert rejects("chat.completions", chat_request(reasoning_effort="high"), target("gemma")).param == \
+def test_reasoning_effort_on_a_model_that_does_not_think_is_refused() -> None:
+    assert rejects("chat.completions", chat_request(reasoning_effort="high"), target("llama")).param == \
         "reasoning_effort"
 
 
@@ -375,9 +375,9 @@ def test_malformed_tools_are_refused(tool: Any, param: str) -> None:
     assert rejects("chat.completions", chat_request(tools=[tool])).param == param
 
 
-def test_tools_on_a_family_without_tools_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(FAMILIES, "plain", Family("plain", tools=False))
-    assert rejects("chat.completions", chat_request(tools=[TIME_TOOL]), target("plain")).param == "tools"
+def test_tools_on_a_model_whose_node_has_no_tools_are_refused() -> None:
+    err = rejects("chat.completions", chat_request(tools=[TIME_TOOL]), target("deepseek"))
+    assert err.param == "tools" and "privaterouter/deepseek-test" in err.message
 
 
 def test_tool_choice_none_sends_no_tools() -> None:

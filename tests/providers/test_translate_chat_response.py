@@ -175,7 +175,8 @@ def test_usage_chunk_only_when_asked() -> None:
 def test_thinking_comes_as_reasoning_content_before_content_of_the_same_chunk() -> None:
     raw = stream([ollama_chat("", thinking="Let me", done=False), ollama_chat("A", thinking=" see.", done=False),
                   ollama_chat("")])
-    assert deltas(raw)[1:] == [{"reasoning_content": "Let me"}, {"reasoning_content": " see."}, {"content": "A"}, {}]
+    assert deltas(raw)[1:] == [{"reasoning_content": "Let me", "reasoning": "Let me"},
+                               {"reasoning_content": " see.", "reasoning": " see."}, {"content": "A"}, {}]
 
 
 def test_trailing_content_on_the_done_chunk_is_relayed() -> None:

@@ -56,8 +56,10 @@ def test_suffix_is_forwarded() -> None:
     assert prepared(suffix="return x").body["suffix"] == "return x"
 
 
-def test_thinking_families_are_asked_not_to_think() -> None:
+def test_thinking_models_are_asked_not_to_think() -> None:
     assert prepared(target("qwen")).body["think"] is False
+    assert prepared(target("gemma")).body["think"] is False  # gemma4 thinks: its node says so
+    assert prepared(target("llama", capabilities=None)).body["think"] is False  # unknown: harmless
     assert "think" not in prepared(target("llama")).body
 
 

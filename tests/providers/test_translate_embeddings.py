@@ -39,7 +39,8 @@ def render(prep: PreparedRequest, ollama: dict[str, Any]) -> tuple[dict[str, Any
 def test_string_input_goes_to_api_embed_as_a_list() -> None:
     prep = prepared()
     assert prep.ollama_path == "/api/embed" and prep.stream is False and prep.max_output_tokens is None
-    assert prep.body == {"model": "nomic-embed-text:latest", "input": ["Vectors are nice"]}
+    # truncate: false, so an input over the context is refused rather than silently cut.
+    assert prep.body == {"model": "nomic-embed-text:latest", "input": ["Vectors are nice"], "truncate": False}
 
 
 def test_list_input_is_kept_in_order() -> None:

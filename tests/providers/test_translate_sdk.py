@@ -61,7 +61,7 @@ def test_chat_completion_parses() -> None:
                                                 temperature=0.2, stop=["\n"], seed=1, user="u1")
     assert completion.model == "privaterouter/qwen-fast" and completion.id.startswith("chatcmpl-")
     assert completion.choices[0].message.content == "Hi!" and completion.choices[0].finish_reason == "stop"
-    assert completion.choices[0].message.model_extra == {"reasoning_content": "greet back"}
+    assert completion.choices[0].message.model_extra == {"reasoning_content": "greet back", "reasoning": "greet back"}
     assert completion.usage is not None and completion.usage.total_tokens == 18
     assert seen[0]["max_tokens"] == 20
 

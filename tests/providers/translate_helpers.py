@@ -18,10 +18,22 @@ PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADh
 PNG_URL = "data:image/png;base64," + PNG_B64
 
 
+# What real nodes report in /api/show for the shipped models of each family (gemma4 and qwen3 think,
+# deepseek-r1 thinks without tools, llama3.2 neither thinks nor sees).
+CAPABILITIES = {
+    "gemma": frozenset({"completion", "tools", "vision", "thinking"}),
+    "qwen": frozenset({"completion", "tools", "thinking"}),
+    "deepseek": frozenset({"completion", "thinking"}),
+    "llama": frozenset({"completion", "tools"}),
+    "embedding": frozenset({"embedding"}),
+}
+
+
 def target(family: str = "qwen", kind: str = "chat", context: int = 32768, **kw: Any) -> ModelTarget:
-    """A registry model as the gateway would hand it over."""
+    """A registry model as the gateway would hand it over, with its node's capabilities."""
     name = kw.pop("public_name", f"privaterouter/{family}-test")
     tag = kw.pop("tag", f"{family}-tag:latest")
+    kw.setdefault("capabilities", CAPABILITIES.get(family))
     return ModelTarget(public_name=name, tag=tag, family=family, kind=kind, context=context, **kw)
 
 

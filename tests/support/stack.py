@@ -137,11 +137,12 @@ class Stack:
 
 @contextmanager
 def run_stack(make_settings: Callable[..., Settings], database_url: str, tmp_path: Path, *, nodes: int = 1,
-              fake_config: FakeConfig | None = None, **env: str) -> Iterator[Stack]:
-    """Emulator node(s) and a gateway on loopback; yields the Stack."""
+              fake_config: FakeConfig | None = None, node_apps: list[Any] | None = None,
+              **env: str) -> Iterator[Stack]:
+    """Emulator node(s) (or the given ASGI `node_apps`, e.g. a scripted Ollama) and a gateway on loopback."""
     with ExitStack() as stack:
         fakes = [create_fake_app(fake_config or FakeConfig(tokens_per_reply=12)) for _ in range(nodes)]
-        urls = [stack.enter_context(serve_app(fake)) for fake in fakes]
+        urls = [stack.enter_context(serve_app(app)) for app in (node_apps if node_apps is not None else fakes)]
         models_file = tmp_path / "models.yaml"
         models_file.write_text(registry_text(urls))
         settings = make_settings(DATABASE_URL=database_url, MODELS_FILE=str(models_file),

@@ -67,7 +67,7 @@ _LLAMA = (
 
 # Listed newest first: /api/tags sorts by modified_at descending, and so does this tuple.
 MODELS: tuple[ModelSpec, ...] = (
-    ModelSpec("gemma4", "gemma4", "gemma4", (COMPLETION, VISION, TOOLS), "8.0B", "Q4_K_M", 9_608_350_718,
+    ModelSpec("gemma4", "gemma4", "gemma4", (COMPLETION, VISION, TOOLS, THINKING), "8.0B", "Q4_K_M", 9_608_350_718,
               131_072, 2560, "2026-08-14T09:12:31.118226405-07:00", _GEMMA,
               (("stop", "<end_of_turn>"), ("temperature", 1), ("top_k", 64), ("top_p", 0.95))),
     ModelSpec("qwen3.6", "qwen3", "qwen3", (COMPLETION, TOOLS, THINKING), "14.8B", "Q4_K_M", 9_276_198_565,

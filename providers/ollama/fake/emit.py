@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -43,8 +44,25 @@ class Shape(Protocol):
     def whole(self, model: str, created: str, turn: Turn, metrics: dict[str, int]) -> dict[str, Any]: ...
 
 
+def token_logprob(token: str, top: int) -> dict[str, Any]:
+    """Ollama's logprob entry for one generated token (deterministic), with `top` alternatives when top > 0."""
+    def entry(text: str) -> dict[str, Any]:
+        return {"token": text, "logprob": -((zlib.crc32(text.encode()) % 997) + 1) / 1000,
+                "bytes": list(text.encode())}
+
+    out = entry(token)
+    if top:
+        # The chosen token first (greedy), then made-up alternatives, each less likely than the last.
+        alternatives = [{**entry(f"{token}{i}"), "logprob": out["logprob"] - i} for i in range(1, top)]
+        out["top_logprobs"] = [entry(token), *alternatives]
+    return out
+
+
+@dataclass(frozen=True)
 class ChatShape:
-    """`/api/chat` objects: a `message` on every line."""
+    """`/api/chat` objects: a `message` on every line; `logprobs` (top count) when the request asked."""
+
+    logprobs: int | None = None
 
     def piece(self, model: str, created: str, kind: str, payload: Any) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": payload if kind == "content" else ""}
@@ -52,7 +70,10 @@ class ChatShape:
             message["thinking"] = payload
         elif kind == "tool_calls":
             message["tool_calls"] = payload
-        return {"model": model, "created_at": created, "message": message, "done": False}
+        out = {"model": model, "created_at": created, "message": message, "done": False}
+        if self.logprobs is not None and kind == "content":
+            out["logprobs"] = [token_logprob(payload, self.logprobs)]
+        return out
 
     def final(self, model: str, created: str, turn: Turn, metrics: dict[str, int]) -> dict[str, Any]:
         return {"model": model, "created_at": created, "message": {"role": "assistant", "content": ""},
@@ -66,8 +87,11 @@ class ChatShape:
         calls = turn.tool_calls()
         if calls:
             message["tool_calls"] = calls
-        return {"model": model, "created_at": created, "message": message, "done": True,
-                "done_reason": turn.done_reason, **metrics}
+        out = {"model": model, "created_at": created, "message": message, "done": True,
+               "done_reason": turn.done_reason, **metrics}
+        if self.logprobs is not None:
+            out["logprobs"] = [token_logprob(text, self.logprobs) for kind, text in turn.pieces if kind == "content"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -75,6 +99,7 @@ class GenerateShape:
     """`/api/generate` objects: `response` always present, `context` on the last one unless raw."""
 
     context: list[int] | None
+    logprobs: int | None = None  # top count when the request asked for logprobs
 
     def piece(self, model: str, created: str, kind: str, payload: Any) -> dict[str, Any]:
         out: dict[str, Any] = {"model": model, "created_at": created,
@@ -82,6 +107,8 @@ class GenerateShape:
         if kind == "thinking":
             out["thinking"] = payload
         out["done"] = False
+        if self.logprobs is not None and kind == "content":
+            out["logprobs"] = [token_logprob(payload, self.logprobs)]
         return out
 
     def final(self, model: str, created: str, turn: Turn, metrics: dict[str, int]) -> dict[str, Any]:
@@ -102,6 +129,8 @@ class GenerateShape:
         if self.context is not None:
             out["context"] = self.context
         out.update(metrics)
+        if self.logprobs is not None:
+            out["logprobs"] = [token_logprob(text, self.logprobs) for kind, text in turn.pieces if kind == "content"]
         return out
 
 

@@ -126,7 +126,10 @@ async def chat(rt: Runtime, body: bytes, send: Send, receive: Receive) -> None:
         call=_tool_call(rt, model, messages, tools),
         shift=shift,
     )
-    answer = Answer(requested, model, generate(plan), _CHAT_SHAPE, Timing(started, time.perf_counter_ns()),
+    # Ollama >= 0.12.11: per generated token, its log probability (and top_logprobs alternatives).
+    shape = ChatShape(decode.integer(request, "top_logprobs", _CHAT)) if request.get("logprobs") is True \
+        else _CHAT_SHAPE
+    answer = Answer(requested, model, generate(plan), shape, Timing(started, time.perf_counter_ns()),
                     rt.token_delay(model), rt.config.first_token_delay)
     await respond(answer, stream, send, receive, rt.stats)
 
@@ -216,7 +219,9 @@ async def generate_handler(rt: Runtime, body: bytes, send: Send, receive: Receiv
     plan = Plan(seed_text=prompt, prompt_tokens=prompt_tokens, tokens_per_reply=rt.config.tokens_per_reply,
                 options=options, think=thinks, output_format=output_format, shift=shift)
     turn = generate(plan)
-    shape = GenerateShape(None if raw else _context_ids(prompt, prompt_tokens + turn.eval_count))
+    shape = GenerateShape(None if raw else _context_ids(prompt, prompt_tokens + turn.eval_count),
+                          decode.integer(request, "top_logprobs", _GENERATE) if request.get("logprobs") is True
+                          else None)
     answer = Answer(requested, model, turn, shape, Timing(started, time.perf_counter_ns()), rt.token_delay(model),
                     rt.config.first_token_delay)
     await respond(answer, stream, send, receive, rt.stats)

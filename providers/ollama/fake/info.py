@@ -12,7 +12,7 @@ from .asgi import JSON_TYPE, TEXT_TYPE, FakeError, Receive, Send, send_bytes, se
 from .catalogue import MODELS, Resolved
 from .runtime import Runtime
 
-VERSION = "0.12.10"
+VERSION = "0.12.11"  # the first release with logprobs
 _RUNNING = b"Ollama is running"
 _VERSION_BODY = orjson.dumps({"version": VERSION})
 
@@ -72,10 +72,11 @@ async def show(rt: Runtime, body: bytes, send: Send, receive: Receive) -> None:
     if model is None:
         normalised = requested if ":" in requested.rsplit("/", 1)[-1] else f"{requested}:latest"
         raise FakeError(404, f"model '{normalised}' not found")
-    await send_json(send, 200, _show(model))
+    await send_json(send, 200, show_answer(model))
 
 
-def _show(model: Resolved) -> dict[str, Any]:
+def show_answer(model: Resolved) -> dict[str, Any]:
+    """The /api/show answer for a model, as real Ollama gives it (capabilities, model_info, template)."""
     spec = model.spec
     parameters = "\n".join(f"{key:<30} {_go_syntax(value)}" for key, value in spec.parameters)
     return {

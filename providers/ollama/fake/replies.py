@@ -69,19 +69,39 @@ def thinking_tokens(seed_text: str, count: int) -> tuple[str, ...]:
     return (words[0], *(" " + word for word in words[1:]))
 
 
-def sample(schema: Any, depth: int = 0) -> Any:
-    """A value that satisfies a (simple) JSON schema: strings "x", numbers 1, true, one-item arrays."""
-    if not isinstance(schema, dict) or depth > 8:
+def sample(schema: Any, depth: int = 0, root: Any = None) -> Any:
+    """A value that conforms to a JSON schema, as Ollama's grammar-constrained output would.
+
+    Handles what clients generate (pydantic, zod, LangChain): `$ref` into `$defs`/`definitions`,
+    `enum`/`const`, `anyOf`/`oneOf`/`allOf`, nullable type lists, required properties, numeric
+    bounds, string and array lengths. Strings are "x" repeated to the minimum length.
+    """
+    root = schema if root is None else root
+    if not isinstance(schema, dict) or depth > 16:
         return "x"
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        return sample(_resolve(ref, root), depth + 1, root)
     enum = schema.get("enum")
     if isinstance(enum, list) and enum:
         return enum[0]
     if "const" in schema:
         return schema["const"]
-    for key in ("anyOf", "oneOf", "allOf"):
+    for key in ("anyOf", "oneOf"):
         options = schema.get(key)
         if isinstance(options, list) and options:
-            return sample(options[0], depth + 1)
+            return sample(options[0], depth + 1, root)
+    parts = schema.get("allOf")
+    if isinstance(parts, list) and parts:
+        merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
+        for part in parts:
+            if isinstance(part, dict) and "$ref" in part:
+                part = _resolve(part["$ref"], root)
+            if isinstance(part, dict):
+                merged.setdefault("properties", {}).update(part.get("properties") or {})
+                merged["required"] = [*merged.get("required", []), *(part.get("required") or [])]
+                merged.setdefault("type", part.get("type"))
+        return sample(merged, depth + 1, root)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
@@ -93,11 +113,35 @@ def sample(schema: Any, depth: int = 0) -> Any:
             return {}
         required = schema.get("required")
         names = [n for n in required if n in properties] if isinstance(required, list) else list(properties)
-        return {name: sample(properties[name], depth + 1) for name in names}
+        return {name: sample(properties[name], depth + 1, root) for name in names}
     if kind == "array":
         items = schema.get("items")
-        return [sample(items, depth + 1)] if items is not None else []
-    return {"integer": 1, "number": 1, "boolean": True, "null": None}.get(kind, "x") if isinstance(kind, str) else "x"
+        count = max(1 if items is not None else 0, int(schema.get("minItems") or 0))
+        maximum = schema.get("maxItems")
+        if isinstance(maximum, int):
+            count = min(count, maximum)
+        return [sample(items, depth + 1, root) for _ in range(count)]
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum"))
+        high = schema.get("maximum", schema.get("exclusiveMaximum"))
+        value = 1
+        if isinstance(low, int | float) and not isinstance(low, bool):
+            value = int(low) + 1 if "exclusiveMinimum" in schema or low != int(low) else int(low)
+            value = max(value, 1) if not isinstance(high, int | float) or high >= 1 else value
+        if isinstance(high, int | float) and not isinstance(high, bool) and value > high:
+            value = int(high) - 1 if "exclusiveMaximum" in schema else int(high)
+        return value
+    if kind == "string":
+        length = schema.get("minLength")
+        return "x" * max(1, length if isinstance(length, int) else 1)
+    return {"boolean": True, "null": None}.get(kind, "x") if isinstance(kind, str) else "x"
+
+
+def _resolve(ref: str, root: Any) -> Any:
+    target: Any = root
+    for part in ref.removeprefix("#/").split("/"):
+        target = target.get(part) if isinstance(target, dict) else None
+    return target
 
 
 def tool_call(tools: list[Any], call_id: str) -> dict[str, Any]:
