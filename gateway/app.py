@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute
 from gateway.auth.keyresolver import KeyResolver, stop_flusher
 from gateway.auth.throttle import LoginThrottle
 from gateway.billing.holds import release_stale_holds
+from gateway.billing.settlement import Settlement
 from gateway.context import AppContext
 from gateway.db.engine import create_engine, session_factory
 from gateway.errors import GatewayError, error_response, from_provider
@@ -102,7 +103,8 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
                         health_interval=settings.health_check_interval)
         pool.configure(node_configs(holder.current))
         holder.on_swap(lambda new: pool.configure(node_configs(new)))
-        usage_writer = UsageWriter(sessions, on_written=lambda batch, charges: _count_usage(app_metrics, charges),
+        usage_writer = UsageWriter(sessions,
+                                   on_written=lambda batch, charges: _count_usage(app_metrics, batch, charges),
                                    on_failure=lambda exc: app_metrics.usage_flush_failed())
         ctx = AppContext(settings=settings, registry=holder, engine=engine, sessions=sessions,
                          http=http, redis=redis, metrics=app_metrics,
@@ -168,12 +170,14 @@ def create_limiter(redis: Redis | None, app_metrics: Metrics) -> Limiter:
     return RedisLimiter(redis, on_error=lambda exc: app_metrics.rate_limiter_error())
 
 
-def _count_usage(app_metrics: Metrics, charges: list[int | None]) -> None:
-    written = [charge for charge in charges if charge is not None]
+def _count_usage(app_metrics: Metrics, batch: list[Settlement], charges: list[int | None]) -> None:
+    written = [(item, charge) for item, charge in zip(batch, charges, strict=True) if charge is not None]
     app_metrics.usage_events_written(len(written))
-    for charge in written:
+    for item, charge in written:
         if charge:
             app_metrics.credit_transaction("usage")
+        if charge < item.cost_pico:
+            app_metrics.usage_cost_capped(item.model_public_name, item.cost_pico - charge)
 
 
 STALE_HOLD_AGE = timedelta(hours=2)

@@ -13,6 +13,7 @@ from starlette.requests import HTTPConnection
 from gateway.auth.keyresolver import KeyResolver
 from gateway.auth.passwords import Passwords
 from gateway.auth.throttle import LoginThrottle
+from gateway.billing.bound import PromptBounds
 from gateway.metrics import Metrics
 from gateway.ratelimit.base import Limiter
 from gateway.registry import RegistryHolder
@@ -36,6 +37,7 @@ class AppContext:
     pool: NodePool = field(kw_only=True)
     limiter: Limiter = field(kw_only=True)
     usage_writer: UsageWriter = field(kw_only=True)
+    prompt_bounds: PromptBounds = field(default_factory=PromptBounds, kw_only=True)
 
 
 def context(connection: HTTPConnection) -> AppContext:

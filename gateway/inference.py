@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.auth.keyresolver import KeyPrincipal
+from gateway.billing.bound import PromptShape, prompt_shape
 from gateway.billing.holds import HoldRefused, PlacedHold, Quote, place_hold, place_worst_case_hold
 from gateway.billing.money import cost
 from gateway.billing.settlement import Settlement
@@ -113,14 +114,16 @@ def model_target(model: Model) -> ModelTarget:
                        context=model.context, dimensions=model.dimensions, options=model.options)
 
 
-def quote_for(model: Model, prepared: PreparedRequest) -> Quote:
-    prompt = prepared.prompt_tokens_estimate
+def quote_for(model: Model, prepared: PreparedRequest, prompt_bound: int) -> Quote:
+    """The hold's quote: `prompt_bound` tokens (gateway/billing/bound.py) at the input price, and
+    what the client asked for or the context leaves (by the estimate, which can only leave more) as
+    output. The output is capped to what the hold pays for, so the bound needs no output margin."""
     if model.kind == "embedding":
         max_output = 0
     else:
-        room = max(1, model.context - prompt)
+        room = max(1, model.context - prepared.prompt_tokens_estimate)
         max_output = min(prepared.max_output_tokens or room, room)
-    return Quote(prompt * model.input_pico_per_token, model.output_pico_per_token, max_output)
+    return Quote(prompt_bound * model.input_pico_per_token, model.output_pico_per_token, max_output)
 
 
 @dataclass
@@ -138,6 +141,7 @@ class Call:
     hold: PlacedHold
     headers: dict[str, str]
     started: float
+    shape: PromptShape
     response_id: str = ""
     created: int = 0
     node: str | None = None
@@ -157,6 +161,8 @@ class Call:
         self.finished = True
         now = time.perf_counter()
         tokens = usage or Usage(0, 0, False)
+        if usage is not None and not usage.estimated and usage.input_tokens:
+            self.ctx.prompt_bounds.observe(self.model.tag, self.shape, usage.input_tokens)
         pico = cost(tokens.input_tokens, tokens.output_tokens, self.model.input_pico_per_token,
                     self.model.output_pico_per_token) if usage is not None else 0
         ttft = None if self.first_byte_at is None else round((self.first_byte_at - self.started) * 1000)
@@ -217,7 +223,9 @@ async def admit(request: Request, endpoint: Endpoint) -> Call:
         model = resolve_model(registry, principal, body.get("model"), endpoint)
         target = model_target(model)
         prepared = prepare(endpoint, body, target)
-        hold = await _hold(ctx, unique_request_id(request), principal, quote_for(model, prepared))
+        shape = prompt_shape(prepared.body)
+        quote = quote_for(model, prepared, ctx.prompt_bounds.bound(model.tag, shape))
+        hold = await _hold(ctx, unique_request_id(request), principal, quote)
     except HoldRefused as refused:
         ctx.metrics.hold_rejected()
         raise GatewayError(402, "insufficient_credits", refused.reason, type="insufficient_quota",
@@ -232,7 +240,7 @@ async def admit(request: Request, endpoint: Endpoint) -> Call:
     if model.kind == "chat":
         prepared.limit_output(max(1, hold.output_tokens))  # never generate more than the hold pays for
     return Call(ctx=ctx, request=request, principal=principal, registry=registry, model=model, target=target,
-                endpoint=endpoint, prepared=prepared, hold=hold, headers=headers, started=started,
+                endpoint=endpoint, prepared=prepared, hold=hold, headers=headers, started=started, shape=shape,
                 response_id=new_response_id(endpoint), created=int(time.time()))
 
 

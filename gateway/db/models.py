@@ -94,6 +94,21 @@ class Hold(SQLModel, table=True):
     api_key_id: str | None = Field(default=None, foreign_key="api_keys.id", max_length=36, nullable=True)
     amount_pico: int = _money()
     created_at: datetime = _time(index=True)
+    # The instance (gateway process) serving the request: when its lease expires, the hold is settled
+    # as `interrupted` (gateway/billing/leases.py). NULL for holds placed before owners existed.
+    owner: str | None = Field(default=None, max_length=64, nullable=True, index=True)
+
+
+class InstanceLease(SQLModel, table=True):
+    """One serving process (a worker of one replica), alive while `expires_at` is in the future."""
+
+    __tablename__ = "instance_leases"
+
+    instance_id: str = Field(primary_key=True, max_length=64)
+    host: str = Field(max_length=255)
+    pid: int
+    started_at: datetime = _time()
+    expires_at: datetime = _time()
 
 
 class CreditTransaction(SQLModel, table=True):
@@ -137,6 +152,9 @@ class UsageEvent(SQLModel, table=True):
     output_tokens: int = Field(default=0)
     tokens_estimated: bool = Field(default=False)
     cost_pico: int = _money()
+    # What Ollama's counts cost above the hold and was not charged (the hold is the most a request costs).
+    cost_capped_pico: int = Field(default=0, sa_type=sa.BigInteger, nullable=False,
+                                  sa_column_kwargs={"server_default": "0"})
     latency_ms: int = Field(default=0)
     ttft_ms: int | None = Field(default=None, nullable=True)
     status: str = Field(max_length=16)  # success | error | cancelled

@@ -1,0 +1,42 @@
+"""crash-safe money: hold owners, instance leases, capped costs
+
+Revision ID: i13a
+Revises: 0001
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+import sqlmodel
+from alembic import op
+
+revision = "i13a"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "instance_leases",
+        sa.Column("instance_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("host", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
+        sa.Column("pid", sa.Integer(), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("instance_id"),
+    )
+    with op.batch_alter_table("holds", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("owner", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True))
+        batch_op.create_index(batch_op.f("ix_holds_owner"), ["owner"], unique=False)
+    with op.batch_alter_table("usage_events", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("cost_capped_pico", sa.BigInteger(), nullable=False, server_default="0"))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("usage_events", schema=None) as batch_op:
+        batch_op.drop_column("cost_capped_pico")
+    with op.batch_alter_table("holds", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_holds_owner"))
+        batch_op.drop_column("owner")
+    op.drop_table("instance_leases")
