@@ -26,11 +26,11 @@ from gateway.billing.settlement import Settlement
 from gateway.context import AppContext, context
 from gateway.db.models import utcnow
 from gateway.errors import GatewayError, from_provider, invalid_body
-from gateway.http import JSONResponse, read_json, unique_request_id
+from gateway.http import read_json, unique_request_id
 from gateway.ratelimit.base import Decision, Limit
 from gateway.ratelimit.headers import rate_limit_headers
 from gateway.registry import Model, Registry
-from providers.base import Endpoint, ModelTarget, PreparedRequest, Usage, new_response_id, prepare, render_response
+from providers.base import Endpoint, ModelTarget, PreparedRequest, Usage, new_response_id, prepare
 from providers.errors import ProviderError
 
 KEY_PREFIX = "sk-pr-"
@@ -244,35 +244,11 @@ async def admit(request: Request, endpoint: Endpoint) -> Call:
                 response_id=new_response_id(endpoint), created=int(time.time()))
 
 
-def _upstream_error(call: Call, error: ProviderError) -> GatewayError:
+def upstream_error(call: Call, error: ProviderError) -> GatewayError:
+    """The client's error for a failed upstream call, with the request's rate-limit headers."""
     mapped = from_provider(error)
     mapped.headers = {**call.headers, **mapped.headers}
     return mapped
-
-
-async def complete(call: Call) -> Response:
-    """A non-streaming answer: one upstream request, rendered, settled."""
-    status: str = "error"
-    code: str | None = "internal_error"
-    usage: Usage | None = None
-    try:
-        before = time.perf_counter()
-        answer, call.node = await call.ctx.pool.request(call.prepared.ollama_path, call.prepared.body,
-                                                        model_tag=call.model.tag, nodes=call.model.nodes)
-        call.upstream_seconds = time.perf_counter() - before
-        rendered, usage = render_response(call.prepared, call.target, answer, response_id=call.response_id,
-                                          created=call.created)
-        call.first_byte_at = time.perf_counter()
-        status, code = "success", None
-        return JSONResponse(rendered, headers=call.headers)
-    except ProviderError as error:
-        code, usage = error.code, None
-        raise _upstream_error(call, error) from None
-    except asyncio.CancelledError:
-        status, code, usage = "cancelled", "client_disconnected", None
-        raise
-    finally:
-        call.finish(usage, status, code)
 
 
 async def open_stream(call: Call) -> Response:
@@ -291,7 +267,7 @@ async def open_stream(call: Call) -> Response:
         await stack.aclose()
         if isinstance(error, ProviderError):
             call.finish(None, "error", error.code)
-            raise _upstream_error(call, error) from None
+            raise upstream_error(call, error) from None
         if isinstance(error, StopAsyncIteration):
             call.finish(None, "error", "upstream_error")
             raise GatewayError(502, "upstream_error", "The upstream closed the stream without an answer.",
@@ -304,6 +280,8 @@ async def open_stream(call: Call) -> Response:
 
 async def handle(request: Request, endpoint: Endpoint) -> Response:
     """The whole pipeline for one inference request (what each /v1 route calls)."""
+    from gateway.completion import complete
+
     call = await admit(request, endpoint)
     if call.prepared.stream:
         return await open_stream(call)
