@@ -19,9 +19,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from gateway import recovery
 from gateway.auth.keyresolver import KeyResolver, stop_flusher
 from gateway.auth.throttle import LoginThrottle
 from gateway.billing.holds import release_stale_holds
+from gateway.billing.leases import Lease
 from gateway.billing.settlement import Settlement
 from gateway.context import AppContext
 from gateway.db.engine import create_engine, session_factory
@@ -103,19 +105,23 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
                         health_interval=settings.health_check_interval)
         pool.configure(node_configs(holder.current))
         holder.on_swap(lambda new: pool.configure(node_configs(new)))
+        lease = Lease(sessions, settings.instance_lease_seconds)
         usage_writer = UsageWriter(sessions,
                                    on_written=lambda batch, charges: _count_usage(app_metrics, batch, charges),
-                                   on_failure=lambda exc: app_metrics.usage_flush_failed())
+                                   on_failure=lambda exc: app_metrics.usage_flush_failed(),
+                                   journal=recovery.open_journal(settings, lease.instance_id))
         ctx = AppContext(settings=settings, registry=holder, engine=engine, sessions=sessions,
                          http=http, redis=redis, metrics=app_metrics,
                          key_resolver=KeyResolver(sessions, settings.app_secret_key),
                          login_throttle=LoginThrottle.create(redis), pool=pool,
-                         limiter=create_limiter(redis, app_metrics), usage_writer=usage_writer)
+                         limiter=create_limiter(redis, app_metrics), usage_writer=usage_writer,
+                         lease=lease)
         app.state.ctx = ctx
         await pool.start()
         await _release_stale_holds(ctx)
+        await recovery.start(ctx)
         usage_writer.start()
-        background = [asyncio.create_task(_housekeeping(ctx))]
+        background = [asyncio.create_task(_housekeeping(ctx)), asyncio.create_task(recovery.keep(ctx))]
         last_used_flusher = asyncio.create_task(ctx.key_resolver.run_flusher())
         app_metrics.set_registry_version(holder.current.version)
         holder.on_swap(lambda new: app_metrics.registry_reload("ok", new.version))
@@ -131,7 +137,7 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await pool.aclose()
-            await usage_writer.aclose()
+            await recovery.stop(ctx)  # flushes the usage writer; what the database refuses stays journaled
             await ctx.limiter.aclose()
             if metrics_server is not None:
                 await metrics_server.stop()

@@ -14,6 +14,7 @@ from gateway.auth.keyresolver import KeyResolver
 from gateway.auth.passwords import Passwords
 from gateway.auth.throttle import LoginThrottle
 from gateway.billing.bound import PromptBounds
+from gateway.billing.leases import Lease
 from gateway.metrics import Metrics
 from gateway.ratelimit.base import Limiter
 from gateway.registry import RegistryHolder
@@ -38,6 +39,7 @@ class AppContext:
     limiter: Limiter = field(kw_only=True)
     usage_writer: UsageWriter = field(kw_only=True)
     prompt_bounds: PromptBounds = field(default_factory=PromptBounds, kw_only=True)
+    lease: Lease = field(kw_only=True)
 
 
 def context(connection: HTTPConnection) -> AppContext:

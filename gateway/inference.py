@@ -20,7 +20,8 @@ from starlette.responses import Response
 
 from gateway.auth.keyresolver import KeyPrincipal
 from gateway.billing.bound import PromptShape, prompt_shape
-from gateway.billing.holds import HoldRefused, PlacedHold, Quote, place_hold, place_worst_case_hold
+from gateway.billing.holds import HoldOrigin, HoldRefused, PlacedHold, Quote, place_hold, place_worst_case_hold
+from gateway.billing.leases import INSTANCE_LOST, INTERRUPTED
 from gateway.billing.money import cost
 from gateway.billing.settlement import Settlement
 from gateway.context import AppContext, context
@@ -154,6 +155,26 @@ class Call:
     def request_id(self) -> str:
         return self.hold.request_id
 
+    def settlement(self, usage: Usage | None, status: str, error_code: str | None) -> Settlement:
+        """The settlement of this call for `usage` (None: nothing charged), priced at its registry."""
+        tokens = usage or Usage(0, 0, False)
+        pico = cost(tokens.input_tokens, tokens.output_tokens, self.model.input_pico_per_token,
+                    self.model.output_pico_per_token) if usage is not None else 0
+        ttft = None if self.first_byte_at is None else round((self.first_byte_at - self.started) * 1000)
+        return Settlement(
+            request_id=self.request_id, account_id=self.principal.account_id, user_id=self.principal.user_id,
+            api_key_id=self.principal.key_id, model_public_name=self.model.name, ollama_tag=self.model.tag,
+            node=self.node, endpoint=self.endpoint, input_tokens=tokens.input_tokens,
+            output_tokens=tokens.output_tokens, tokens_estimated=tokens.estimated, cost_pico=pico,
+            latency_ms=round((time.perf_counter() - self.started) * 1000), ttft_ms=ttft, status=status,
+            error_code=error_code, registry_version=self.registry.version, created_at=utcnow())
+
+    def journal_progress(self, relayed: Usage) -> None:
+        """Journal what has been relayed so far: after a crash, the next start bills it (`interrupted`)."""
+        journal = self.ctx.usage_writer.journal
+        if journal is not None and not self.finished:
+            journal.append_progress(self.settlement(relayed, INTERRUPTED, INSTANCE_LOST))
+
     def finish(self, usage: Usage | None, status: str, error_code: str | None = None) -> None:
         """Settle exactly once: price the tokens and queue the settlement with its usage event."""
         if self.finished:
@@ -163,16 +184,9 @@ class Call:
         tokens = usage or Usage(0, 0, False)
         if usage is not None and not usage.estimated and usage.input_tokens:
             self.ctx.prompt_bounds.observe(self.model.tag, self.shape, usage.input_tokens)
-        pico = cost(tokens.input_tokens, tokens.output_tokens, self.model.input_pico_per_token,
-                    self.model.output_pico_per_token) if usage is not None else 0
-        ttft = None if self.first_byte_at is None else round((self.first_byte_at - self.started) * 1000)
-        self.ctx.usage_writer.submit(Settlement(
-            request_id=self.request_id, account_id=self.principal.account_id, user_id=self.principal.user_id,
-            api_key_id=self.principal.key_id, model_public_name=self.model.name, ollama_tag=self.model.tag,
-            node=self.node, endpoint=self.endpoint, input_tokens=tokens.input_tokens,
-            output_tokens=tokens.output_tokens, tokens_estimated=tokens.estimated, cost_pico=pico,
-            latency_ms=round((now - self.started) * 1000), ttft_ms=ttft, status=status, error_code=error_code,
-            registry_version=self.registry.version, created_at=utcnow()))
+        settlement = self.settlement(usage, status, error_code)
+        pico = settlement.cost_pico
+        self.ctx.usage_writer.submit(settlement)
         metrics = self.ctx.metrics
         metrics.llm_call(model=self.model.name, endpoint=self.endpoint, status=status,
                          input_tokens=tokens.input_tokens, output_tokens=tokens.output_tokens, cost_pico=pico)
@@ -192,16 +206,17 @@ class Call:
                 self.ctx.limiter.consume(tpd, tokens.input_tokens + tokens.output_tokens))
 
 
-async def _hold(ctx: AppContext, request_id: str, principal: KeyPrincipal, quote: Quote) -> PlacedHold:
+async def _hold(ctx: AppContext, request_id: str, principal: KeyPrincipal, quote: Quote,
+                origin: HoldOrigin) -> PlacedHold:
     key_has_limit = principal.monthly_limit_pico is not None
     if not ctx.settings.is_sqlite and not key_has_limit:
         placed = await place_worst_case_hold(ctx.engine, request_id=request_id,
-                                             account_id=principal.account_id, quote=quote)
+                                             account_id=principal.account_id, quote=quote, origin=origin)
         if placed is not None:
             return placed
     async with ctx.sessions() as session:
         return await place_hold(session, request_id=request_id, account_id=principal.account_id,
-                                key_id=principal.key_id, key_has_limit=key_has_limit, quote=quote)
+                                key_id=principal.key_id, key_has_limit=key_has_limit, quote=quote, origin=origin)
 
 
 def _opens_conversation(prepared: PreparedRequest) -> bool:
@@ -225,7 +240,8 @@ async def admit(request: Request, endpoint: Endpoint) -> Call:
         prepared = prepare(endpoint, body, target)
         shape = prompt_shape(prepared.body)
         quote = quote_for(model, prepared, ctx.prompt_bounds.bound(model.tag, shape))
-        hold = await _hold(ctx, unique_request_id(request), principal, quote)
+        origin = HoldOrigin(ctx.lease.instance_id, principal.key_id, model.name, endpoint)
+        hold = await _hold(ctx, unique_request_id(request), principal, quote, origin)
     except HoldRefused as refused:
         ctx.metrics.hold_rejected()
         raise GatewayError(402, "insufficient_credits", refused.reason, type="insufficient_quota",

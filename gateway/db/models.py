@@ -97,6 +97,10 @@ class Hold(SQLModel, table=True):
     # The instance (gateway process) serving the request: when its lease expires, the hold is settled
     # as `interrupted` (gateway/billing/leases.py). NULL for holds placed before owners existed.
     owner: str | None = Field(default=None, max_length=64, nullable=True, index=True)
+    # What the usage event of an interrupted request names (`api_key_id` is set only on limited keys).
+    key_id: str | None = Field(default=None, max_length=36, nullable=True)
+    model_public_name: str | None = Field(default=None, max_length=128, nullable=True)
+    endpoint: str | None = Field(default=None, max_length=32, nullable=True)
 
 
 class InstanceLease(SQLModel, table=True):
@@ -157,7 +161,7 @@ class UsageEvent(SQLModel, table=True):
                                   sa_column_kwargs={"server_default": "0"})
     latency_ms: int = Field(default=0)
     ttft_ms: int | None = Field(default=None, nullable=True)
-    status: str = Field(max_length=16)  # success | error | cancelled
+    status: str = Field(max_length=16)  # success | error | cancelled | interrupted
     error_code: str | None = Field(default=None, max_length=64, nullable=True)
     registry_version: str = Field(default="", max_length=16)
     created_at: datetime = _time()

@@ -24,7 +24,7 @@ from gateway.db.models import UsageEvent
 from gateway.fields import FieldError, iso, parse_int, parse_time, usd
 from gateway.http import JSONResponse
 
-STATUSES = ("success", "error", "cancelled")
+STATUSES = ("success", "error", "cancelled", "interrupted")
 GROUPS = ("model", "day")
 MAX_PAGE = 100
 

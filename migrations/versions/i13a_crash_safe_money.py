@@ -28,6 +28,10 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("holds", schema=None) as batch_op:
         batch_op.add_column(sa.Column("owner", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True))
+        batch_op.add_column(sa.Column("key_id", sqlmodel.sql.sqltypes.AutoString(length=36), nullable=True))
+        batch_op.add_column(sa.Column("model_public_name", sqlmodel.sql.sqltypes.AutoString(length=128),
+                                      nullable=True))
+        batch_op.add_column(sa.Column("endpoint", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True))
         batch_op.create_index(batch_op.f("ix_holds_owner"), ["owner"], unique=False)
     with op.batch_alter_table("usage_events", schema=None) as batch_op:
         batch_op.add_column(sa.Column("cost_capped_pico", sa.BigInteger(), nullable=False, server_default="0"))
@@ -38,5 +42,6 @@ def downgrade() -> None:
         batch_op.drop_column("cost_capped_pico")
     with op.batch_alter_table("holds", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_holds_owner"))
-        batch_op.drop_column("owner")
+        for column in ("endpoint", "model_public_name", "key_id", "owner"):
+            batch_op.drop_column(column)
     op.drop_table("instance_leases")
