@@ -40,7 +40,8 @@ async def complete(call: Call) -> Response:
     usage: Usage | None = None
     loop = asyncio.get_running_loop()
     work = loop.create_task(_answer(call, assembler))
-    watcher = loop.create_task(_client_left(call.request))
+    # With an Idempotency-Key the client comes back for the answer: a disconnect does not cancel it.
+    watcher = loop.create_task(_client_left(call.request) if call.idempotency is None else _never())
     try:
         await asyncio.wait((work, watcher), return_when=asyncio.FIRST_COMPLETED)
         if not work.done():
@@ -53,6 +54,8 @@ async def complete(call: Call) -> Response:
             code, usage = error.code, None
             raise upstream_error(call, error) from None
         call.first_byte_at = time.perf_counter()
+        if call.idempotency is not None:
+            await call.idempotency.store(rendered)  # before the usage event: see idempotency._abandoned
         status, code = "success", None
         return JSONResponse(rendered, headers=call.headers)
     except asyncio.CancelledError:  # the server is stopping this request
@@ -60,6 +63,8 @@ async def complete(call: Call) -> Response:
         raise
     finally:
         watcher.cancel()
+        if call.idempotency is not None and status != "success":
+            await call.idempotency.release()
         call.finish(usage, status, code)
 
 
@@ -79,6 +84,10 @@ async def _answer(call: Call, assembler: StreamAssembler) -> tuple[dict[str, Any
         answer = assembler.merged()
     call.upstream_seconds = time.perf_counter() - before
     return render_response(prepared, call.target, answer, response_id=call.response_id, created=call.created)
+
+
+async def _never() -> None:
+    await asyncio.Event().wait()
 
 
 async def _client_left(request: Request) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway import idempotency
 from gateway.auth.keyresolver import KeyPrincipal
 from gateway.billing.bound import PromptShape, prompt_shape
 from gateway.billing.holds import HoldOrigin, HoldRefused, PlacedHold, Quote, place_hold, place_worst_case_hold
@@ -28,6 +29,7 @@ from gateway.context import AppContext, context
 from gateway.db.models import utcnow
 from gateway.errors import GatewayError, from_provider, invalid_body
 from gateway.http import read_json, unique_request_id
+from gateway.idempotency import Claim
 from gateway.ratelimit.base import Decision, Limit
 from gateway.ratelimit.headers import rate_limit_headers
 from gateway.registry import Model, Registry
@@ -148,6 +150,7 @@ class Call:
     node: str | None = None
     first_byte_at: float | None = None
     upstream_seconds: float = 0.0
+    idempotency: Claim | None = None  # the request's Idempotency-Key, claimed (gateway/idempotency.py)
     finished: bool = field(default=False, init=False)
     tpd_task: asyncio.Task[None] | None = field(default=None, init=False)
 
@@ -241,7 +244,13 @@ async def admit(request: Request, endpoint: Endpoint) -> Call:
         shape = prompt_shape(prepared.body)
         quote = quote_for(model, prepared, ctx.prompt_bounds.bound(model.tag, shape))
         origin = HoldOrigin(ctx.lease.instance_id, principal.key_id, model.name, endpoint)
-        hold = await _hold(ctx, unique_request_id(request), principal, quote, origin)
+        key_claim = await idempotency.claim(ctx.sessions, request, principal.account_id, unique_request_id(request))
+        try:
+            hold = await _hold(ctx, unique_request_id(request), principal, quote, origin)
+        except BaseException:
+            if key_claim is not None:
+                await key_claim.release()
+            raise
     except HoldRefused as refused:
         ctx.metrics.hold_rejected()
         raise GatewayError(402, "insufficient_credits", refused.reason, type="insufficient_quota",
@@ -257,7 +266,7 @@ async def admit(request: Request, endpoint: Endpoint) -> Call:
         prepared.limit_output(max(1, hold.output_tokens))  # never generate more than the hold pays for
     return Call(ctx=ctx, request=request, principal=principal, registry=registry, model=model, target=target,
                 endpoint=endpoint, prepared=prepared, hold=hold, headers=headers, started=started, shape=shape,
-                response_id=new_response_id(endpoint), created=int(time.time()))
+                response_id=new_response_id(endpoint), created=int(time.time()), idempotency=key_claim)
 
 
 def upstream_error(call: Call, error: ProviderError) -> GatewayError:
@@ -279,8 +288,12 @@ async def open_stream(call: Call) -> Response:
         call.node = stream.node
         first = await anext(stream)
         call.upstream_seconds = time.perf_counter() - before
+        if call.idempotency is not None:
+            await call.idempotency.streamed()  # from here the answer is charged: the key is spent
     except BaseException as error:
         await stack.aclose()
+        if call.idempotency is not None:
+            await call.idempotency.release()
         if isinstance(error, ProviderError):
             call.finish(None, "error", error.code)
             raise upstream_error(call, error) from None
@@ -298,7 +311,10 @@ async def handle(request: Request, endpoint: Endpoint) -> Response:
     """The whole pipeline for one inference request (what each /v1 route calls)."""
     from gateway.completion import complete
 
-    call = await admit(request, endpoint)
+    try:
+        call = await admit(request, endpoint)
+    except idempotency.Replayed as replayed:
+        return replayed.response
     if call.prepared.stream:
         return await open_stream(call)
     return await complete(call)

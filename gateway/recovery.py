@@ -16,11 +16,13 @@ The rules are in gateway/billing/leases.py and gateway/billing/journal.py; this 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from gateway.billing.journal import Journal, replay
 from gateway.billing.leases import PriceOf, settle_dead_owners
 from gateway.context import AppContext
+from gateway.idempotency import purge_expired
 from gateway.settings import Settings
 
 log = logging.getLogger("pr.billing")
@@ -101,8 +103,11 @@ async def keep(ctx: AppContext) -> None:
             await ctx.lease.renew()
         except Exception as exc:
             log.error("renewing the instance lease failed: %s", exc)
-        if loop.time() >= next_settle and not _replay_pending(ctx):
-            await settle_dead(ctx)
+        if loop.time() >= next_settle:
+            if not _replay_pending(ctx):
+                await settle_dead(ctx)
+            with contextlib.suppress(Exception):  # retried next round
+                await purge_expired(ctx.sessions)
             next_settle = loop.time() + settle_every
 
 

@@ -103,6 +103,20 @@ class Hold(SQLModel, table=True):
     endpoint: str | None = Field(default=None, max_length=32, nullable=True)
 
 
+class IdempotencyKey(SQLModel, table=True):
+    """An `Idempotency-Key` of a /v1 POST, per account: its request, and the answer once finished."""
+
+    __tablename__ = "idempotency_keys"
+
+    account_id: str = Field(foreign_key="accounts.id", max_length=36, primary_key=True)
+    key: str = Field(max_length=255, primary_key=True)
+    body_sha256: str = Field(max_length=64)
+    request_id: str = Field(max_length=64)
+    state: str = Field(max_length=16)  # running | done (answer stored) | streamed (not replayable)
+    response_body: str | None = Field(default=None, sa_type=sa.Text, nullable=True)
+    created_at: datetime = _time(index=True)
+
+
 class InstanceLease(SQLModel, table=True):
     """One serving process (a worker of one replica), alive while `expires_at` is in the future."""
 

@@ -1,4 +1,4 @@
-"""crash-safe money: hold owners, instance leases, capped costs
+"""crash-safe money: hold owners, instance leases, capped costs, idempotency keys
 
 Revision ID: i13a
 Revises: 0001
@@ -26,6 +26,20 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("instance_id"),
     )
+    op.create_table(
+        "idempotency_keys",
+        sa.Column("account_id", sqlmodel.sql.sqltypes.AutoString(length=36), nullable=False),
+        sa.Column("key", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
+        sa.Column("body_sha256", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("request_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("state", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+        sa.Column("response_body", sa.Text(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"]),
+        sa.PrimaryKeyConstraint("account_id", "key"),
+    )
+    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_idempotency_keys_created_at"), ["created_at"], unique=False)
     with op.batch_alter_table("holds", schema=None) as batch_op:
         batch_op.add_column(sa.Column("owner", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True))
         batch_op.add_column(sa.Column("key_id", sqlmodel.sql.sqltypes.AutoString(length=36), nullable=True))
@@ -45,3 +59,6 @@ def downgrade() -> None:
         for column in ("endpoint", "model_public_name", "key_id", "owner"):
             batch_op.drop_column(column)
     op.drop_table("instance_leases")
+    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_idempotency_keys_created_at"))
+    op.drop_table("idempotency_keys")
