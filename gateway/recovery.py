@@ -3,12 +3,14 @@
     open_journal()  this process's settlement journal in DATA_DIR/journal
     start()         replay the journals of dead processes (their settlements and what their streams
                     relayed), register the lease, then settle the holds of lapsed leases
-    keep()          background task: renew the lease every ttl/4 and settle dead owners every few s
+    keep()          background task: renew the lease every ttl/4; every few s replay the journals of
+                    local processes that died since (a killed worker) and settle dead owners
     stop()          flush the usage writer (a bounded wait), close the journal, drop the lease
 
 Journal replay comes first: it bills what was delivered, while settling a dead owner's hold
 charges nothing; both are idempotent by request id, so the first to commit wins. Dead owners are
-therefore settled only once the replayed settlements are written.
+therefore settled only once the replayed settlements are written, and never while their journal
+file is still in DATA_DIR (another local process is replaying it).
 
 The rules are in gateway/billing/leases.py and gateway/billing/journal.py; this module schedules them.
 """
@@ -20,7 +22,7 @@ import contextlib
 import logging
 
 from gateway.billing.journal import Journal, replay
-from gateway.billing.leases import PriceOf, settle_dead_owners
+from gateway.billing.leases import settle_dead_owners
 from gateway.context import AppContext
 from gateway.idempotency import purge_expired
 from gateway.settings import Settings
@@ -37,18 +39,13 @@ def open_journal(settings: Settings, instance_id: str) -> Journal:
     return Journal(settings.data_dir / "journal", instance_id)
 
 
-def _price_of(ctx: AppContext) -> PriceOf:
-    def price(name: str) -> tuple[int, int] | None:
-        model = ctx.registry.current.models.get(name)
-        return None if model is None else (model.input_pico_per_token, model.output_pico_per_token)
-
-    return price
-
-
 async def settle_dead(ctx: AppContext) -> int:
-    """Settle the holds of processes whose lease lapsed; returns how many (0 when the database fails)."""
+    """Settle the holds of processes whose lease lapsed, except those whose journal is still in
+    DATA_DIR (being replayed by another local process); returns how many (0 when the database fails)."""
+    journal = ctx.usage_writer.journal
+    skip = {path.stem for path in journal.directory.glob("*.ndjson")} if journal is not None else set()
     try:
-        settled = await settle_dead_owners(ctx.sessions, price_of=_price_of(ctx))
+        settled = await settle_dead_owners(ctx.sessions, skip_owners=skip)
     except Exception:
         log.exception("settling the requests of lost instances failed; retrying later")
         return 0
@@ -56,25 +53,35 @@ async def settle_dead(ctx: AppContext) -> int:
     return settled
 
 
+async def replay_dead_journals(ctx: AppContext, *, flush: bool) -> None:
+    """Queue the unfinished settlements of dead processes' journals (re-journaled in ours, then their
+    files deleted); with `flush`, write them now (only before the usage writer runs)."""
+    writer, journal = ctx.usage_writer, ctx.usage_writer.journal
+    if journal is None:
+        return
+    found = replay(journal.directory)
+    for item in found.items:
+        writer.submit(item)  # journaled again, in our file
+    await journal.sync()
+    found.release(delete=True)
+    if not found.items:
+        return
+    log.warning("replaying %d settlements from the journals of stopped processes", len(found.items))
+    _replayed.setdefault(id(ctx), set()).update(item.request_id for item in found.items)
+    if flush:
+        try:
+            await writer.flush()
+        except Exception as exc:
+            log.error("the database refused the replayed settlements; they stay queued: %s", exc)
+
+
 async def start(ctx: AppContext) -> None:
     """Replay dead journals, register this process's lease and settle what dead processes left.
 
     Runs before the usage writer starts (so the flush here is the only one)."""
-    writer, journal = ctx.usage_writer, ctx.usage_writer.journal
-    if journal is not None:
-        journal.start()
-        found = replay(journal.directory)
-        for item in found.items:
-            writer.submit(item)  # journaled again, in our file
-        await journal.sync()
-        found.release(delete=True)
-        if found.items:
-            log.warning("replaying %d settlements from the journals of stopped processes", len(found.items))
-            try:
-                await writer.flush()
-            except Exception as exc:
-                log.error("the database refused the replayed settlements; they stay queued: %s", exc)
-                _replayed[id(ctx)] = {item.request_id for item in found.items}
+    if ctx.usage_writer.journal is not None:
+        ctx.usage_writer.journal.start()
+    await replay_dead_journals(ctx, flush=True)
     try:
         await ctx.lease.renew()
     except Exception:
@@ -104,6 +111,10 @@ async def keep(ctx: AppContext) -> None:
         except Exception as exc:
             log.error("renewing the instance lease failed: %s", exc)
         if loop.time() >= next_settle:
+            try:  # a local process that died since we started (a worker) left a journal
+                await replay_dead_journals(ctx, flush=False)
+            except OSError as exc:
+                log.error("replaying a settlement journal failed: %s", exc)
             if not _replay_pending(ctx):
                 await settle_dead(ctx)
             with contextlib.suppress(Exception):  # retried next round

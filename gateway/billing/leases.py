@@ -8,10 +8,11 @@ the holds whose owner's lease has expired — or whose owner has no lease row at
 like any request (gateway/billing/settlement.py, idempotent by request id) with a usage event of
 `status: interrupted`, `error_code: instance_lost`.
 
-Charging policy for an interrupted request: what its owner's settlement journal recorded as
-relayed to the client (`journaled`), priced at the current registry and never above the hold;
-without a journal entry, nothing (the hold is released). So a crash is settled within `ttl` plus
-one check interval (20 s + 5 s by default), instead of two hours without an event.
+Charging policy for an interrupted request: what its process's settlement journal recorded as
+relayed — billed when that journal is replayed (gateway/billing/journal.py), which a restart on
+the same DATA_DIR does before it settles lapsed leases — else nothing: a hold settled here is
+released with no charge. So a crash is settled within `ttl` plus one check interval (20 s + 5 s
+by default), instead of two hours without an event.
 
 A process that was only paused past its lease (a frozen VM) renews by re-inserting its row; any
 of its holds settled meanwhile stay settled, and its own late settlement is then a no-op.
@@ -23,15 +24,13 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.billing.money import cost
 from gateway.billing.settlement import Settlement, settle_batch
 from gateway.db.models import Account, Hold, InstanceLease, utcnow
 
@@ -43,19 +42,6 @@ _accounts = Account.__table__  # type: ignore[attr-defined]
 
 INTERRUPTED = "interrupted"
 INSTANCE_LOST = "instance_lost"
-
-
-@dataclass(frozen=True)
-class Relayed:
-    """What a journal recorded as delivered for one request: tokens, and whether Ollama counted them."""
-
-    input_tokens: int
-    output_tokens: int
-    estimated: bool = True
-
-
-# pico-USD per input and per output token of a public model name, or None when it is gone
-PriceOf = Callable[[str], tuple[int, int] | None]
 
 
 def new_instance_id() -> str:
@@ -97,48 +83,41 @@ class Lease:
             await session.commit()
 
 
-async def settle_dead_owners(sessions: async_sessionmaker[AsyncSession], *, price_of: PriceOf,
-                             journaled: Mapping[str, Relayed] | None = None,
+async def settle_dead_owners(sessions: async_sessionmaker[AsyncSession], *, skip_owners: Collection[str] = (),
                              now: datetime | None = None) -> int:
-    """Settle every hold whose owner's lease expired (or never existed) as `interrupted`; return how many.
-
-    Each gets one usage event and, when `journaled` has its request id, the charge for what was
-    relayed (capped at the hold by settlement); otherwise no charge. Expired leases are then
-    deleted. Safe to run from several processes at once (settling is idempotent by request id).
-    """
+    """Settle every hold whose owner's lease lapsed (or never existed) as `interrupted`, with no
+    charge; return how many. Lapsed leases are then deleted. `skip_owners` are left alone (their
+    journal is still to be replayed, which bills better). Safe to run from several processes at
+    once (settling is idempotent by request id)."""
     now = now or utcnow()
-    journaled = journaled or {}
     live = sa.select(_leases.c.instance_id).where(_leases.c.expires_at >= now)
+    dead = [_holds.c.owner.is_not(None), _holds.c.owner.not_in(live)]
+    lapsed = [_leases.c.expires_at < now]
+    if skip_owners:
+        dead.append(_holds.c.owner.not_in(list(skip_owners)))
+        lapsed.append(_leases.c.instance_id.not_in(list(skip_owners)))
     async with sessions() as session:
         rows = (await session.execute(
             sa.select(_holds.c.request_id, _holds.c.account_id, _holds.c.key_id, _holds.c.model_public_name,
                       _holds.c.endpoint, _holds.c.created_at, _accounts.c.user_id)
-            .join(_accounts, _accounts.c.id == _holds.c.account_id)
-            .where(_holds.c.owner.is_not(None), _holds.c.owner.not_in(live)))).all()
-        items = [_interrupted(row, journaled.get(row.request_id), price_of, now) for row in rows]
+            .join(_accounts, _accounts.c.id == _holds.c.account_id).where(*dead))).all()
+        items = [_interrupted(row, now) for row in rows]
         if items:
             await settle_batch(session, items)
-        await session.execute(sa.delete(_leases).where(_leases.c.expires_at < now))
+        await session.execute(sa.delete(_leases).where(*lapsed))
         await session.commit()
     for item in items:
-        log.warning("settled request %s of a lost instance as interrupted (%d output tokens relayed)",
-                    item.request_id, item.output_tokens)
+        log.warning("settled request %s of a lost instance as interrupted, without charge", item.request_id)
     return len(items)
 
 
-def _interrupted(row: Any, relayed: Relayed | None, price_of: PriceOf,
-                 now: datetime) -> Settlement:
-    model = str(row.model_public_name or "")
-    prices = price_of(model) if relayed is not None else None
-    tokens = relayed if relayed is not None else Relayed(0, 0)
-    charge = cost(tokens.input_tokens, tokens.output_tokens, *prices) if prices is not None else 0
+def _interrupted(row: Any, now: datetime) -> Settlement:
     created: datetime = row.created_at
     if created.tzinfo is None:  # SQLite returns naive UTC
         created = created.replace(tzinfo=now.tzinfo)
     return Settlement(
         request_id=str(row.request_id), account_id=str(row.account_id), user_id=str(row.user_id),
-        api_key_id=None if row.key_id is None else str(row.key_id), model_public_name=model, ollama_tag="",
-        node=None, endpoint=str(row.endpoint or ""), input_tokens=tokens.input_tokens,
-        output_tokens=tokens.output_tokens, tokens_estimated=tokens.estimated, cost_pico=charge,
-        latency_ms=max(0, round((now - created).total_seconds() * 1000)), ttft_ms=None, status=INTERRUPTED,
-        error_code=INSTANCE_LOST, registry_version="", created_at=now)
+        api_key_id=None if row.key_id is None else str(row.key_id), model_public_name=str(row.model_public_name or ""),
+        ollama_tag="", node=None, endpoint=str(row.endpoint or ""), input_tokens=0, output_tokens=0,
+        tokens_estimated=True, cost_pico=0, latency_ms=max(0, round((now - created).total_seconds() * 1000)),
+        ttft_ms=None, status=INTERRUPTED, error_code=INSTANCE_LOST, registry_version="", created_at=now)
