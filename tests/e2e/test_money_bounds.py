@@ -34,7 +34,7 @@ def one_token_per_character(body: dict[str, Any]) -> Reply:
     return Reply(prompt_eval_count=len(text.replace(" ", "")) + 4, pieces=["ok"])
 
 
-async def _chat(stack: Stack, api_key: str, content: str, **extra: Any) -> httpx.Response:
+async def _chat(stack: Stack, api_key: str, content: Any, **extra: Any) -> httpx.Response:
     async with httpx.AsyncClient(base_url=stack.v1, timeout=30,
                                  headers={"Authorization": f"Bearer {api_key}"}) as client:
         return await client.post("/chat/completions", json={
@@ -101,4 +101,30 @@ async def test_a_prompt_above_a_bytes_over_three_estimate_is_held_in_full(
         assert (event.input_tokens, event.cost_pico, event.cost_capped_pico) == (12004, list_price, 0)
         account = await stack.account(rich.account_id)
         assert account.balance_pico == 10**10 - list_price == await stack.ledger_sum(rich.account_id)
+        await stack.engine.dispose()
+
+
+def costly_images(body: dict[str, Any]) -> Reply:
+    """A vision encoder that spends 2,000 tokens per image (above the 768 the bound starts from)."""
+    images = sum(len(message.get("images") or ()) for message in body["messages"])
+    return Reply(prompt_eval_count=20 + 2000 * images, pieces=["a cat"])
+
+
+async def test_an_image_costs_at_most_its_hold_and_then_is_held_at_its_learned_cost(
+        make_settings: Callable[..., Settings], database_url: str, tmp_path: Path) -> None:
+    fake = ScriptedOllama(costly_images)
+    with run_scripted_stack(make_settings, database_url, tmp_path, fake, models=PRICED_10_PER_M,
+                            **production_env(database_url)) as stack:
+        tenant = await stack.tenant(credits_usd="10")
+        image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+        content = [{"type": "text", "text": "what is this?"}, image]
+        for _ in range(2):
+            assert (await _chat(stack, tenant.api_key, content, max_tokens=1)).status_code == 200
+        first, second = await stack.settled(tenant.account_id, 2)
+        assert first.input_tokens == second.input_tokens == 2020
+        assert first.cost_capped_pico > 0  # 768 tokens per image were held: the rest was not charged
+        assert second.cost_capped_pico == 0 and second.cost_pico == (2020 + 1) * 10**7  # learned: held in full
+        account = await stack.account(tenant.account_id)
+        assert account.held_pico == 0 and account.balance_pico == await stack.ledger_sum(tenant.account_id)
+        assert account.balance_pico == 10 * 10**12 - first.cost_pico - second.cost_pico
         await stack.engine.dispose()
