@@ -33,6 +33,7 @@ from gateway.middleware.access_log import AccessLogMiddleware
 from gateway.middleware.body_limit import BodyLimitMiddleware
 from gateway.middleware.metrics import MetricsMiddleware
 from gateway.middleware.request_id import RequestIdMiddleware
+from gateway.model_overheads import learn_overheads
 from gateway.ratelimit.base import Limiter
 from gateway.ratelimit.memory import MemoryLimiter
 from gateway.ratelimit.redis import RedisLimiter, create_client
@@ -121,7 +122,9 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
         await _release_stale_holds(ctx)
         await recovery.start(ctx)
         usage_writer.start()
-        background = [asyncio.create_task(_housekeeping(ctx)), asyncio.create_task(recovery.keep(ctx))]
+        background = [asyncio.create_task(_housekeeping(ctx)), asyncio.create_task(recovery.keep(ctx)),
+                      asyncio.create_task(learn_overheads(ctx))]
+        holder.on_swap(lambda new: background.append(asyncio.create_task(learn_overheads(ctx))))
         last_used_flusher = asyncio.create_task(ctx.key_resolver.run_flusher())
         app_metrics.set_registry_version(holder.current.version)
         holder.on_swap(lambda new: app_metrics.registry_reload("ok", new.version))

@@ -11,12 +11,14 @@ bound, not an estimate:
           + per-image tokens x images        the vision encoder's share (learned per model)
           + the model's fixed overhead       template, Modelfile SYSTEM prompt (learned per model)
 
-The two learned terms come from Ollama's own `prompt_eval_count`: after each answer,
-`observe()` raises them to what the answer proves (a count above the text part can only come
-from the template or the images). They start at zero template overhead and IMAGE_TOKENS per
-image, so the first request of a model with a long hidden SYSTEM prompt can still exceed its
-hold; settlement then charges the hold and records the rest as `cost_capped_pico` (and the
-`pr_cost_capped_total` metric and the PrivateRouterCostCapped alert say so).
+The two learned terms come from Ollama: `seed()` starts the fixed overhead at the size of the
+model's Modelfile SYSTEM prompt and MESSAGEs as `/api/show` reports them (one token per byte),
+and after each answer `observe()` raises both terms to what its `prompt_eval_count` proves (a
+count above the text part can only come from the template or the images). Images start at
+IMAGE_TOKENS each. Until then (a node that did not answer `/api/show`, a template that renders
+more than TURN_TOKENS per turn, a costlier image) a request can still exceed its hold;
+settlement then charges the hold and records the rest as `cost_capped_pico` (and the
+`pr_usage_cost_capped_total` metric and the PrivateRouterCostCapped alert say so).
 
 Pure: no I/O. One `PromptBounds` lives per process (AppContext.prompt_bounds), keyed by Ollama tag.
 """
@@ -120,7 +122,24 @@ class PromptBounds:
         elif above_text > 0:
             learned.overhead += above_text
 
+    def seed(self, model: str, overhead: int) -> None:
+        """Raise the model's fixed overhead to at least `overhead` tokens (from `show_overhead`)."""
+        learned = self._models.setdefault(model, _Learned())
+        learned.overhead = max(learned.overhead, overhead)
+
     def overhead(self, model: str) -> int:
         """The learned fixed overhead of `model` in tokens (0 until an answer shows one)."""
         learned = self._models.get(model)
         return 0 if learned is None else learned.overhead
+
+
+def show_overhead(show: Mapping[str, Any]) -> int:
+    """Tokens (at most one per UTF-8 byte) that a model's Modelfile adds to every prompt, from its
+    `/api/show` answer: the SYSTEM prompt and any MESSAGE turns (each with TURN_TOKENS)."""
+    total = _utf8(show.get("system") or "")
+    messages = show.get("messages")
+    if isinstance(messages, list):
+        for message in messages:
+            if isinstance(message, Mapping):
+                total += _utf8(message.get("content")) + TURN_TOKENS
+    return total

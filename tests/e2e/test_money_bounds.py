@@ -6,6 +6,8 @@ tokens, one token per character of a `"x x x ..."` prompt.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -127,4 +129,21 @@ async def test_an_image_costs_at_most_its_hold_and_then_is_held_at_its_learned_c
         account = await stack.account(tenant.account_id)
         assert account.held_pico == 0 and account.balance_pico == await stack.ledger_sum(tenant.account_id)
         assert account.balance_pico == 10 * 10**12 - first.cost_pico - second.cost_pico
+        await stack.engine.dispose()
+
+
+async def test_a_system_prompt_reported_by_api_show_is_held_from_the_first_request(
+        make_settings: Callable[..., Settings], database_url: str, tmp_path: Path) -> None:
+    fake = ScriptedOllama(hidden_system_prompt, show={"system": "Be terse. " * 300, "template": "{{ .Prompt }}"})
+    with run_scripted_stack(make_settings, database_url, tmp_path, fake, models=PRICED_10_PER_M,
+                            **production_env(database_url)) as stack:
+        tenant = await stack.tenant(credits_usd="10")
+        deadline = time.monotonic() + 10
+        while "scripted:latest" not in fake.shows:  # the gateway asks in the background at start
+            assert time.monotonic() < deadline, "the gateway never asked /api/show"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
+        assert (await _chat(stack, tenant.api_key, "hi", max_tokens=2)).status_code == 200
+        [event] = await stack.settled(tenant.account_id, 1)
+        assert event.cost_capped_pico == 0 and event.cost_pico == 3002 * 10**7  # the 3,000 bytes were held
         await stack.engine.dispose()

@@ -46,7 +46,9 @@ Script = Callable[[dict[str, Any]], Reply]
 @dataclass
 class ScriptedOllama:
     script: Script
+    show: dict[str, Any] | None = None  # the /api/show answer (404 when None)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    shows: list[str] = field(default_factory=list)  # the models /api/show was asked about
     finished: int = 0
     cancelled: int = 0
     pieces_sent: int = 0
@@ -57,7 +59,14 @@ class ScriptedOllama:
             Route("/api/ps", lambda request: _json({"models": []})),
             Route("/api/tags", lambda request: _json({"models": []})),
             Route("/api/chat", self._chat, methods=["POST"]),
+            Route("/api/show", self._show, methods=["POST"]),
         ])
+
+    async def _show(self, request: Request) -> Response:
+        self.shows.append(str(orjson.loads(await request.body()).get("model")))
+        if self.show is None:
+            return Response(b'{"error":"model not found"}', status_code=404, media_type="application/json")
+        return _json(self.show)
 
     async def _chat(self, request: Request) -> Response:
         body = orjson.loads(await request.body())

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from gateway.billing.bound import IMAGE_TOKENS, TOOL_SCHEMA_FACTOR, TURN_TOKENS, PromptBounds, prompt_shape
+from gateway.billing.bound import (
+    IMAGE_TOKENS,
+    TOOL_SCHEMA_FACTOR,
+    TURN_TOKENS,
+    PromptBounds,
+    prompt_shape,
+    show_overhead,
+)
 
 
 def test_chat_text_counts_every_byte_and_turn() -> None:
@@ -43,3 +50,17 @@ def test_an_observed_image_cost_raises_the_per_image_bound() -> None:
     three = prompt_shape({"messages": [{"role": "user", "content": "what is it?", "images": ["aGk="] * 3}]})
     assert bounds.bound("vision", three) == three.base_tokens() + 3 * 2000
     assert bounds.overhead("vision") == 0  # the excess went to the images, not the template
+
+
+def test_a_modelfile_system_prompt_and_messages_seed_the_overhead() -> None:
+    show = {"system": "Tu es un assistant très bref.", "template": "{{ .Prompt }}",
+            "messages": [{"role": "user", "content": "salut"}, {"role": "assistant", "content": "bonjour"}]}
+    overhead = show_overhead(show)
+    assert overhead == len("Tu es un assistant très bref.".encode()) + 5 + 7 + 2 * TURN_TOKENS
+    assert show_overhead({"template": "{{ .Prompt }}"}) == 0
+    bounds = PromptBounds()
+    hi = prompt_shape({"messages": [{"role": "user", "content": "hi"}]})
+    bounds.seed("m", overhead)
+    assert bounds.bound("m", hi) == hi.base_tokens() + overhead
+    bounds.seed("m", 1)  # never lowered
+    assert bounds.overhead("m") == overhead
