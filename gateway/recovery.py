@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 
-from gateway.billing.journal import Journal, replay
+from gateway.billing.journal import Journal, owner_of, replay
 from gateway.billing.leases import settle_dead_owners
 from gateway.context import AppContext
 from gateway.idempotency import purge_expired
@@ -43,7 +43,7 @@ async def settle_dead(ctx: AppContext) -> int:
     """Settle the holds of processes whose lease lapsed, except those whose journal is still in
     DATA_DIR (being replayed by another local process); returns how many (0 when the database fails)."""
     journal = ctx.usage_writer.journal
-    skip = {path.stem for path in journal.directory.glob("*.ndjson")} if journal is not None else set()
+    skip = {owner_of(path) for path in journal.directory.glob("*.ndjson")} if journal is not None else set()
     try:
         settled = await settle_dead_owners(ctx.sessions, skip_owners=skip)
     except Exception:

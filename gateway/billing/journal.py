@@ -1,7 +1,7 @@
 """The local settlement journal: nothing billable is only in memory.
 
-Each process appends to its own file, `DATA_DIR/journal/<instance id>.ndjson`, holding an
-exclusive `flock` on it while alive. One JSON object a line:
+Each process appends to its own files, `DATA_DIR/journal/<instance id>~<n>.ndjson` (segments),
+holding an exclusive `flock` on them while alive. One JSON object a line:
 
     {"t": "s", ...settlement}   a request's settlement, appended before it enters the writer's batch
     {"t": "r", ...settlement}   a stream's progress: what was relayed so far, as an `interrupted`
@@ -16,8 +16,8 @@ At start, `replay()` reads the journals of dead processes (those whose lock it c
 returns for each request not marked done its last settlement, or else its last progress record.
 Settling is idempotent by request id (gateway/billing/settlement.py), so a replay that races
 another process, or repeats after a crash during replay, cannot charge twice. A replayed file is
-deleted once its settlements are committed. When no request of the live file is outstanding and
-the file has grown past `ROTATE_BYTES`, it is truncated.
+deleted once its settlements are committed. A live process starts a new segment past
+`ROTATE_BYTES` and deletes a segment once every request in it is done.
 
 This covers a crash (what streams had relayed, up to PROGRESS_SECONDS old, is billed at the next
 start) and a database that is down when the process stops (the queued settlements are written by
@@ -64,63 +64,89 @@ def settlement_from(record: dict[str, Any]) -> Settlement:
     return Settlement(**values)
 
 
+@dataclasses.dataclass
+class _Segment:
+    path: Path
+    fd: int
+    size: int = 0
+    outstanding: set[str] = dataclasses.field(default_factory=set)  # written, not yet marked done
+
+
 class Journal:
-    """This process's journal file. `append_*` never block; `sync()` makes everything appended durable."""
+    """This process's journal. `append_*` never block; `sync()` makes everything appended durable.
+
+    The journal is a series of segment files `<instance id>~<n>.ndjson`: past ROTATE_BYTES a new
+    segment starts, and an old one is deleted once every request written to it is done, so the
+    disk holds about what is still outstanding, whatever the traffic.
+    """
 
     def __init__(self, directory: Path, instance_id: str) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
-        self.path = directory / f"{instance_id}.ndjson"
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours alone while we live
-        self._pending: list[bytes] = []
-        self._outstanding: set[str] = set()
+        self.instance_id = instance_id
+        self._next_segment = 0
+        self._segments = [self._open_segment()]
+        # (line, the request id it leaves outstanding, the request ids it marks done), in order
+        self._pending: list[tuple[bytes, str | None, tuple[str, ...]]] = []
         self._lock = asyncio.Lock()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._size = os.fstat(self._fd).st_size
+
+    def _open_segment(self) -> _Segment:
+        path = self.directory / f"{self.instance_id}~{self._next_segment}.ndjson"
+        self._next_segment += 1
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours alone while we live
+        return _Segment(path, fd)
+
+    @property
+    def path(self) -> Path:
+        """The segment being written."""
+        return self._segments[-1].path
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="settlement-journal")
 
     def append_settlement(self, item: Settlement) -> None:
         """Journal a settlement (before it is queued for the database)."""
-        self._append(settlement_record("s", item))
-        self._outstanding.add(item.request_id)
+        self._append(settlement_record("s", item), item.request_id)
 
     def append_progress(self, item: Settlement) -> None:
         """Journal what a stream has relayed so far (an `interrupted` settlement, replayed after a crash)."""
-        self._append(settlement_record("r", item))
-        self._outstanding.add(item.request_id)
+        self._append(settlement_record("r", item), item.request_id)
 
     def mark_done(self, request_ids: Iterable[str]) -> None:
         """These requests are committed: a replay skips them."""
-        ids = list(request_ids)
+        ids = tuple(request_ids)
         if ids:
-            self._append({"t": "d", "ids": ids})
-            self._outstanding.difference_update(ids)
+            self._append({"t": "d", "ids": ids}, None, ids)
 
-    def _append(self, record: dict[str, Any]) -> None:
-        self._pending.append(orjson.dumps(record) + b"\n")
+    def _append(self, record: dict[str, Any], request_id: str | None, done: tuple[str, ...] = ()) -> None:
+        self._pending.append((orjson.dumps(record) + b"\n", request_id, done))
         self._wakeup.set()
 
     async def sync(self) -> None:
-        """Write and fsync everything appended so far (in a thread: the disk never blocks the loop)."""
+        """Write and fsync everything appended so far (in a thread: the disk never blocks the loop),
+        then start a new segment if this one is full and delete drained ones."""
         async with self._lock:
             if not self._pending:
                 return
-            data, self._pending = b"".join(self._pending), []
-            rotate = not self._outstanding and self._size + len(data) > ROTATE_BYTES
-            await asyncio.to_thread(self._write, data, rotate)
-
-    def _write(self, data: bytes, rotate: bool) -> None:
-        if rotate:
-            os.ftruncate(self._fd, 0)
-            self._size = 0
-            return  # only done marks can be pending when nothing is outstanding
-        os.write(self._fd, data)
-        os.fsync(self._fd)
-        self._size += len(data)
+            pending, self._pending = self._pending, []
+            segment = self._segments[-1]
+            data = b"".join(line for line, _, _ in pending)
+            await asyncio.to_thread(_write, segment.fd, data)
+            for _, request_id, done in pending:  # in order: a done mark clears what came before it
+                if request_id is not None:
+                    segment.outstanding.add(request_id)
+                for each in self._segments:
+                    each.outstanding.difference_update(done)
+            segment.size += len(data)
+            if segment.size > ROTATE_BYTES:
+                self._segments.append(self._open_segment())
+            for old in self._segments[:-1]:
+                if not old.outstanding:
+                    self._segments.remove(old)
+                    _discard(old)
 
     async def _run(self) -> None:
         while True:
@@ -133,16 +159,32 @@ class Journal:
                 log.critical("the settlement journal cannot be written (%s): %s", self.path, exc)
 
     async def aclose(self) -> None:
-        """Flush and close. The file stays when requests are outstanding (the next start replays it)."""
+        """Flush and close. Segments with outstanding requests stay (the next start replays them)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.sync()
-        outstanding = bool(self._outstanding)
-        os.close(self._fd)
-        if not outstanding:
-            self.path.unlink(missing_ok=True)
+        for segment in self._segments:  # `path` still names the last one afterwards
+            if segment.outstanding:
+                os.close(segment.fd)
+            else:
+                _discard(segment)
+
+
+def _write(fd: int, data: bytes) -> None:
+    os.write(fd, data)
+    os.fsync(fd)
+
+
+def _discard(segment: _Segment) -> None:
+    segment.path.unlink(missing_ok=True)
+    os.close(segment.fd)
+
+
+def owner_of(path: Path) -> str:
+    """The instance id a journal segment belongs to (its file name before `~`)."""
+    return path.name.rsplit("~", 1)[0]
 
 
 @dataclasses.dataclass
@@ -166,7 +208,6 @@ def replay(directory: Path) -> Replay:
 
     For each request not marked done: its last settlement, else its last progress record.
     """
-    items: dict[str, Settlement] = {}
     files: dict[Path, int] = {}
     if directory.is_dir():
         for path in sorted(directory.glob("*.ndjson")):
@@ -177,25 +218,32 @@ def replay(directory: Path) -> Replay:
                 os.close(fd)
                 continue  # a live process's journal
             files[path] = fd
-            items.update(_unfinished(path))
-    return Replay(list(items.values()), files)
+    return Replay(list(_unfinished(list(files)).values()), files)
 
 
-def _unfinished(path: Path) -> dict[str, Settlement]:
+def _unfinished(paths: list[Path]) -> dict[str, Settlement]:
+    """Across `paths` (the segments of one or more dead processes): each request not marked done,
+    with its last settlement, else its last progress record."""
     settled: dict[str, Settlement] = {}
     progress: dict[str, Settlement] = {}
     done: set[str] = set()
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            try:
-                record = orjson.loads(line)
-                kind = record["t"]
-                if kind == "d":
-                    done.update(record["ids"])
-                elif kind in ("s", "r"):
-                    item = settlement_from(record)
-                    (settled if kind == "s" else progress)[item.request_id] = item
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                log.error("journal %s line %d is damaged (a torn last write?); skipped", path, number)
+    for path in sorted(paths, key=_segment_order):
+        with path.open("rb") as handle:
+            for number, line in enumerate(handle, start=1):
+                try:
+                    record = orjson.loads(line)
+                    kind = record["t"]
+                    if kind == "d":
+                        done.update(record["ids"])
+                    elif kind in ("s", "r"):
+                        item = settlement_from(record)
+                        (settled if kind == "s" else progress)[item.request_id] = item
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                    log.error("journal %s line %d is damaged (a torn last write?); skipped", path, number)
     unfinished = {**progress, **settled}  # a settlement supersedes the progress of the same request
     return {request_id: item for request_id, item in unfinished.items() if request_id not in done}
+
+
+def _segment_order(path: Path) -> tuple[str, int]:
+    owner, _, number = path.stem.rpartition("~")
+    return owner, int(number) if number.isdigit() else 0

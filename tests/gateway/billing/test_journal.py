@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
+
+from gateway.billing import journal as journal_module
 from gateway.billing.journal import Journal, replay
 from gateway.billing.settlement import Settlement
 from gateway.db.models import utcnow
@@ -57,3 +60,22 @@ async def test_a_torn_last_line_is_skipped_and_a_clean_close_leaves_no_file(tmp_
     clean.mark_done(["x"])
     await clean.aclose()
     assert not clean.path.exists()
+
+
+async def test_segments_rotate_and_a_drained_one_is_deleted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(journal_module, "ROTATE_BYTES", 100)  # one settlement line fills a segment
+    journal = Journal(tmp_path, "busy")
+    first = journal.path
+    journal.append_settlement(_item("a"))
+    await journal.sync()
+    assert journal.path != first  # full: a new segment was started
+    journal.append_settlement(_item("b"))
+    await journal.sync()
+    assert first.exists()  # "a" is still outstanding there
+    journal.mark_done(["a"])
+    await journal.sync()
+    assert not first.exists()  # drained: deleted
+    await journal.aclose()
+    found = replay(tmp_path)  # "b" survives in its own segment, across the rotation
+    assert [item.request_id for item in found.items] == ["b"]
+    found.release(delete=True)
