@@ -31,7 +31,6 @@ log = logging.getLogger("pr.billing")
 
 SETTLE_INTERVAL = 5.0  # seconds between checks for dead owners (bounded by half the lease)
 SHUTDOWN_FLUSH_SECONDS = 10.0  # then the journal keeps what the database did not take
-_replayed: dict[int, set[str]] = {}  # id(ctx) -> replayed request ids not yet known written
 
 
 def open_journal(settings: Settings, instance_id: str) -> Journal:
@@ -67,7 +66,7 @@ async def replay_dead_journals(ctx: AppContext, *, flush: bool) -> None:
     if not found.items:
         return
     log.warning("replaying %d settlements from the journals of stopped processes", len(found.items))
-    _replayed.setdefault(id(ctx), set()).update(item.request_id for item in found.items)
+    journal.replayed.update(item.request_id for item in found.items)
     if flush:
         try:
             await writer.flush()
@@ -92,10 +91,12 @@ async def start(ctx: AppContext) -> None:
 
 def _replay_pending(ctx: AppContext) -> bool:
     """Whether replayed settlements still wait for the database (dead owners must wait for them)."""
-    pending = _replayed.get(id(ctx))
-    if pending and ctx.usage_writer.queued(pending):
+    journal = ctx.usage_writer.journal
+    if journal is None or not journal.replayed:
+        return False
+    if ctx.usage_writer.queued(journal.replayed):
         return True
-    _replayed.pop(id(ctx), None)
+    journal.replayed.clear()
     return False
 
 
@@ -140,7 +141,6 @@ async def stop(ctx: AppContext) -> None:
             await journal.aclose()
         except OSError as exc:
             log.critical("closing the settlement journal failed: %s", exc)
-    _replayed.pop(id(ctx), None)
     if flushed:
         try:
             await ctx.lease.release()

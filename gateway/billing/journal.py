@@ -91,6 +91,8 @@ class Journal:
         self._lock = asyncio.Lock()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Requests this process replayed from dead journals whose settlement may not be written yet.
+        self.replayed: set[str] = set()
 
     def _open_segment(self) -> _Segment:
         path = self.directory / f"{self.instance_id}~{self._next_segment}.ndjson"
