@@ -19,12 +19,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from gateway import web
+from gateway import recovery, web
 from gateway.auth.attempts import redeem_throttle, reset_throttle
 from gateway.auth.keyresolver import KeyResolver, stop_flusher
 from gateway.auth.throttle import LoginThrottle
 from gateway.billing.holds import release_stale_holds
+from gateway.billing.leases import Lease
 from gateway.billing.policy import warn_if_unsafe
+from gateway.billing.settlement import Settlement
 from gateway.billing.trials import expire_trials
 from gateway.capabilities import ClaimLog
 from gateway.context import AppContext
@@ -38,6 +40,7 @@ from gateway.middleware.ip_limit import IpLimitMiddleware
 from gateway.middleware.metrics import MetricsMiddleware
 from gateway.middleware.request_id import RequestIdMiddleware
 from gateway.middleware.root_path import RootPathMiddleware, check_root_path
+from gateway.model_overheads import learn_overheads
 from gateway.ratelimit.base import Limiter
 from gateway.ratelimit.memory import MemoryLimiter
 from gateway.ratelimit.redis import RedisLimiter, create_client
@@ -133,21 +136,28 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
                         health_interval=settings.health_check_interval)
         _configure_nodes(pool, transport, holder.current)
         holder.on_swap(lambda new: _configure_nodes(pool, transport, new))
-        usage_writer = UsageWriter(sessions, on_written=lambda batch, charges: _count_usage(app_metrics, charges),
-                                   on_failure=lambda exc: app_metrics.usage_flush_failed())
+        lease = Lease(sessions, settings.instance_lease_seconds)
+        usage_writer = UsageWriter(sessions,
+                                   on_written=lambda batch, charges: _count_usage(app_metrics, batch, charges),
+                                   on_failure=lambda exc: app_metrics.usage_flush_failed(),
+                                   journal=recovery.open_journal(settings, lease.instance_id))
         ctx = AppContext(settings=settings, registry=holder, engine=engine, sessions=sessions,
                          http=http, redis=redis, metrics=app_metrics,
                          key_resolver=KeyResolver(sessions, settings.app_secret_key),
                          login_throttle=LoginThrottle.create(redis, signups_per_address=settings.signups_per_address),
                          pool=pool,
-                         limiter=create_limiter(redis, app_metrics), usage_writer=usage_writer)
+                         limiter=create_limiter(redis, app_metrics), usage_writer=usage_writer,
+                         lease=lease)
         ctx.redeem_throttle, ctx.reset_throttle = redeem_throttle(redis), reset_throttle(redis)
         app.state.ctx = ctx
         warn_if_unsafe(settings)
         await pool.start()
         await _release_stale_holds(ctx)
+        await recovery.start(ctx)
         usage_writer.start()
-        background = [asyncio.create_task(_housekeeping(ctx))]
+        background = [asyncio.create_task(_housekeeping(ctx)), asyncio.create_task(recovery.keep(ctx)),
+                      asyncio.create_task(learn_overheads(ctx))]
+        holder.on_swap(lambda new: background.append(asyncio.create_task(learn_overheads(ctx))))
         last_used_flusher = asyncio.create_task(ctx.key_resolver.run_flusher())
         app_metrics.set_registry_version(holder.current.version)
         holder.on_swap(lambda new: app_metrics.registry_reload("ok", new.version))
@@ -163,7 +173,7 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await pool.aclose()
-            await usage_writer.aclose()
+            await recovery.stop(ctx)  # flushes the usage writer; what the database refuses stays journaled
             await ctx.limiter.aclose()
             if metrics_server is not None:
                 await metrics_server.stop()
@@ -216,12 +226,14 @@ def create_limiter(redis: Redis | None, app_metrics: Metrics) -> Limiter:
     return RedisLimiter(redis, on_error=lambda exc: app_metrics.rate_limiter_error())
 
 
-def _count_usage(app_metrics: Metrics, charges: list[int | None]) -> None:
-    written = [charge for charge in charges if charge is not None]
+def _count_usage(app_metrics: Metrics, batch: list[Settlement], charges: list[int | None]) -> None:
+    written = [(item, charge) for item, charge in zip(batch, charges, strict=True) if charge is not None]
     app_metrics.usage_events_written(len(written))
-    for charge in written:
+    for item, charge in written:
         if charge:
             app_metrics.credit_transaction("usage")
+        if charge < item.cost_pico:
+            app_metrics.usage_cost_capped(item.model_public_name, item.cost_pico - charge)
 
 
 STALE_HOLD_AGE = timedelta(hours=2)

@@ -27,6 +27,9 @@ def _settings() -> Settings:
     return Settings.from_env()
 
 
+DRAIN_SECONDS = 30  # SIGTERM: in-flight requests get this long; then settlements flush (recovery.py)
+
+
 def _pid_file(settings: Settings) -> Path:
     return settings.data_dir / "privaterouter.pid"
 
@@ -58,7 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     try:
         uvicorn.run("gateway.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                     log_config=None, access_log=False, proxy_headers=False, server_header=False,
-                    timeout_graceful_shutdown=30, http="gateway.serving:HeaderDeadlineProtocol",
+                    timeout_graceful_shutdown=DRAIN_SECONDS, http="gateway.serving:HeaderDeadlineProtocol",
                     limit_concurrency=settings.max_connections, timeout_keep_alive=settings.keepalive_timeout)
     finally:
         pid_file.unlink(missing_ok=True)

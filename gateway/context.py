@@ -14,6 +14,8 @@ from gateway.auth.attempts import AttemptThrottle, redeem_throttle, reset_thrott
 from gateway.auth.keyresolver import KeyResolver
 from gateway.auth.passwords import Passwords
 from gateway.auth.throttle import LoginThrottle
+from gateway.billing.bound import PromptBounds
+from gateway.billing.leases import Lease
 from gateway.metrics import Metrics
 from gateway.ratelimit.base import Limiter
 from gateway.registry import RegistryHolder
@@ -39,6 +41,8 @@ class AppContext:
     pool: NodePool = field(kw_only=True)
     limiter: Limiter = field(kw_only=True)
     usage_writer: UsageWriter = field(kw_only=True)
+    prompt_bounds: PromptBounds = field(default_factory=PromptBounds, kw_only=True)
+    lease: Lease = field(kw_only=True)
 
 
 def context(connection: HTTPConnection) -> AppContext:

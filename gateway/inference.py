@@ -18,19 +18,23 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway import idempotency
 from gateway.accounts import Member
 from gateway.auth.keyresolver import KeyPrincipal
-from gateway.billing.holds import HoldRefused, PlacedHold, Quote, place_hold, place_worst_case_hold
+from gateway.billing.bound import PromptShape, prompt_shape
+from gateway.billing.holds import HoldOrigin, HoldRefused, PlacedHold, Quote, place_hold, place_worst_case_hold
+from gateway.billing.leases import INSTANCE_LOST, INTERRUPTED
 from gateway.billing.money import cost
 from gateway.billing.settlement import Settlement
 from gateway.context import AppContext, context
 from gateway.db.models import utcnow
 from gateway.errors import GatewayError, from_provider, invalid_body
-from gateway.http import JSONResponse, read_json, unique_request_id
+from gateway.http import read_json, unique_request_id
+from gateway.idempotency import Claim
 from gateway.ratelimit.base import Decision, Limit
 from gateway.ratelimit.headers import rate_limit_headers
 from gateway.registry import Model, Registry
-from providers.base import Endpoint, ModelTarget, PreparedRequest, Usage, new_response_id, prepare, render_response
+from providers.base import Endpoint, ModelTarget, PreparedRequest, Usage, new_response_id, prepare
 from providers.errors import ProviderError
 from providers.ollama.capabilities import ModelInfo
 
@@ -127,14 +131,16 @@ def model_target(model: Model, info: ModelInfo | None = None) -> ModelTarget:
                        ollama_version=info.version if info is not None else None)
 
 
-def quote_for(model: Model, prepared: PreparedRequest) -> Quote:
-    prompt = prepared.prompt_tokens_estimate
+def quote_for(model: Model, prepared: PreparedRequest, prompt_bound: int) -> Quote:
+    """The hold's quote: `prompt_bound` tokens (gateway/billing/bound.py) at the input price, and
+    what the client asked for or the context leaves (by the estimate, which can only leave more) as
+    output. The output is capped to what the hold pays for, so the bound needs no output margin."""
     if model.kind == "embedding":
         max_output = 0
     else:
-        room = max(1, model.context - prompt)
+        room = max(1, model.context - prepared.prompt_tokens_estimate)
         max_output = min(prepared.max_output_tokens or room, room)
-    return Quote(prompt * model.input_pico_per_token, model.output_pico_per_token, max_output)
+    return Quote(prompt_bound * model.input_pico_per_token, model.output_pico_per_token, max_output)
 
 
 @dataclass
@@ -152,17 +158,39 @@ class Call:
     hold: PlacedHold
     headers: dict[str, str]
     started: float
+    shape: PromptShape
     response_id: str = ""
     created: int = 0
     node: str | None = None
     first_byte_at: float | None = None
     upstream_seconds: float = 0.0
+    idempotency: Claim | None = None  # the request's Idempotency-Key, claimed (gateway/idempotency.py)
     finished: bool = field(default=False, init=False)
     tpd_task: asyncio.Task[None] | None = field(default=None, init=False)
 
     @property
     def request_id(self) -> str:
         return self.hold.request_id
+
+    def settlement(self, usage: Usage | None, status: str, error_code: str | None) -> Settlement:
+        """The settlement of this call for `usage` (None: nothing charged), priced at its registry."""
+        tokens = usage or Usage(0, 0, False)
+        pico = cost(tokens.input_tokens, tokens.output_tokens, self.model.input_pico_per_token,
+                    self.model.output_pico_per_token) if usage is not None else 0
+        ttft = None if self.first_byte_at is None else round((self.first_byte_at - self.started) * 1000)
+        return Settlement(
+            request_id=self.request_id, account_id=self.principal.account_id, user_id=self.principal.user_id,
+            api_key_id=self.principal.key_id, model_public_name=self.model.name, ollama_tag=self.model.tag,
+            node=self.node, endpoint=self.endpoint, input_tokens=tokens.input_tokens,
+            output_tokens=tokens.output_tokens, tokens_estimated=tokens.estimated, cost_pico=pico,
+            latency_ms=round((time.perf_counter() - self.started) * 1000), ttft_ms=ttft, status=status,
+            error_code=error_code, registry_version=self.registry.version, created_at=utcnow())
+
+    def journal_progress(self, relayed: Usage) -> None:
+        """Journal what has been relayed so far: after a crash, the next start bills it (`interrupted`)."""
+        journal = self.ctx.usage_writer.journal
+        if journal is not None and not self.finished:
+            journal.append_progress(self.settlement(relayed, INTERRUPTED, INSTANCE_LOST))
 
     def finish(self, usage: Usage | None, status: str, error_code: str | None = None) -> None:
         """Settle exactly once: price the tokens and queue the settlement with its usage event."""
@@ -171,16 +199,11 @@ class Call:
         self.finished = True
         now = time.perf_counter()
         tokens = usage or Usage(0, 0, False)
-        pico = cost(tokens.input_tokens, tokens.output_tokens, self.model.input_pico_per_token,
-                    self.model.output_pico_per_token) if usage is not None else 0
-        ttft = None if self.first_byte_at is None else round((self.first_byte_at - self.started) * 1000)
-        self.ctx.usage_writer.submit(Settlement(
-            request_id=self.request_id, account_id=self.principal.account_id, user_id=self.principal.user_id,
-            api_key_id=self.principal.key_id, model_public_name=self.model.name, ollama_tag=self.model.tag,
-            node=self.node, endpoint=self.endpoint, input_tokens=tokens.input_tokens,
-            output_tokens=tokens.output_tokens, tokens_estimated=tokens.estimated, cost_pico=pico,
-            latency_ms=round((now - self.started) * 1000), ttft_ms=ttft, status=status, error_code=error_code,
-            registry_version=self.registry.version, created_at=utcnow()))
+        if usage is not None and not usage.estimated and usage.input_tokens:
+            self.ctx.prompt_bounds.observe(self.model.tag, self.shape, usage.input_tokens)
+        settlement = self.settlement(usage, status, error_code)
+        pico = settlement.cost_pico
+        self.ctx.usage_writer.submit(settlement)
         metrics = self.ctx.metrics
         metrics.llm_call(model=self.model.name, endpoint=self.endpoint, status=status,
                          input_tokens=tokens.input_tokens, output_tokens=tokens.output_tokens, cost_pico=pico)
@@ -200,16 +223,17 @@ class Call:
                 self.ctx.limiter.consume(tpd, tokens.input_tokens + tokens.output_tokens))
 
 
-async def _hold(ctx: AppContext, request_id: str, principal: KeyPrincipal, quote: Quote) -> PlacedHold:
+async def _hold(ctx: AppContext, request_id: str, principal: KeyPrincipal, quote: Quote,
+                origin: HoldOrigin) -> PlacedHold:
     key_has_limit = principal.monthly_limit_pico is not None
     if not ctx.settings.is_sqlite and not key_has_limit:
         placed = await place_worst_case_hold(ctx.engine, request_id=request_id,
-                                             account_id=principal.account_id, quote=quote)
+                                             account_id=principal.account_id, quote=quote, origin=origin)
         if placed is not None:
             return placed
     async with ctx.sessions() as session:
         return await place_hold(session, request_id=request_id, account_id=principal.account_id,
-                                key_id=principal.key_id, key_has_limit=key_has_limit, quote=quote)
+                                key_id=principal.key_id, key_has_limit=key_has_limit, quote=quote, origin=origin)
 
 
 def _opens_conversation(prepared: PreparedRequest) -> bool:
@@ -244,7 +268,16 @@ async def admit(request: Request, endpoint: Endpoint, principal: KeyPrincipal | 
         model = resolve_model(registry, principal, body.get("model"), endpoint)
         target = model_target(model, await ctx.pool.model_info(model.tag, model.nodes))
         prepared = prepare(endpoint, body, target)
-        hold = await _hold(ctx, unique_request_id(request), principal, quote_for(model, prepared))
+        shape = prompt_shape(prepared.body)
+        quote = quote_for(model, prepared, ctx.prompt_bounds.bound(model.tag, shape))
+        origin = HoldOrigin(ctx.lease.instance_id, principal.key_id, model.name, endpoint)
+        key_claim = await idempotency.claim(ctx.sessions, request, principal.account_id, unique_request_id(request))
+        try:
+            hold = await _hold(ctx, unique_request_id(request), principal, quote, origin)
+        except BaseException:
+            if key_claim is not None:
+                await key_claim.release()
+            raise
     except HoldRefused as refused:
         ctx.metrics.hold_rejected()
         raise GatewayError(402, "insufficient_credits", refused.reason, type="insufficient_quota",
@@ -259,39 +292,16 @@ async def admit(request: Request, endpoint: Endpoint, principal: KeyPrincipal | 
     if model.kind == "chat":
         prepared.limit_output(max(1, hold.output_tokens))  # never generate more than the hold pays for
     return Call(ctx=ctx, request=request, principal=principal, registry=registry, model=model, target=target,
-                endpoint=endpoint, prepared=prepared, hold=hold, headers=headers, started=started,
-                response_id=new_response_id(endpoint), created=int(time.time()))
+                endpoint=endpoint, prepared=prepared, hold=hold, headers=headers, started=started, shape=shape,
+                response_id=new_response_id(endpoint), created=int(time.time()), idempotency=key_claim)
 
 
-def _upstream_error(call: Call, error: ProviderError) -> GatewayError:
+def upstream_error(call: Call, error: ProviderError) -> GatewayError:
+    """The client's error for a failed upstream call (a stable message naming the public model only),
+    with the request's rate-limit headers."""
     mapped = from_provider(error, call.model.name, INPUT_PARAM[call.endpoint])
     mapped.headers = {**call.headers, **mapped.headers}
     return mapped
-
-
-async def complete(call: Call) -> Response:
-    """A non-streaming answer: one upstream request, rendered, settled."""
-    status: str = "error"
-    code: str | None = "internal_error"
-    usage: Usage | None = None
-    try:
-        before = time.perf_counter()
-        answer, call.node = await call.ctx.pool.request(call.prepared.ollama_path, call.prepared.body,
-                                                        model_tag=call.model.tag, nodes=call.model.nodes)
-        call.upstream_seconds = time.perf_counter() - before
-        rendered, usage = render_response(call.prepared, call.target, answer, response_id=call.response_id,
-                                          created=call.created)
-        call.first_byte_at = time.perf_counter()
-        status, code = "success", None
-        return JSONResponse(rendered, headers=call.headers)
-    except ProviderError as error:
-        code, usage = error.code, None
-        raise _upstream_error(call, error) from None
-    except asyncio.CancelledError:
-        status, code, usage = "cancelled", "client_disconnected", None
-        raise
-    finally:
-        call.finish(usage, status, code)
 
 
 async def open_stream(call: Call) -> Response:
@@ -306,11 +316,15 @@ async def open_stream(call: Call) -> Response:
         call.node = stream.node
         first = await anext(stream)
         call.upstream_seconds = time.perf_counter() - before
+        if call.idempotency is not None:
+            await call.idempotency.streamed()  # from here the answer is charged: the key is spent
     except BaseException as error:
         await stack.aclose()
+        if call.idempotency is not None:
+            await call.idempotency.release()
         if isinstance(error, ProviderError):
             call.finish(None, "error", error.code)
-            raise _upstream_error(call, error) from None
+            raise upstream_error(call, error) from None
         if isinstance(error, StopAsyncIteration):
             call.finish(None, "error", "upstream_error")
             raise GatewayError(502, "upstream_error", "The upstream closed the stream without an answer.",
@@ -323,7 +337,12 @@ async def open_stream(call: Call) -> Response:
 
 async def handle(request: Request, endpoint: Endpoint, principal: KeyPrincipal | None = None) -> Response:
     """The whole pipeline for one inference request (what each /v1 route and the playground call)."""
-    call = await admit(request, endpoint, principal)
+    from gateway.completion import complete
+
+    try:
+        call = await admit(request, endpoint, principal)
+    except idempotency.Replayed as replayed:
+        return replayed.response
     if call.prepared.stream:
         return await open_stream(call)
     return await complete(call)

@@ -117,6 +117,11 @@ class Metrics:
                                             "Failed attempts to write a batch of usage events.", registry=reg)
         self.usage_written = Counter("pr_usage_events_written_total", "Usage events written to the database.",
                                      registry=reg)
+        self.cost_capped = Counter("pr_usage_cost_capped_total",
+                                   "Requests whose counted cost exceeded their hold (charged the hold only).",
+                                   ("model",), registry=reg)
+        self.cost_capped_usd = Counter("pr_usage_cost_capped_usd_total",
+                                       "Cost above the holds that was not charged, in USD.", ("model",), registry=reg)
         self.registry_reloads = Counter("pr_registry_reloads_total", "Registry reloads, by outcome (ok or invalid).",
                                         ("outcome",), registry=reg)
         self.registry_info = Gauge("pr_registry_info", "1 for the version of models.yaml in force.", ("version",),
@@ -196,6 +201,11 @@ class Metrics:
         """Count usage events written to the database."""
         if n:
             self.usage_written.inc(n)
+
+    def usage_cost_capped(self, model: str, uncharged_pico: int) -> None:
+        """Count one request whose counted cost exceeded its hold by `uncharged_pico` (pico-USD)."""
+        self.cost_capped.labels(model).inc()
+        self.cost_capped_usd.labels(model).inc(uncharged_pico / PICO_PER_USD)
 
     def set_registry_version(self, version: str) -> None:
         """Mark `version` as the registry in force (1), forgetting the previous one."""

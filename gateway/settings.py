@@ -173,6 +173,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("UPSTREAM_IDLE_TIMEOUT", "60", "Seconds a started stream may stay silent.", _positive_float),
     Setting("UPSTREAM_ACQUIRE_TIMEOUT", "10", "Seconds to wait for a free node slot before 503.", _positive_float),
     Setting("HEALTH_CHECK_INTERVAL", "5", "Seconds between active health checks of each node.", _positive_float),
+    Setting("INSTANCE_LEASE_SECONDS", "20", "Lease of each serving process: when it lapses (a crash), another "
+            "process settles its open requests as `interrupted` (gateway/billing/leases.py).", _positive_float),
     Setting("ADMIN_ALLOWED_CIDRS", "", "Comma-separated networks allowed to reach /api/admin/* and the /admin "
             "pages; empty = any.", _cidrs),
     Setting("TRUSTED_PROXIES", "", "Comma-separated networks whose X-Forwarded-For is believed.", _cidrs),
@@ -274,6 +276,7 @@ class Settings:
     smtp_password: str | None = None
     smtp_from: str | None = None
     require_email_verification: bool = False
+    instance_lease_seconds: float = 20.0
 
     @property
     def is_sqlite(self) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from gateway.billing.journal import PROGRESS_SECONDS
 from gateway.errors import log_upstream
 from gateway.inference import Call
 from providers.base import stream_encoder
@@ -55,6 +56,7 @@ class RelayResponse(Response):
         if frame:
             call.first_byte_at = time.perf_counter()
             await self._send_frame(send, frame)
+        next_progress = time.monotonic() + PROGRESS_SECONDS
         try:
             async for chunk in self.stream:
                 frame = encoder.feed(chunk)
@@ -62,6 +64,9 @@ class RelayResponse(Response):
                     if call.first_byte_at is None:
                         call.first_byte_at = time.perf_counter()
                     await self._send_frame(send, frame)
+                    if self.last_send >= next_progress:  # coarse: one journal line per stream every few s
+                        call.journal_progress(encoder.usage())
+                        next_progress = self.last_send + PROGRESS_SECONDS
         except ProviderError as error:
             # The upstream's own words (Ollama's text, node names, tags) are for the logs, not the client.
             if isinstance(error, UpstreamError):

@@ -5,6 +5,10 @@ writes them in batches, one database transaction per batch (hold release, ledger
 event of each request commit together). A failing database is retried with backoff and the items
 stay queued; a clean shutdown (`aclose`) flushes everything. Until an item is written its hold
 still covers it, so balances stay conservative in the meantime.
+
+With a `Journal` (gateway/billing/journal.py), every item is journaled on submit, each batch waits
+for the journal to be on disk before it goes to the database, and is marked done once committed:
+what a crash or a database outage at shutdown leaves unwritten, the next start replays.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from gateway.billing.journal import Journal
 from gateway.billing.settlement import Settlement, settle_batch
 
 log = logging.getLogger("pr.usage")
@@ -26,8 +31,9 @@ class UsageWriter:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, batch_size: int = 256,
                  interval: float = 0.05, max_backoff: float = 5.0,
                  on_written: Callable[[list[Settlement], list[int | None]], None] | None = None,
-                 on_failure: Callable[[Exception], None] | None = None) -> None:
+                 on_failure: Callable[[Exception], None] | None = None, journal: Journal | None = None) -> None:
         self._sessions = sessions
+        self.journal = journal
         self._batch_size = batch_size
         self._interval = interval
         self._max_backoff = max_backoff
@@ -43,10 +49,16 @@ class UsageWriter:
     def depth(self) -> int:
         return len(self._queue)
 
+    def queued(self, request_ids: set[str]) -> bool:
+        """Whether any of these requests still waits to be written."""
+        return any(item.request_id in request_ids for item in self._queue)
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="usage-writer")
 
     def submit(self, item: Settlement) -> None:
+        if self.journal is not None:
+            self.journal.append_settlement(item)
         self._queue.append(item)
         if len(self._queue) >= self._batch_size:
             self._wakeup.set()
@@ -58,10 +70,14 @@ class UsageWriter:
 
     async def _write_batch(self) -> None:
         batch = self._queue[: self._batch_size]
+        if self.journal is not None:
+            await self.journal.sync()  # on disk before the database: a failure after this is replayed
         async with self._sessions() as session:
             charges = await settle_batch(session, batch)
             await session.commit()
         del self._queue[: len(batch)]
+        if self.journal is not None:
+            self.journal.mark_done(item.request_id for item in batch)
         if self._on_written is not None:
             self._on_written(batch, charges)
 
@@ -88,6 +104,8 @@ class UsageWriter:
         for item, error in refused:
             log.critical("usage event refused by the database, set aside: %r: %s", item, error)
             self.rejected.append(item)
+        if self.journal is not None:  # written, or set aside for good: a replay would not do better
+            self.journal.mark_done(item.request_id for item in batch)
         done = {id(item) for item in batch}
         self._queue = [item for item in self._queue if id(item) not in done]
 

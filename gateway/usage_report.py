@@ -22,7 +22,7 @@ from starlette.datastructures import QueryParams
 from gateway.db.models import UsageEvent
 from gateway.fields import FieldError, as_utc, parse_time
 
-STATUSES = ("success", "error", "cancelled")
+STATUSES = ("success", "error", "cancelled", "interrupted")
 GROUPS = ("model", "day")
 
 

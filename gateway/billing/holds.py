@@ -63,6 +63,20 @@ class Quote:
 
 
 @dataclass(frozen=True)
+class HoldOrigin:
+    """Who placed a hold and for what: the serving instance (whose lease keeps the hold alive, see
+    leases.py), and what the usage event of an interrupted request names."""
+
+    owner: str | None = None
+    key_id: str | None = None
+    model_public_name: str | None = None
+    endpoint: str | None = None
+
+
+NO_ORIGIN = HoldOrigin()
+
+
+@dataclass(frozen=True)
 class PlacedHold:
     request_id: str
     amount_pico: int
@@ -111,7 +125,8 @@ async def _try_hold(session: AsyncSession, account_id: str, key_id: str | None, 
 
 
 async def place_hold(session: AsyncSession, *, request_id: str, account_id: str, key_id: str | None,
-                     key_has_limit: bool, quote: Quote, attempts: int = 4) -> PlacedHold:
+                     key_has_limit: bool, quote: Quote, origin: HoldOrigin = NO_ORIGIN,
+                     attempts: int = 4) -> PlacedHold:
     """Reserve the worst case, or as much output as the balance and the key's limit pay for.
 
     Commits on success; raises HoldRefused (and rolls back) when not even a minimal answer is covered.
@@ -121,7 +136,9 @@ async def place_hold(session: AsyncSession, *, request_id: str, account_id: str,
     for _ in range(attempts):
         if await _try_hold(session, account_id, key_id, key_has_limit, amount, month):
             session.add(Hold(request_id=request_id, account_id=account_id,
-                             api_key_id=key_id if key_has_limit else None, amount_pico=amount))
+                             api_key_id=key_id if key_has_limit else None, amount_pico=amount,
+                             owner=origin.owner, key_id=origin.key_id,
+                             model_public_name=origin.model_public_name, endpoint=origin.endpoint))
             await session.commit()
             return PlacedHold(request_id, amount, quote.output_tokens_for(amount), key_has_limit)
         await session.rollback()
@@ -146,14 +163,15 @@ _HOLD_IN_ONE_STATEMENT = """
         UPDATE accounts SET held_pico = held_pico + $1
         WHERE id = $2 AND balance_pico - held_pico >= $1
         RETURNING id)
-    INSERT INTO holds (request_id, account_id, api_key_id, amount_pico, created_at)
-    SELECT $3, id, NULL, $1, $4 FROM taken
+    INSERT INTO holds (request_id, account_id, api_key_id, amount_pico, created_at,
+                       owner, key_id, model_public_name, endpoint)
+    SELECT $3, id, NULL, $1, $4, $5, $6, $7, $8 FROM taken
     RETURNING request_id
 """
 
 
 async def place_worst_case_hold(engine: AsyncEngine, *, request_id: str, account_id: str,
-                                quote: Quote) -> PlacedHold | None:
+                                quote: Quote, origin: HoldOrigin = NO_ORIGIN) -> PlacedHold | None:
     """The critical-path fast path (PostgreSQL, keys without a monthly limit): hold the worst case in
     one round trip, or return None when it does not fit (the caller falls back to `place_hold`).
 
@@ -166,7 +184,8 @@ async def place_worst_case_hold(engine: AsyncEngine, *, request_id: str, account
         raw = await connection.get_raw_connection()
         try:
             taken = await raw.driver_connection.fetchval(  # type: ignore[union-attr]
-                _HOLD_IN_ONE_STATEMENT, quote.worst_case, account_id, request_id, utcnow())
+                _HOLD_IN_ONE_STATEMENT, quote.worst_case, account_id, request_id, utcnow(),
+                origin.owner, origin.key_id, origin.model_public_name, origin.endpoint)
         except Exception as exc:
             if is_database_unavailable(exc):
                 await connection.invalidate(exc)

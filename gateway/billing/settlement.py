@@ -11,8 +11,10 @@ Set-based: a fixed handful of statements per batch, whatever its size:
     INSERT usage_events
 
 Balances after each charge are computed from the locked balance in batch order, so the ledger rows
-read in id order still sum to the balance. A charge above the free balance (the prompt estimate
-was too low) is capped there, so settling never takes an account below what others hold.
+read in id order still sum to the balance. A request is never charged more than its hold: the
+hold was reserved within both the account's free balance and the key's monthly limit, so neither
+can be overrun. When Ollama's counts cost more (a prompt above its bound, see bound.py), the hold
+is charged and the rest is recorded on the event as `cost_capped_pico`.
 """
 
 from __future__ import annotations
@@ -114,10 +116,10 @@ async def _apply(session: AsyncSession, items: list[Settlement],
         account = item.account_id
         held[account] -= hold
         released[account] += hold
-        charge = min(item.cost_pico, max(0, balance[account] - held[account]))
+        charge = min(item.cost_pico, hold, max(0, balance[account] - held[account]))
         if charge < item.cost_pico:
-            log.warning("request %s cost %d pico-USD above the free balance; charging %d", item.request_id,
-                        item.cost_pico, charge)
+            log.warning("request %s cost %d pico-USD, above its hold of %d; charging %d", item.request_id,
+                        item.cost_pico, hold, charge)
         balance[account] -= charge
         charged[account] += charge
         charges[item.request_id] = charge
@@ -154,6 +156,7 @@ def _event_row(item: Settlement, charge: int) -> dict[str, object]:
         "api_key_id": item.api_key_id, "model_public_name": item.model_public_name, "ollama_tag": item.ollama_tag,
         "node": item.node, "endpoint": item.endpoint, "input_tokens": item.input_tokens,
         "output_tokens": item.output_tokens, "tokens_estimated": item.tokens_estimated, "cost_pico": charge,
+        "cost_capped_pico": item.cost_pico - charge,
         "latency_ms": item.latency_ms, "ttft_ms": item.ttft_ms, "status": item.status, "error_code": item.error_code,
         "registry_version": item.registry_version, "created_at": item.created_at,
     }

@@ -101,6 +101,39 @@ class Hold(SQLModel, table=True):
     api_key_id: str | None = Field(default=None, foreign_key="api_keys.id", max_length=36, nullable=True)
     amount_pico: int = _money()
     created_at: datetime = _time(index=True)
+    # The instance (gateway process) serving the request: when its lease expires, the hold is settled
+    # as `interrupted` (gateway/billing/leases.py). NULL for holds placed before owners existed.
+    owner: str | None = Field(default=None, max_length=64, nullable=True, index=True)
+    # What the usage event of an interrupted request names (`api_key_id` is set only on limited keys).
+    key_id: str | None = Field(default=None, max_length=36, nullable=True)
+    model_public_name: str | None = Field(default=None, max_length=128, nullable=True)
+    endpoint: str | None = Field(default=None, max_length=32, nullable=True)
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """An `Idempotency-Key` of a /v1 POST, per account: its request, and the answer once finished."""
+
+    __tablename__ = "idempotency_keys"
+
+    account_id: str = Field(foreign_key="accounts.id", max_length=36, primary_key=True)
+    key: str = Field(max_length=255, primary_key=True)
+    body_sha256: str = Field(max_length=64)
+    request_id: str = Field(max_length=64)
+    state: str = Field(max_length=16)  # running | done (answer stored) | streamed (not replayable)
+    response_body: str | None = Field(default=None, sa_type=sa.Text, nullable=True)
+    created_at: datetime = _time(index=True)
+
+
+class InstanceLease(SQLModel, table=True):
+    """One serving process (a worker of one replica), alive while `expires_at` is in the future."""
+
+    __tablename__ = "instance_leases"
+
+    instance_id: str = Field(primary_key=True, max_length=64)
+    host: str = Field(max_length=255)
+    pid: int
+    started_at: datetime = _time()
+    expires_at: datetime = _time()
 
 
 class CreditTransaction(SQLModel, table=True):
@@ -145,9 +178,12 @@ class UsageEvent(SQLModel, table=True):
     output_tokens: int = Field(default=0)
     tokens_estimated: bool = Field(default=False)
     cost_pico: int = _money()
+    # What Ollama's counts cost above the hold and was not charged (the hold is the most a request costs).
+    cost_capped_pico: int = Field(default=0, sa_type=sa.BigInteger, nullable=False,
+                                  sa_column_kwargs={"server_default": "0"})
     latency_ms: int = Field(default=0)
     ttft_ms: int | None = Field(default=None, nullable=True)
-    status: str = Field(max_length=16)  # success | error | cancelled
+    status: str = Field(max_length=16)  # success | error | cancelled | interrupted
     error_code: str | None = Field(default=None, max_length=64, nullable=True)
     registry_version: str = Field(default="", max_length=16)
     created_at: datetime = _time()

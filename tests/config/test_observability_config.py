@@ -35,7 +35,7 @@ PANEL_TITLES = [
     "GPU nodes up", "GPU node utilization",
 ]
 REQUIRED_ALERTS = {"PrivateRouterHigh5xxRate", "PrivateRouterHighLatencyP95", "PrivateRouterGpuNodeDown",
-                   "PrivateRouterUsageEventFlushFailures"}
+                   "PrivateRouterUsageEventFlushFailures", "PrivateRouterCostCapped"}
 # Series Prometheus makes itself, not the app.
 PROMETHEUS_OWN = {"up"}
 # Grafana's variables, replaced by what they stand for so promtool can parse the queries.
@@ -203,6 +203,13 @@ def _alert_tests() -> list[dict[str, Any]]:
                               "exp_alerts": [{"exp_labels": {"severity": "critical"}}]},
                              {"eval_time": "25m", "alertname": "PrivateRouterUsageEventFlushFailures",
                               "exp_alerts": []}]},
+        {"interval": "1m",  # one request of privaterouter/fast charged its hold only, at minute 2
+         "input_series": [_series("pr_usage_cost_capped_total", "0 0 1x30", model="privaterouter/fast")],
+         "alert_rule_test": [{"eval_time": "1m", "alertname": "PrivateRouterCostCapped", "exp_alerts": []},
+                             {"eval_time": "5m", "alertname": "PrivateRouterCostCapped",
+                              "exp_alerts": [{"exp_labels": {"severity": "warning",
+                                                             "model": "privaterouter/fast"}}]},
+                             {"eval_time": "25m", "alertname": "PrivateRouterCostCapped", "exp_alerts": []}]},
     ]
 
 

@@ -47,3 +47,25 @@ def test_containerfile_is_slim_nonroot_and_healthchecked() -> None:
     assert "privaterouter" in text and "serve" in text
     for copied in ("gateway", "providers", "migrations", "models.yaml", "pyproject.toml"):
         assert copied in text
+
+
+def _seconds(duration: str) -> float:
+    match = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", duration)
+    assert match and duration, duration
+    return int(match.group(1) or 0) * 60 + int(match.group(2) or 0)
+
+
+def test_the_api_stop_grace_period_is_above_the_drain() -> None:
+    from gateway.cli import DRAIN_SECONDS
+    from gateway.recovery import SHUTDOWN_FLUSH_SECONDS
+
+    api = _compose()["services"]["api"]
+    assert _seconds(api["stop_grace_period"]) > DRAIN_SECONDS + SHUTDOWN_FLUSH_SECONDS
+
+
+def test_the_settlement_journal_lives_on_a_volume() -> None:
+    compose = _compose()
+    data_dir = re.search(r"DATA_DIR=(\S+)", (REPO / "Containerfile").read_text())
+    assert data_dir is not None
+    mounts = [str(volume).split(":") for volume in compose["services"]["api"]["volumes"]]
+    assert any(source in compose["volumes"] and target == data_dir.group(1) for source, target, *_ in mounts)

@@ -74,6 +74,7 @@ def exercise_everything(metrics: Metrics) -> None:
     metrics.set_usage_queue_depth(3)
     metrics.usage_flush_failed()
     metrics.usage_events_written(5)
+    metrics.usage_cost_capped(MODEL, 2_000_000)
     metrics.registry_reload("ok", "abc123")
 
 

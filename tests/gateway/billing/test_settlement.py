@@ -61,19 +61,37 @@ async def test_a_batch_across_accounts_settles_each_once(sessions: async_session
         assert sorted(event.request_id for event in events) == [f"r{index}" for index in range(5)]
 
 
-async def test_a_cost_above_the_free_balance_is_capped(sessions: async_sessionmaker[AsyncSession]) -> None:
-    user, account, key = await make_account(sessions, credits_pico=2 * FLOOR_PICO)
+async def test_a_cost_above_the_hold_charges_the_hold_and_records_the_rest(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    user, account, key = await make_account(sessions, credits_pico=4 * FLOOR_PICO)
     await _hold(sessions, "big", account, key, FLOOR_PICO)
     await _hold(sessions, "other", account, key, FLOOR_PICO // 2)  # stays open: its credits are not free
     async with sessions() as session:
         [charge] = await settle_batch(session, [_item("big", user, account, key, cost=5 * FLOOR_PICO)])
         await session.commit()
-    assert charge == 2 * FLOOR_PICO - FLOOR_PICO // 2
+    assert charge == FLOOR_PICO  # the free balance could pay more; the hold is the most a request costs
     async with sessions() as session:
         row = await session.get(Account, account)
-        assert row is not None and (row.balance_pico, row.held_pico) == (FLOOR_PICO // 2, FLOOR_PICO // 2)
+        assert row is not None and (row.balance_pico, row.held_pico) == (3 * FLOOR_PICO, FLOOR_PICO // 2)
+        assert row.balance_pico == await ledger_sum(session, account)
         event = (await session.execute(sa.select(UsageEvent))).scalar_one()
-        assert event.cost_pico == charge
+        assert (event.cost_pico, event.cost_capped_pico) == (FLOOR_PICO, 4 * FLOOR_PICO)
+
+
+async def test_a_key_monthly_limit_is_never_exceeded_by_a_cost_above_the_hold(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    user, account, key = await make_account(sessions, credits_pico=USD, key_limit_pico=10**10)  # $0.01
+    async with sessions() as session:
+        placed = await place_hold(session, request_id="r", account_id=account, key_id=key, key_has_limit=True,
+                                  quote=Quote(10**9, 10**7, 8000))  # worst case $0.081 > the key's $0.01
+    assert placed.amount_pico == 10**10
+    async with sessions() as session:
+        [charge] = await settle_batch(session, [_item("r", user, account, key, cost=3 * 10**10 + 2 * 10**7)])
+        await session.commit()
+        key_row = await session.get(ApiKey, key)
+        assert key_row is not None and (key_row.spend_pico, key_row.held_pico) == (10**10, 0)
+        event = (await session.execute(sa.select(UsageEvent))).scalar_one()
+        assert charge == 10**10 and event.cost_capped_pico == 2 * 10**10 + 2 * 10**7
 
 
 async def test_errors_release_without_a_ledger_row(sessions: async_sessionmaker[AsyncSession]) -> None:
