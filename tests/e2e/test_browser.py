@@ -144,6 +144,42 @@ async def test_playground_streams_and_the_balance_drops_by_the_turn_cost(stack: 
     await page.screenshot(path=str(tmp_path / "playground-narrow.png"), full_page=True)
 
 
+async def test_playground_upstream_errors_show_the_error_and_what_was_charged(stack: Stack, browser: Browser) -> None:
+    """An upstream failure before any byte costs nothing; one in mid-stream is billed for what was
+    streamed, and the turn must say so (and the balance follow) instead of showing the error alone."""
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    email = "unlucky@example.com"
+    await _sign_up(page, stack, email)
+    async with session_factory(stack.engine)() as session:  # the test models are on the "all models" plans
+        account = await session.get(Account, (await _account(stack, email)).id)
+        assert account is not None
+        account.plan_name = "developer"
+        await session.commit()
+    await page.goto(f"{stack.base_url}/playground")
+    await page.get_by_label("Model").select_option("privaterouter/test-error")
+    await page.get_by_label("Message").fill("Hello?")
+    await page.get_by_role("button", name="Send").click()
+    failed = page.locator(".msg.assistant.failed .meta")
+    await expect(failed).to_have_count(1)
+    await expect(failed.first).to_contain_text("Error:")
+    await expect(failed.first).to_contain_text("nothing charged")
+    await expect(page.locator("#pg-balance")).to_have_text("$1.00")
+
+    await page.get_by_label("Model").select_option("privaterouter/test-midstream")
+    await page.get_by_label("Message").fill("Hello again?")
+    await page.get_by_role("button", name="Send").click()
+    charged = page.locator(".msg.assistant.failed .meta").nth(1)
+    await expect(charged).to_contain_text(" charged")
+    cost = Decimal(await charged.get_attribute("data-cost") or "x")
+    assert cost > 0
+    await expect(charged).to_contain_text("Error:")
+    await expect(charged).to_contain_text(f"${cost:f} charged")
+    balance = Decimal(1) - cost
+    await expect(page.locator("#pg-balance")).to_have_text(f"${balance.normalize():f}")
+    account = await _account(stack, email)
+    assert Decimal(account.balance_pico) / 10**12 == balance and account.held_pico == 0
+
+
 async def test_an_admin_fixes_a_balance_and_reloads_the_registry(stack: Stack, browser: Browser,
                                                                  tmp_path: Path) -> None:
     user_page = await browser.new_page()

@@ -117,6 +117,8 @@
     var maxTokens = document.getElementById("pg-max-tokens").value;
     if (maxTokens !== "") body.max_tokens = Number(maxTokens);
 
+    var requestId = null;
+    var admitted = false;  // an answer that started, or an upstream failure (5xx): a usage event follows
     try {
       var response = await fetch("/playground/chat", {
         method: "POST",
@@ -124,11 +126,12 @@
         headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
         body: JSON.stringify(body),
       });
+      requestId = response.headers.get("x-request-id");
+      admitted = response.ok || response.status >= 500;
       if (!response.ok) {
         var failure = await response.json().catch(function () { return null; });
         throw new Error(failure && failure.error ? failure.error.message : "HTTP " + response.status);
       }
-      var requestId = response.headers.get("x-request-id");
       await readStream(response, function (delta) {
         if (delta.reasoning_content) { thinking.hidden = false; thoughts.textContent += delta.reasoning_content; }
         if (delta.content) answer.textContent += delta.content;
@@ -150,6 +153,16 @@
       bubble.classList.add("failed");
       meta.textContent = "Error: " + error.message;
       history.pop();
+      // A failed turn may still be billed (tokens streamed before a mid-stream error): say what it cost.
+      var failedTurn = admitted && requestId ? await settledTurn(requestId) : null;
+      if (failedTurn) {
+        var free = Number(failedTurn.cost_usd) === 0;
+        meta.textContent += free ? " · nothing charged" : " · " + failedTurn.input_tokens + " in · " +
+          failedTurn.output_tokens + " out · $" + failedTurn.cost_usd + " charged";
+        meta.setAttribute("data-cost", failedTurn.cost_usd);
+        var balanceAfter = document.getElementById("pg-balance");
+        if (balanceAfter) balanceAfter.textContent = "$" + failedTurn.balance_usd;
+      }
     } finally {
       button.disabled = false;
       prompt.focus();
