@@ -180,6 +180,28 @@ async def test_playground_upstream_errors_show_the_error_and_what_was_charged(st
     assert Decimal(account.balance_pico) / 10**12 == balance and account.held_pico == 0
 
 
+async def test_key_actions_stay_in_view_at_laptop_width(stack: Stack, browser: Browser) -> None:
+    """A used key with a long name, an expiry and an allow-list: Disable and Delete must be visible at
+    1280 px without scrolling the table sideways (they were clipped off its right edge)."""
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    email = "wide@example.com"
+    await _sign_up(page, stack, email)
+    await page.goto(f"{stack.base_url}/keys")
+    await page.get_by_label("Name").fill("continuous-integration-runner-" + "x" * 60)
+    await page.get_by_label("privaterouter/fast").check()
+    await page.get_by_label("Expires on (UTC)").fill("2099-12-31")
+    await page.get_by_role("button", name="Create key").click()
+    secret = (await page.locator("#secret").text_content() or "").strip()
+    async with openai.AsyncOpenAI(base_url=stack.v1, api_key=secret, max_retries=0) as client:
+        await client.chat.completions.create(model="privaterouter/fast", messages=[{"role": "user", "content": "Hi"}])
+    await stack.settled((await _account(stack, email)).id, 1)
+    await page.reload()
+    await expect(page.get_by_role("cell", name=re.compile(r"^20\d\d-\d\d-\d\d \d\d:\d\d UTC$"))).to_have_count(2)
+    for action in ("Disable", "Delete"):
+        await expect(page.get_by_role("button" if action == "Disable" else "link", name=re.compile(f"^{action} ")))\
+            .to_be_in_viewport(ratio=1)
+
+
 async def test_an_admin_fixes_a_balance_and_reloads_the_registry(stack: Stack, browser: Browser,
                                                                  tmp_path: Path) -> None:
     user_page = await browser.new_page()
