@@ -60,7 +60,10 @@ def read_filter(request: Request) -> tuple[UsageFilter, Form]:
         status = None
     since = _day(form.get("since"), "since", form)
     last = _day(form.get("until"), "until", form)
-    until = last + timedelta(days=1) if last is not None else None
+    try:
+        until = last + timedelta(days=1) if last is not None else None
+    except OverflowError:  # the last day datetime can hold (9999-12-31): "until the end of time"
+        until = None
     if since is not None and until is not None and until <= since:
         form.errors["until"] = "The last day must not be before the first."
         until = None

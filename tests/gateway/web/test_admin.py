@@ -174,3 +174,16 @@ async def test_registry_reload_shows_the_diff_or_the_file_line_error(make_settin
         assert refused.status_code == 400
         assert f"{registry_copy}:" in refused.text and "The file is invalid" in refused.text
         assert (await client.post("/admin/registry", data={})).status_code == 403
+
+
+async def test_a_credit_too_large_to_store_is_a_field_error_not_a_500(web: App) -> None:
+    app, client = web
+    admin = await web_signup(client, app, admin=True)
+    async with other_client(app) as browser:
+        alice = await web_signup(browser, app)
+    path = f"/admin/users/{alice.user_id}/credits"
+    for amount in ("99999999999999999999999", "1e30", "-1e30"):
+        response = await client.post(path, data={"csrf_token": admin.csrf, "amount_usd": amount, "reason": "typo"})
+        assert response.status_code == 400
+        assert 'id="e-amount_usd">amount_usd must be at most 1000000.00 USD.' in response.text
+    assert (await _member(app, alice.user_id))[0] == 1_000_000_000_000

@@ -105,3 +105,13 @@ async def test_another_users_key_is_not_found_and_unchanged(web: App) -> None:
             response = await browser.post(path, data={"csrf_token": intruder.csrf, **data})
             assert response.status_code == 404
     assert await _live_keys(app, owner.user_id) == ["active"]
+
+
+async def test_an_amount_too_large_to_store_is_a_field_error_not_a_500(web: App) -> None:
+    app, client = web
+    user = await web_signup(client, app)
+    for amount in ("99999999999999999999999", "1e30"):
+        response = await client.post("/keys", data={"csrf_token": user.csrf, "name": "x", "monthly_limit_usd": amount})
+        assert response.status_code == 400
+        assert 'id="e-monthly_limit_usd">monthly_limit_usd must be at most 1000000.00 USD.' in response.text
+    assert await _live_keys(app, user.user_id) == []

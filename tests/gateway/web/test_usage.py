@@ -110,3 +110,14 @@ async def test_without_dates_the_page_shows_the_current_month(web: App) -> None:
     page = await client.get("/usage")
     assert len(_rows(page)) == 1 and f'value="{month_start.date().isoformat()}"' in page.text
     assert len(_rows(await client.get("/usage?since="))) == 2
+
+
+async def test_the_last_representable_day_is_a_valid_filter_not_a_500(web: App) -> None:
+    app, client = web
+    user = await web_signup(client, app)
+    await record(app, _login(user.user_id), model="privaterouter/fast")
+    for path in ("/usage?since=0001-01-01&until=9999-12-31", "/usage?until=9999-12-31"):
+        page = await client.get(path)
+        assert page.status_code == 200
+        assert len(_rows(page)) == 1
+    assert (await client.get("/usage.csv?since=0001-01-01&until=9999-12-31")).status_code == 200
