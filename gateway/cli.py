@@ -120,14 +120,6 @@ def cmd_create_admin(args: argparse.Namespace) -> None:
     print(f"admin {args.email} ready (user id {user_id})")
 
 
-def cmd_pull_models(args: argparse.Namespace) -> None:
-    from gateway.pull import pull_models
-
-    failures = pull_models(load(_settings().models_file))
-    if failures:
-        raise CliError(f"{failures} model pull(s) failed (see above)")
-
-
 def cmd_settings(args: argparse.Namespace) -> None:
     print(describe())
 
@@ -208,7 +200,6 @@ def build_parser() -> argparse.ArgumentParser:
                 "Create an admin user, or promote an existing one (who keeps their own password).")
     admin.add_argument("email")
     admin.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    add("pull-models", cmd_pull_models, "Pull every model's Ollama tag onto the nodes that serve it.")
     add("settings", cmd_settings, "List every setting with its default and meaning.")
     add("version", cmd_version, "Print the version.")
     fake = add("fake-ollama", cmd_fake_ollama, "Serve the Ollama emulator (for demos, tests and benchmarks).")

@@ -31,7 +31,7 @@ async def learn_overheads(ctx: AppContext) -> int:
         names = model.nodes if model.nodes is not None else list(registry.nodes)
         for name in names:
             node = registry.nodes.get(name)
-            show = None if node is None else await _show(ctx.http, node.url, model.tag)
+            show = None if node is None else await _show(ctx.http, node.url, dict(node.headers), model.tag)
             if show is not None:
                 ctx.prompt_bounds.seed(model.tag, show_overhead(show))
                 learned += 1
@@ -39,9 +39,10 @@ async def learn_overheads(ctx: AppContext) -> int:
     return learned
 
 
-async def _show(http: httpx.AsyncClient, url: str, tag: str) -> dict[str, Any] | None:
-    try:
-        response = await http.post(f"{url.rstrip('/')}/api/show", json={"model": tag}, timeout=SHOW_TIMEOUT)
+async def _show(http: httpx.AsyncClient, url: str, headers: dict[str, str], tag: str) -> dict[str, Any] | None:
+    try:  # the node's own headers (e.g. an authenticating proxy's bearer token), as every upstream call
+        response = await http.post(f"{url.rstrip('/')}/api/show", json={"model": tag}, headers=headers,
+                                   timeout=SHOW_TIMEOUT)
         answer = response.json() if response.is_success else None
     except (httpx.HTTPError, ValueError) as error:
         log.info("no /api/show for %s at a node (%s)", tag, type(error).__name__)  # no URL: it may hold credentials

@@ -121,7 +121,8 @@ def host_of(url: str) -> str:
 
 
 def _client(http: httpx.AsyncClient, node: Node, timeout: float) -> OllamaClient:
-    return OllamaClient(http, node.url, node=node.name, first_byte_timeout=timeout, idle_timeout=timeout)
+    return OllamaClient(http, node.url, node=node.name, first_byte_timeout=timeout, idle_timeout=timeout,
+                        headers=node.headers)
 
 
 async def _inspect_all(registry: Registry, http: httpx.AsyncClient, timeout: float) -> dict[str, NodeInspection]:
@@ -205,7 +206,8 @@ async def pull(http: httpx.AsyncClient, targets: Sequence[tuple[Node, str]], *, 
     for node, tag in targets:
         for attempt in range(1, attempts + 1):
             try:
-                async for progress in nodeops.pull(http, node.url, tag, node=node.name, timeout=timeout):
+                async for progress in nodeops.pull(http, node.url, tag, node=node.name, timeout=timeout,
+                                                   headers=node.headers):
                     yield PullEvent(node=node.name, tag=tag, progress=progress, attempt=attempt)
                 break
             except UpstreamStreamError as exc:

@@ -8,7 +8,7 @@ here knows the registry: callers pass a node's name and base URL.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,18 +126,20 @@ async def inspect(client: OllamaClient) -> NodeInspection:
                           resident=_resident(ps), installed=_installed(tags))
 
 
-async def pull(http: httpx.AsyncClient, base_url: str, tag: str, *, node: str,
-               timeout: float = 60.0) -> AsyncIterator[PullProgress]:
+async def pull(http: httpx.AsyncClient, base_url: str, tag: str, *, node: str, timeout: float = 60.0,
+               headers: Sequence[tuple[str, str]] = ()) -> AsyncIterator[PullProgress]:
     """`POST /api/pull` (streaming) for `tag`; yields each progress line, ending with `status: success`.
 
     Raises `UpstreamStreamError` for an `{"error": ...}` line (e.g. an unknown model), and the usual
     `UpstreamError`s for connection failures and silences longer than `timeout` seconds. Ollama keeps
-    partly downloaded layers, so pulling again after a failure resumes where it stopped.
+    partly downloaded layers, so pulling again after a failure resumes where it stopped. `headers`
+    are the node's own (models.yaml `headers:`, e.g. an authenticating proxy's token).
     """
     url = base_url.rstrip("/") + "/api/pull"
     request_timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
     with map_errors(node, started=False):
-        async with http.stream("POST", url, json={"model": tag, "stream": True}, timeout=request_timeout) as response:
+        async with http.stream("POST", url, json={"model": tag, "stream": True}, timeout=request_timeout,
+                               headers=list(headers)) as response:
             if not response.is_success:
                 body = await response.aread()
                 raise UpstreamStreamError(_error_of(body) or f"HTTP {response.status_code}", node)

@@ -86,7 +86,7 @@ def test_gpu_profile_points_the_node_at_the_container_and_pulls_the_models() -> 
     services = _config("gpu")["services"]
     assert services["api"]["environment"]["OLLAMA_URL"] == "http://ollama:11434"
     pull = services["ollama-pull"]
-    assert pull["command"] == ["privaterouter", "pull-models"]
+    assert pull["command"] == ["privaterouter", "models", "pull"]
     assert pull["depends_on"]["ollama"]["condition"] == "service_healthy"
     assert pull["environment"]["OLLAMA_URL"] == "http://ollama:11434"
     assert services["ollama"]["healthcheck"]["test"]
