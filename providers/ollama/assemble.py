@@ -27,6 +27,7 @@ class StreamAssembler:
         self._texts: dict[str, list[str]] = {}
         self._message_texts: dict[str, list[str]] = {}
         self._tool_calls: list[Any] = []
+        self._logprobs: list[Any] = []  # Ollama sends each line's token logprobs with that line
         self._final: dict[str, Any] | None = None
         self.pieces = 0  # lines that carried generated text or tool calls
         self.nbytes = 0  # UTF-8 bytes of generated text
@@ -44,6 +45,9 @@ class StreamAssembler:
                 generated = True
         for name in _GENERATE_FIELDS:
             generated |= self._keep(self._texts, name, chunk.get(name))
+        logprobs = chunk.get("logprobs")
+        if isinstance(logprobs, list):
+            self._logprobs.extend(logprobs)
         if generated:
             self.pieces += 1
         if chunk.get("done") is True:
@@ -69,6 +73,8 @@ class StreamAssembler:
         if self._final is None:
             raise UpstreamProtocolError("upstream stream ended before its final line")
         answer = dict(self._final)
+        if self._logprobs:
+            answer["logprobs"] = self._logprobs
         if "message" in answer or self._message_texts or self._tool_calls:
             final_message = answer.get("message")
             message: dict[str, Any] = dict(final_message) if isinstance(final_message, Mapping) else {}

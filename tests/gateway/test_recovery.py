@@ -155,10 +155,11 @@ async def test_a_killed_gateway_settles_its_streams_after_restart(
 
 
 async def test_one_of_two_workers_killed_is_settled_by_the_other(
-        postgres_url: str, tmp_path: Path, upstream: tuple[ScriptedOllama, Path]) -> None:
+        postgres_url: str, redis_url: str, tmp_path: Path, upstream: tuple[ScriptedOllama, Path]) -> None:
     fake, models = upstream
-    env = {"DATABASE_URL": postgres_url, "MODELS_FILE": str(models), "INSTANCE_LEASE_SECONDS": LEASE,
-           "WORKERS": "2"}
+    # Several workers need Redis (one rate-limit budget for all of them; the server refuses otherwise).
+    env = {"DATABASE_URL": postgres_url, "REDIS_URL": redis_url, "MODELS_FILE": str(models),
+           "INSTANCE_LEASE_SECONDS": LEASE, "WORKERS": "2"}
     gateway = GatewayProcess(tmp_path, env).start()
     try:
         async with engine_for(postgres_url) as engine, AsyncExitStack() as streams:

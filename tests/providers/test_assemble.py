@@ -37,3 +37,14 @@ def test_a_stream_without_its_final_line_is_a_protocol_error_but_still_counts() 
     assert not assembler.done and assembler.output_tokens_estimate() == 10  # 40 bytes / 4 > one line
     with pytest.raises(UpstreamProtocolError):
         assembler.merged()
+
+
+def test_each_lines_logprobs_are_kept_in_order() -> None:
+    assembler = StreamAssembler()
+    for text, logprob in (("Can", -0.1), ("berra", -0.2)):
+        assembler.feed({"message": {"role": "assistant", "content": text},
+                        "logprobs": [{"token": text, "logprob": logprob}], "done": False})
+    assembler.feed({"message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "stop"})
+    merged = assembler.merged()
+    assert merged["message"]["content"] == "Canberra"
+    assert merged["logprobs"] == [{"token": "Can", "logprob": -0.1}, {"token": "berra", "logprob": -0.2}]
