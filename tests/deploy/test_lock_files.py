@@ -32,7 +32,8 @@ def _pins(lock: Path) -> dict[str, str]:
 @pytest.mark.parametrize(("lock", "extras"), [("requirements.lock", ()), ("requirements-dev.lock", ("test", "dev"))])
 def test_every_dependency_is_pinned_with_a_hash(lock: str, extras: tuple[str, ...]) -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    wanted = list(project["dependencies"]) + [dep for extra in extras for dep in project["optional-dependencies"][extra]]
+    optional = project["optional-dependencies"]
+    wanted = list(project["dependencies"]) + [dep for extra in extras for dep in optional[extra]]
     pins = _pins(REPO / lock)
     missing = sorted({_name(dep) for dep in wanted} - set(pins))
     assert not missing, f"{lock} lacks {missing}: regenerate it (README, Development)"
