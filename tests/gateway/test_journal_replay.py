@@ -23,7 +23,8 @@ from gateway.db.engine import create_engine, session_factory
 from gateway.db.models import Account, CreditTransaction, Hold, UsageEvent
 from gateway.tenants import create_tenant
 from tests.support.gateway_process import SECRET, GatewayProcess
-from tests.support.private_postgres import PrivatePostgres
+from tests.support.private_services import PrivatePostgres
+from tests.support.private_services import private_postgres as private_cluster
 from tests.support.servers import serve_app
 from tests.support.stack import registry_text
 from tests.support.timed_ollama import Reply, ScriptedOllama, model_entry
@@ -33,12 +34,8 @@ MODEL = "privaterouter/test-scripted"
 
 @pytest.fixture
 def private_postgres() -> Iterator[PrivatePostgres]:
-    cluster = PrivatePostgres()
-    try:
-        cluster.start()
+    with private_cluster() as cluster:  # our own cluster: this test stops it
         yield cluster
-    finally:
-        cluster.close()
 
 
 def two_seconds(body: dict[str, Any]) -> Reply:
