@@ -9,6 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import usage_report
+from gateway.billing import trials
 from gateway.billing.money import format_usd, to_pico
 from gateway.context import context
 from gateway.db.models import utcnow
@@ -34,7 +35,7 @@ async def dashboard(request: Request) -> Response:
     web = await require_session(request)
     ctx = context(request)
     registry = ctx.registry.current
-    account = web.member.account
+    account = await trials.fresh_account(ctx.sessions, web.member.account)
     now = utcnow()
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     days = last_days(now.date(), CHART_DAYS)
