@@ -8,11 +8,12 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from gateway.web import admin, auth, billing, dashboard, keys, playground, usage
+from gateway.web import admin, auth, billing, dashboard, email_pages, keys, playground, usage
 from gateway.web.render import STATIC
 
 routes: list[BaseRoute] = [
     *auth.routes,
+    *email_pages.routes,
     *dashboard.routes,
     *keys.routes,
     *billing.routes,

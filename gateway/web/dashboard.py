@@ -15,6 +15,7 @@ from gateway.context import context
 from gateway.db.models import utcnow
 from gateway.registry import Plan, Registry
 from gateway.web.charts import last_days, stacked_bars
+from gateway.web.email_pages import verification_notice
 from gateway.web.render import page, render
 from gateway.web.session import require_session
 
@@ -49,7 +50,8 @@ async def dashboard(request: Request) -> Response:
                     and plan.allows(model.name)), "privaterouter/fast")
     return render(request, "dashboard.html", web, account=account, plan=plan, chart=chart, example_model=example,
                   month_requests=sum(row.requests for row in month),
-                  month_cost=sum(row.cost_pico for row in month), base_url=base_url(request))
+                  month_cost=sum(row.cost_pico for row in month), base_url=base_url(request),
+                  verified=request.query_params.get("verified") == "1", **verification_notice(request, web))
 
 
 @page
