@@ -8,7 +8,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from gateway.web import admin, auth, billing, dashboard, email_pages, keys, playground, usage
+from gateway.web import admin, admin_tools, auth, billing, dashboard, email_pages, keys, playground, usage
 from gateway.web.render import STATIC
 
 routes: list[BaseRoute] = [
@@ -20,5 +20,6 @@ routes: list[BaseRoute] = [
     *usage.routes,
     *playground.routes,
     *admin.routes,
+    *admin_tools.routes,
     Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
 ]
