@@ -8,6 +8,8 @@ providers' modules open the payment; the page only turns their answers into redi
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -18,13 +20,15 @@ from gateway.billing.topup import mock_offer, top_up
 from gateway.context import context
 from gateway.errors import GatewayError
 from gateway.fields import FieldError, parse_int, parse_usd
+from gateway.settings import Settings
 from gateway.web.dashboard import plan_of
 from gateway.web.forms import Form, read_form
 from gateway.web.render import dollars, page, redirect, render
-from gateway.web.security import add_security_headers
+from gateway.web.security import add_security_headers, allow_form_targets
 from gateway.web.session import WebSession, check_form, require_session
 
 PAGE_SIZE = 20
+STRIPE_CHECKOUT_ORIGIN = "https://checkout.stripe.com"  # where Checkout Session URLs point
 OFFER_FIELDS = ("amount_usd", "pack")
 # Where the payment providers send the buyer back (success_url / cancel_url / redirectURL).
 RETURN_NOTICES = {
@@ -55,10 +59,20 @@ async def _billing_page(request: Request, web: WebSession, form: Form, *, status
     offers = registry.billing
     providers = policy.options(ctx.settings, offers)["providers"]
     sold_plans = [plan for plan in registry.plans.values() if plan.stripe_price_id] if "stripe" in providers else []
-    return render(request, "billing.html", web, account=account, plan=plan_of(registry, account.plan_name),
-                  providers=providers, amounts=offers.amounts, packs=offers.packs, sold_plans=sold_plans,
-                  entries=entries, total=total, page=number, pages=max(1, -(-total // PAGE_SIZE)),
-                  notice=_notice(request), form=form, status=status)
+    response = render(request, "billing.html", web, account=account, plan=plan_of(registry, account.plan_name),
+                      providers=providers, amounts=offers.amounts, packs=offers.packs, sold_plans=sold_plans,
+                      entries=entries, total=total, page=number, pages=max(1, -(-total // PAGE_SIZE)),
+                      notice=_notice(request), form=form, status=status)
+    return allow_form_targets(response, _payment_origins(ctx.settings, providers))
+
+
+def _payment_origins(settings: Settings, providers: list[str]) -> list[str]:
+    """Where this page's forms end up (Stripe Checkout, the BTCPay server): the page's CSP must allow them."""
+    origins = [STRIPE_CHECKOUT_ORIGIN] if "stripe" in providers else []
+    if "btcpay" in providers and settings.btcpay_url:
+        parts = urlsplit(settings.btcpay_url)
+        origins.append(f"{parts.scheme}://{parts.netloc}")
+    return origins
 
 
 def _notice(request: Request) -> tuple[str, str] | None:
