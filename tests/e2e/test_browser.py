@@ -167,7 +167,7 @@ async def test_an_admin_fixes_a_balance_and_reloads_the_registry(stack: Stack, b
     await admin.get_by_role("button", name="Search").click()
     await admin.get_by_role("link", name="customer@example.com").click()
     await admin.get_by_label("Amount (USD)").fill("+5.00")
-    await admin.get_by_label("Reason").fill("support ticket 42")
+    await admin.get_by_label("Reason", exact=True).fill("support ticket 42")
     await admin.get_by_role("button", name="Apply").click()
     await expect(admin.get_by_text("Credits adjusted.")).to_be_visible()
     await expect(admin.locator("#user-balance")).to_have_text("$6.00")
