@@ -22,6 +22,7 @@ from starlette.background import BackgroundTask
 
 from gateway import accounts
 from gateway.accounts import Member
+from gateway.auth import revoke
 from gateway.auth.attempts import AttemptThrottle, reset_limits
 from gateway.auth.passwords import Passwords
 from gateway.billing import ledger, trials
@@ -38,6 +39,7 @@ log = logging.getLogger("pr.mail")
 
 RESET_TTL = timedelta(hours=1)
 VERIFY_TTL = timedelta(days=2)
+RESET_ACCEPTED = "If an account uses this address, a reset link is on its way; it works once, for an hour."
 _tokens = EmailToken.__table__  # type: ignore[attr-defined]
 _users = User.__table__  # type: ignore[attr-defined]
 _accounts = Account.__table__  # type: ignore[attr-defined]
@@ -106,6 +108,29 @@ async def reset_password(session: AsyncSession, passwords: Passwords, *, secret:
     user_id = await use_token(session, secret=secret, token=token, purpose="reset")
     await session.execute(sa.update(_users).where(_users.c.id == user_id)
                           .values(password_hash=await passwords.hash(new_password), updated_at=utcnow()))
+    return user_id
+
+
+async def accept_reset_request(sessions: async_sessionmaker[AsyncSession], settings: Settings,
+                               throttle: AttemptThrottle, mailer: Mailer, *, email: object,
+                               ip: str | None) -> BackgroundTask:
+    """A password-reset request as `POST /api/auth/password-reset` and the /forgot-password page take it:
+    check the address's form, count it (429 beyond `reset_limits`), and return the background task that
+    mails the link if the address has an account, so the answer is the same, at once, either way.
+
+    Raises FieldError(param="email") for a malformed address, 429 `rate_limit_exceeded` when throttled.
+    """
+    address = check_email_field(email)
+    await throttle_reset(throttle, email=address, ip=ip)
+    return BackgroundTask(request_password_reset, sessions, settings, mailer, address)
+
+
+async def reset_and_end_sessions(session: AsyncSession, passwords: Passwords, *, secret: str, token: object,
+                                 password: object) -> str:
+    """`reset_password`, then end every session of the user (a reset ends them, as a password change does);
+    returns the user id. The caller commits and drops the user's cached API keys. Raises as `reset_password`."""
+    user_id = await reset_password(session, passwords, secret=secret, token=token, password=password)
+    await revoke.end_sessions(session, user_id=user_id)
     return user_id
 
 

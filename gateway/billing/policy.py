@@ -35,6 +35,17 @@ def options(settings: Settings, billing: BillingConfig) -> dict[str, Any]:
     return {"providers": list(settings.payment_providers), **billing.as_json()}
 
 
+def provider_offer(settings: Settings, billing: BillingConfig, provider: str, body: dict[str, Any]) -> Offer:
+    """The offer `body` names, bought through `provider` (mock, stripe, btcpay): what every way of buying
+    credit checks, on /api and on the /billing page alike.
+
+    Raises 403 `payments_disabled` unless PAYMENT_PROVIDERS includes `provider`, then FieldError as
+    `choose_offer` does.
+    """
+    require_provider(settings, provider)
+    return choose_offer(billing, body)
+
+
 def choose_offer(billing: BillingConfig, body: dict[str, Any]) -> Offer:
     """The offer a request body names: `{"amount_usd": "25"}` (an allowed amount) or `{"pack": "name"}`.
 

@@ -24,8 +24,7 @@ def mock_offer(settings: Settings, billing: BillingConfig, body: dict[str, Any])
     Raises 403 `payments_disabled` unless PAYMENT_PROVIDERS includes mock, and FieldError naming
     `amount_usd` or `pack` for anything `models.yaml`'s `billing:` section does not offer.
     """
-    policy.require_provider(settings, "mock")
-    return policy.choose_offer(billing, body)
+    return policy.provider_offer(settings, billing, "mock", body)
 
 
 async def top_up(session: AsyncSession, *, member: Member, offer: Offer) -> Account:

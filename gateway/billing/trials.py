@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.billing import ledger
 from gateway.billing.money import format_usd
@@ -56,6 +56,18 @@ async def expire_trial(session: AsyncSession, account_id: str, now: datetime | N
         await session.execute(sa.update(_accounts).where(_accounts.c.id == account_id).values(trial_expires_at=None))
     await session.commit()
     return amount
+
+
+async def fresh_account(sessions: async_sessionmaker[AsyncSession], account: Account) -> Account:
+    """`account` as a balance should show it: a trial past its expiry is removed first (then re-read), so
+    neither `GET /api/billing/balance` nor the pages ever show stale trial credit."""
+    if account.trial_expires_at is None or as_utc(account.trial_expires_at) > utcnow():
+        return account
+    async with sessions() as session:
+        await expire_trial(session, account.id)
+        refreshed = await session.get(Account, account.id, populate_existing=True)
+    assert refreshed is not None
+    return refreshed
 
 
 async def expire_trials(session: AsyncSession, now: datetime | None = None, *, limit: int = 500) -> int:

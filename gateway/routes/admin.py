@@ -9,29 +9,23 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy as sa
-from sqlmodel import col
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import accounts, email_flows, invites
+from gateway import accounts, admin_actions, email_flows, invites
 from gateway import admin as operators
 from gateway.admin import UserRow
 from gateway.auth.deps import require_admin
-from gateway.billing import redemption, trials
-from gateway.billing.offers import MAX_TRIAL_DAYS
 from gateway.capabilities import confirm_claims
 from gateway.context import context
 from gateway.db.models import (
     Invite,
-    RedemptionCode,
-    WebhookEvent,
     utcnow,
 )
 from gateway.errors import GatewayError
-from gateway.fields import FieldError, iso, parse_int, parse_time, parse_usd, usd
+from gateway.fields import FieldError, iso, parse_int, usd
 from gateway.http import JSONResponse, read_json
 from gateway.mail import Mailer
 from gateway.registry import RegistryError
@@ -40,7 +34,6 @@ from gateway.routes.billing import balance_json
 from gateway.usage_report import time_range
 
 MAX_PAGE = 100
-MAX_CODE_VALUE_PICO = 100_000 * 10**12
 
 
 def member_json(row: UserRow) -> dict[str, Any]:
@@ -117,11 +110,9 @@ async def delete_user(request: Request) -> Response:
     """Soft-delete a user: keys revoked at once, email freed, ledger and usage kept -> the user as it is now."""
     admin = await require_admin(request)
     user_id = request.path_params["user_id"]
-    if user_id == admin.user.id:
-        raise GatewayError(400, "cannot_delete_self", "An admin cannot delete their own account.")
     ctx = context(request)
     async with ctx.sessions() as session:
-        await accounts.soft_delete(session, user_id=user_id)
+        await admin_actions.delete_user(session, user_id=user_id, actor_user_id=admin.user.id)
         await session.commit()
     ctx.key_resolver.forget_user(user_id)
     return await _respond_with_member(request, user_id)
@@ -160,22 +151,19 @@ async def create_invite(request: Request) -> Response:
     """A single-use sign-up invite: `{"email"?, "days"?}` -> 201 with the token (shown only now)."""
     admin = await require_admin(request)
     body = await read_json(request)
-    email = accounts.normalize_email(body["email"]) if body.get("email") is not None else None
-    days = body.get("days", invites.DEFAULT_DAYS)
-    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= invites.MAX_DAYS:
-        raise FieldError(f"days must be an integer from 1 to {invites.MAX_DAYS}.", param="days")
     ctx = context(request)
     async with ctx.sessions() as session:
-        new = await invites.create_invite(session, secret=ctx.settings.app_secret_key, email=email, days=days,
-                                          created_by=admin.user.id)
+        new = await admin_actions.create_invite(session, ctx.settings, email=body.get("email"),
+                                                days=body.get("days", invites.DEFAULT_DAYS),
+                                                actor_user_id=admin.user.id)
         await session.commit()
-    base = ctx.settings.public_base_url
+    email = new.invite.email
     mailer = Mailer.from_settings(ctx.settings)
     background = None
     if email is not None and mailer is not None:
         background = BackgroundTask(email_flows.send_invite, mailer, email=email, token=new.token)
     return JSONResponse({**invite_json(new.invite), "token": new.token, "emailed": background is not None,
-                         "signup_url": f"{base}/signup?invite={new.token}" if base else None}, status_code=201,
+                         "signup_url": admin_actions.invite_link(ctx.settings, new.token)}, status_code=201,
                         background=background)
 
 
@@ -185,11 +173,9 @@ async def list_invites(request: Request) -> Response:
     limit = parse_int(request.query_params.get("limit"), param="limit", default=20, minimum=1, maximum=MAX_PAGE)
     offset = parse_int(request.query_params.get("offset"), param="offset", default=0, minimum=0)
     async with context(request).sessions() as session:
-        total = await session.scalar(sa.select(sa.func.count()).select_from(Invite))
-        rows = await session.execute(sa.select(Invite).order_by(col(Invite.created_at).desc(), col(Invite.id))
-                                     .limit(limit).offset(offset))
-        items = [invite_json(invite) for invite in rows.scalars()]
-    return JSONResponse({"items": items, "total": total or 0, "limit": limit, "offset": offset})
+        total, found = await admin_actions.list_invites(session, limit=limit, offset=offset)
+    return JSONResponse({"items": [invite_json(invite) for invite in found], "total": total, "limit": limit,
+                         "offset": offset})
 
 
 def _reason(body: dict[str, Any]) -> str:
@@ -201,19 +187,10 @@ async def grant_trial(request: Request) -> Response:
     """Grant trial credit: `{"amount_usd", "days", "reason"}` -> the user; a `trial_grant` ledger row."""
     admin = await require_admin(request)
     body = await read_json(request)
-    amount = parse_usd(body.get("amount_usd"), param="amount_usd")
-    if not 0 < amount <= MAX_CODE_VALUE_PICO:
-        raise FieldError("amount_usd must be more than 0 and at most 100000.", param="amount_usd")
-    days = body.get("days")
-    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_TRIAL_DAYS:
-        raise FieldError(f"days must be an integer from 1 to {MAX_TRIAL_DAYS}.", param="days")
-    reason = _reason(body)
     user_id = request.path_params["user_id"]
     async with context(request).sessions() as session:
-        member = await accounts.require_member(session, user_id)
-        await trials.grant_trial(session, account_id=member.account.id, credit_pico=amount, days=days,
-                                 note=f"trial granted by an admin ({days} days): {reason}",
-                                 actor_user_id=admin.user.id)
+        await admin_actions.grant_trial(session, user_id=user_id, amount_usd=body.get("amount_usd"),
+                                        days=body.get("days"), reason=body.get("reason"), actor_user_id=admin.user.id)
         await session.commit()
     return await _respond_with_member(request, user_id)
 
@@ -223,33 +200,20 @@ async def create_redemption_codes(request: Request) -> Response:
     201 with the plain codes (JSON, or CSV with `format: csv`); they are never shown again."""
     admin = await require_admin(request)
     body = await read_json(request)
-    count = body.get("count")
-    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= redemption.MAX_BATCH:
-        raise FieldError(f"count must be an integer from 1 to {redemption.MAX_BATCH}.", param="count")
-    face = parse_usd(body.get("amount_usd"), param="amount_usd")
-    if not 0 < face <= MAX_CODE_VALUE_PICO:
-        raise FieldError("amount_usd must be more than 0 and at most 100000.", param="amount_usd")
-    reason = _reason(body)
-    try:
-        expires_at = parse_time(body["expires_at"], param="expires_at") if body.get("expires_at") is not None else None
-    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is past datetime.max in UTC
-        raise FieldError("expires_at is out of range.", param="expires_at") from None
-    if expires_at is not None and not datetime.now(UTC) < expires_at < datetime(9000, 1, 1, tzinfo=UTC):
-        raise FieldError("expires_at must be in the future (and before the year 9000).", param="expires_at")
     fmt = body.get("format", "json")
     if fmt not in ("json", "csv"):
         raise FieldError("format must be json or csv.", param="format")
     ctx = context(request)
     async with ctx.sessions() as session:
-        batch = await redemption.create_batch(session, secret=ctx.settings.app_secret_key, count=count,
-                                              face_pico=face, expires_at=expires_at, reason=reason,
-                                              created_by=admin.user.id)
+        batch = await admin_actions.create_code_batch(session, ctx.settings, count=body.get("count"),
+                                                      amount_usd=body.get("amount_usd"), reason=body.get("reason"),
+                                                      expires_at=body.get("expires_at"), actor_user_id=admin.user.id)
         await session.commit()
     if fmt == "csv":
         return Response(batch.csv(), status_code=201, media_type="text/csv",
                         headers={"Content-Disposition": f'attachment; filename="codes-{batch.batch_id}.csv"'})
-    return JSONResponse({"batch_id": batch.batch_id, "amount_usd": usd(face), "expires_at": iso(expires_at),
-                         "codes": batch.codes}, status_code=201)
+    return JSONResponse({"batch_id": batch.batch_id, "amount_usd": usd(batch.face_pico),
+                         "expires_at": iso(batch.expires_at), "codes": batch.codes}, status_code=201)
 
 
 async def list_redemption_codes(request: Request) -> Response:
@@ -258,16 +222,13 @@ async def list_redemption_codes(request: Request) -> Response:
     params = request.query_params
     limit = parse_int(params.get("limit"), param="limit", default=20, minimum=1, maximum=MAX_PAGE)
     offset = parse_int(params.get("offset"), param="offset", default=0, minimum=0)
-    conditions = [col(RedemptionCode.batch_id) == params["batch_id"]] if params.get("batch_id") else []
     async with context(request).sessions() as session:
-        total = await session.scalar(sa.select(sa.func.count()).select_from(RedemptionCode).where(*conditions))
-        rows = await session.execute(sa.select(RedemptionCode).where(*conditions)
-                                     .order_by(col(RedemptionCode.created_at).desc(), col(RedemptionCode.id))
-                                     .limit(limit).offset(offset))
-        items = [{"id": code.id, "batch_id": code.batch_id, "amount_usd": usd(code.face_pico),
-                  "expires_at": iso(code.expires_at), "reason": code.reason, "redeemed_at": iso(code.redeemed_at),
-                  "redeemed_by": code.redeemed_by, "created_at": iso(code.created_at)} for code in rows.scalars()]
-    return JSONResponse({"items": items, "total": total or 0, "limit": limit, "offset": offset})
+        total, codes = await admin_actions.list_codes(session, batch_id=params.get("batch_id"), limit=limit,
+                                                      offset=offset)
+    items = [{"id": code.id, "batch_id": code.batch_id, "amount_usd": usd(code.face_pico),
+              "expires_at": iso(code.expires_at), "reason": code.reason, "redeemed_at": iso(code.redeemed_at),
+              "redeemed_by": code.redeemed_by, "created_at": iso(code.created_at)} for code in codes]
+    return JSONResponse({"items": items, "total": total, "limit": limit, "offset": offset})
 
 
 async def webhook_events(request: Request) -> Response:
@@ -276,15 +237,13 @@ async def webhook_events(request: Request) -> Response:
     params = request.query_params
     limit = parse_int(params.get("limit"), param="limit", default=20, minimum=1, maximum=MAX_PAGE)
     offset = parse_int(params.get("offset"), param="offset", default=0, minimum=0)
-    conditions = [col(WebhookEvent.provider) == params["provider"]] if params.get("provider") else []
     async with context(request).sessions() as session:
-        total = await session.scalar(sa.select(sa.func.count()).select_from(WebhookEvent).where(*conditions))
-        rows = await session.execute(sa.select(WebhookEvent).where(*conditions)
-                                     .order_by(col(WebhookEvent.id).desc()).limit(limit).offset(offset))
-        items = [{"id": event.id, "provider": event.provider, "event_id": event.event_id, "type": event.type,
-                  "outcome": event.outcome, "detail": event.detail, "account_id": event.account_id,
-                  "received_at": iso(event.created_at)} for event in rows.scalars()]
-    return JSONResponse({"items": items, "total": total or 0, "limit": limit, "offset": offset})
+        total, events = await admin_actions.list_webhook_events(session, provider=params.get("provider"),
+                                                                limit=limit, offset=offset)
+    items = [{"id": event.id, "provider": event.provider, "event_id": event.event_id, "type": event.type,
+              "outcome": event.outcome, "detail": event.detail, "account_id": event.account_id,
+              "received_at": iso(event.created_at)} for event in events]
+    return JSONResponse({"items": items, "total": total, "limit": limit, "offset": offset})
 
 
 async def stats(request: Request) -> Response:

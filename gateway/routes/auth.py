@@ -72,12 +72,11 @@ async def password_reset(request: Request) -> Response:
     requests an hour for one email (known or not) or 30 from one address."""
     ctx = context(request)
     mailer = _mailer(ctx, "Password reset")
-    email = email_flows.check_email_field((await read_json(request)).get("email"))
-    await email_flows.throttle_reset(ctx.reset_throttle, email=email, ip=request.scope["state"].get("client_ip"))
-    return JSONResponse({"status": "accepted", "message": "If an account uses this address, a reset link is on "
-                         "its way; it works once, for an hour."}, status_code=202,
-                        background=BackgroundTask(email_flows.request_password_reset, ctx.sessions, ctx.settings,
-                                                  mailer, email))
+    task = await email_flows.accept_reset_request(ctx.sessions, ctx.settings, ctx.reset_throttle, mailer,
+                                                  email=(await read_json(request)).get("email"),
+                                                  ip=request.scope["state"].get("client_ip"))
+    return JSONResponse({"status": "accepted", "message": email_flows.RESET_ACCEPTED}, status_code=202,
+                        background=task)
 
 
 async def password_reset_confirm(request: Request) -> Response:
@@ -85,9 +84,9 @@ async def password_reset_confirm(request: Request) -> Response:
     body = await read_json(request)
     ctx = context(request)
     async with ctx.sessions() as session:
-        user_id = await email_flows.reset_password(session, ctx.passwords, secret=ctx.settings.app_secret_key,
-                                                   token=body.get("token"), password=body.get("password"))
-        await revoke.end_sessions(session, user_id=user_id)  # a reset ends every session, as a password change does
+        user_id = await email_flows.reset_and_end_sessions(session, ctx.passwords,
+                                                           secret=ctx.settings.app_secret_key,
+                                                           token=body.get("token"), password=body.get("password"))
         await session.commit()
     ctx.key_resolver.forget_user(user_id)
     return JSONResponse({"status": "password_changed"})

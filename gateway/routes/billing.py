@@ -18,9 +18,9 @@ from gateway.billing import btcpay, ledger, policy, redemption, stripe_payments,
 from gateway.billing.payments import Outcome
 from gateway.billing.topup import mock_offer, top_up
 from gateway.context import AppContext, context
-from gateway.db.models import Account, CreditTransaction, utcnow
+from gateway.db.models import Account, CreditTransaction
 from gateway.errors import GatewayError
-from gateway.fields import as_utc, iso, parse_int, usd
+from gateway.fields import iso, parse_int, usd
 from gateway.http import JSONResponse, read_json
 from gateway.mail import Mailer
 
@@ -51,14 +51,7 @@ def transaction_json(entry: CreditTransaction) -> dict[str, Any]:
 async def balance(request: Request) -> Response:
     """The balance; an expired trial is removed first, so the answer never shows stale trial credit."""
     member = await current_user(request)
-    account = member.account
-    if account.trial_expires_at is not None and as_utc(account.trial_expires_at) <= utcnow():
-        async with context(request).sessions() as session:
-            await trials.expire_trial(session, account.id)
-            refreshed = await session.get(Account, account.id, populate_existing=True)
-        assert refreshed is not None
-        account = refreshed
-    return JSONResponse(balance_json(account))
+    return JSONResponse(balance_json(await trials.fresh_account(context(request).sessions, member.account)))
 
 
 async def topup(request: Request) -> Response:
@@ -79,9 +72,8 @@ async def checkout(request: Request) -> Response:
     `{"payment_id", "session_id", "checkout_url"}`; 403 `payments_disabled` unless stripe is enabled."""
     member = await current_user(request)
     ctx = context(request)
-    policy.require_provider(ctx.settings, "stripe")
     billing = ctx.registry.current.billing
-    offer = policy.choose_offer(billing, await read_json(request))
+    offer = policy.provider_offer(ctx.settings, billing, "stripe", await read_json(request))
     link = await stripe_payments.create_checkout(ctx.sessions, ctx.settings, account_id=member.account.id,
                                                  offer=offer, currency=billing.currency)
     return JSONResponse({"payment_id": link.payment_id, "session_id": link.session_id, "checkout_url": link.url})
@@ -143,9 +135,8 @@ async def btcpay_invoice(request: Request) -> Response:
     """Pay with BTCPay: `{"amount_usd"}` or `{"pack"}` -> `{"payment_id", "invoice_id", "checkout_url"}`."""
     member = await current_user(request)
     ctx = context(request)
-    policy.require_provider(ctx.settings, "btcpay")
     billing = ctx.registry.current.billing
-    offer = policy.choose_offer(billing, await read_json(request))
+    offer = policy.provider_offer(ctx.settings, billing, "btcpay", await read_json(request))
     link = await btcpay.create_invoice(ctx.sessions, ctx.settings, account_id=member.account.id, offer=offer,
                                        currency=billing.currency)
     return JSONResponse({"payment_id": link.payment_id, "invoice_id": link.invoice_id, "checkout_url": link.url})

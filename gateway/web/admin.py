@@ -1,7 +1,8 @@
 """`/admin`: the operator's console (role admin, within ADMIN_ALLOWED_CIDRS; anyone else gets a 404).
 
 Overview with daily stats and a chart, users (search, then one user's page: credits with a reason,
-plan, enable/disable, their keys, usage and ledger), nodes, and the registry with its reload.
+plan, trial credit, enable/disable, soft delete, their keys, usage and ledger), nodes, and the registry
+with its reload. Invites, redemption codes and webhook deliveries are in `gateway.web.admin_tools`.
 Every change goes through the same domain functions as `/api/admin/*`.
 """
 
@@ -13,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import accounts, keys, usage_report
+from gateway import accounts, admin_actions, keys, usage_report
 from gateway import admin as operators
 from gateway.billing import ledger
 from gateway.billing.money import format_usd
@@ -21,16 +22,18 @@ from gateway.context import context
 from gateway.db.models import utcnow
 from gateway.errors import GatewayError
 from gateway.fields import parse_int
+from gateway.nodes import node_statuses
 from gateway.registry import RegistryError
 from gateway.web.charts import last_days, stacked_bars
-from gateway.web.forms import Form, read_form
+from gateway.web.forms import Form, form_int, read_form
 from gateway.web.render import page, redirect, render
 from gateway.web.session import WebSession, check_form, require_admin_session
 
 PAGE_SIZE = 25
 STATS_DAYS = 30
 NOTICES = {"credits": "Credits adjusted.", "plan": "Plan changed.", "active": "User enabled.",
-           "disabled": "User disabled."}
+           "disabled": "User disabled.", "trial": "Trial credit granted.", "deleted": "User deleted."}
+TRIAL_FIELDS = ("amount_usd", "days", "reason")
 
 
 @page
@@ -58,7 +61,8 @@ async def users(request: Request) -> Response:
                   pages=max(1, -(-total // PAGE_SIZE)))
 
 
-async def _user_page(request: Request, web: WebSession, *, form: Form | None = None, status: int = 200) -> Response:
+async def _user_page(request: Request, web: WebSession, *, form: Form | None = None, trial_form: Form | None = None,
+                     status: int = 200) -> Response:
     user_id = request.path_params["user_id"]
     ctx = context(request)
     async with ctx.sessions() as session:
@@ -68,7 +72,8 @@ async def _user_page(request: Request, web: WebSession, *, form: Form | None = N
         _, entries = await ledger.page(session, account_id=row.member.account.id, limit=10, offset=0)
     notice = NOTICES.get(request.query_params.get("done", ""))
     return render(request, "admin/user.html", web, row=row, keys=user_keys, events=events, entries=entries,
-                  plans=list(ctx.registry.current.plans), form=form or Form(), notice=notice, status=status)
+                  plans=list(ctx.registry.current.plans), form=form or Form(), trial_form=trial_form or Form(),
+                  notice=notice, is_self=user_id == web.member.user.id, status=status)
 
 
 @page
@@ -129,9 +134,52 @@ async def user_status(request: Request) -> Response:
 
 
 @page
-async def nodes(request: Request) -> Response:
+async def trial(request: Request) -> Response:
+    """Grant trial credit (as POST /api/admin/users/{id}/trial); field errors shown on the user's page."""
     web = await require_admin_session(request)
-    return render(request, "admin/nodes.html", web, nodes=context(request).pool.snapshot())
+    form = await read_form(request)
+    check_form(request, web, form)
+    user_id = request.path_params["user_id"]
+    try:
+        async with context(request).sessions() as session:
+            await admin_actions.grant_trial(session, user_id=user_id, amount_usd=form.get("amount_usd").strip(),
+                                            days=form_int(form.get("days")), reason=form.get("reason"),
+                                            actor_user_id=web.member.user.id)
+            await session.commit()
+    except GatewayError as error:
+        if error.status == 404:
+            raise
+        form.fail(error, TRIAL_FIELDS)
+        return await _user_page(request, web, trial_form=form, status=400)
+    return redirect(request, f"/admin/users/{user_id}?done=trial")
+
+
+@page
+async def delete_user(request: Request) -> Response:
+    """GET: "delete this user?" with what it means. POST: soft-delete (as DELETE /api/admin/users/{id})."""
+    web = await require_admin_session(request)
+    ctx = context(request)
+    user_id = request.path_params["user_id"]
+    if request.method == "GET":
+        async with ctx.sessions() as session:
+            row = await operators.user_row(session, user_id)
+        return render(request, "admin/user_delete.html", web, row=row)
+    check_form(request, web, await read_form(request))
+    async with ctx.sessions() as session:
+        await admin_actions.delete_user(session, user_id=user_id, actor_user_id=web.member.user.id)
+        await session.commit()
+    ctx.key_resolver.forget_user(user_id)
+    return redirect(request, f"/admin/users/{user_id}?done=deleted")
+
+
+@page
+async def nodes(request: Request) -> Response:
+    """Every node as GET /api/admin/nodes shows it: up, latency, Ollama version, resident models (/api/ps),
+    in flight vs max_concurrency, and whether the pool routes to it."""
+    web = await require_admin_session(request)
+    ctx = context(request)
+    statuses = await node_statuses(ctx.registry.current, ctx.http, ctx.pool)
+    return render(request, "admin/nodes.html", web, nodes=statuses)
 
 
 @page
@@ -158,6 +206,8 @@ routes = [
     Route("/admin/users/{user_id}/credits", credits, methods=["POST"]),
     Route("/admin/users/{user_id}/plan", plan, methods=["POST"]),
     Route("/admin/users/{user_id}/status", user_status, methods=["POST"]),
+    Route("/admin/users/{user_id}/trial", trial, methods=["POST"]),
+    Route("/admin/users/{user_id}/delete", delete_user, methods=["GET", "POST"]),
     Route("/admin/nodes", nodes, methods=["GET"]),
     Route("/admin/registry", registry, methods=["GET", "POST"]),
 ]

@@ -20,6 +20,9 @@ from gateway.web.security import check_same_site, safe_next
 from gateway.web.session import check_form, current_session, require_session
 
 FIELDS = ("email", "password", "name")
+# What /reset-password and /verify-email send a signed-out browser back to /login to read.
+LOGIN_NOTICES = {"reset": "Your password is changed, and every session has ended: log in with the new one.",
+                 "verified": "Your email address is verified: log in to continue."}
 
 
 def _signed_in(request: Request, user: User, target: str) -> Response:
@@ -78,11 +81,12 @@ async def login(request: Request) -> Response:
         except GatewayError as error:
             form.fail(error, FIELDS)
             status = error.status if error.status in (403, 429) else 400
-            return render(request, "login.html", None, form=form, next=target, status=status)
+            return render(request, "login.html", None, form=form, next=target, notice=None, status=status)
         return _signed_in(request, user, target)
     if await current_session(request) is not None:
         return redirect(request, target)
-    return render(request, "login.html", None, form=form, next=target)
+    return render(request, "login.html", None, form=form, next=target, notice=LOGIN_NOTICES.get(
+        next((name for name in LOGIN_NOTICES if request.query_params.get(name) == "1"), "")))
 
 
 @page

@@ -9,11 +9,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import usage_report
+from gateway.billing import trials
 from gateway.billing.money import format_usd, to_pico
 from gateway.context import context
 from gateway.db.models import utcnow
 from gateway.registry import Plan, Registry
 from gateway.web.charts import last_days, stacked_bars
+from gateway.web.email_pages import verification_notice
 from gateway.web.render import page, render
 from gateway.web.session import require_session
 
@@ -34,7 +36,7 @@ async def dashboard(request: Request) -> Response:
     web = await require_session(request)
     ctx = context(request)
     registry = ctx.registry.current
-    account = web.member.account
+    account = await trials.fresh_account(ctx.sessions, web.member.account)
     now = utcnow()
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     days = last_days(now.date(), CHART_DAYS)
@@ -48,7 +50,8 @@ async def dashboard(request: Request) -> Response:
                     and plan.allows(model.name)), "privaterouter/fast")
     return render(request, "dashboard.html", web, account=account, plan=plan, chart=chart, example_model=example,
                   month_requests=sum(row.requests for row in month),
-                  month_cost=sum(row.cost_pico for row in month), base_url=base_url(request))
+                  month_cost=sum(row.cost_pico for row in month), base_url=base_url(request),
+                  verified=request.query_params.get("verified") == "1", **verification_notice(request, web))
 
 
 @page

@@ -47,3 +47,9 @@ async def read_form(request: Request) -> Form:
     for name, value in pairs:
         values.setdefault(name, []).append(value.replace("\x00", ""))
     return Form(values)
+
+
+def form_int(value: str) -> int | str:
+    """A form's whole number as an int; anything else as given, for the domain check to refuse by name."""
+    text = value.strip()
+    return int(text) if text.isdigit() and len(text) < 10 else text

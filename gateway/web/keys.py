@@ -21,6 +21,7 @@ from gateway.errors import GatewayError
 from gateway.fields import as_utc
 from gateway.registry import Registry
 from gateway.web.dashboard import plan_of
+from gateway.web.email_pages import verification_notice
 from gateway.web.forms import Form, read_form
 from gateway.web.render import page, redirect, render
 from gateway.web.session import WebSession, check_form, require_session
@@ -60,7 +61,8 @@ async def _page(request: Request, web: WebSession, *, form: Form | None = None, 
         if pending is not None and (last_used is None or as_utc(last_used) < pending):
             last_used = pending
         rows.append((key, keys.month_spend_pico(key, month), last_used))
-    response = render(request, "keys.html", web, rows=rows, form=form or Form(), created=created,
+    response = render(request, "keys.html", web, **verification_notice(request, web), rows=rows,
+                      form=form or Form(), created=created,
                       created_key=created_key, models=_plan_models(ctx.registry.current, web), status=status)
     return response
 

@@ -65,12 +65,22 @@ ENV.globals.update(css=_fingerprint("app.css"), js=_fingerprint("app.js"), htmx=
 
 def render(request: Request, template: str, web: WebSession | None, *, status: int = 200,
            **values: Any) -> HTMLResponse:
-    """The template rendered with the shared context (`web`, `path`, `csrf`), with the security headers."""
+    """The template rendered with the shared context (`web`, `path`, `csrf`, `root`), with the security headers.
+
+    `root` is ROOT_PATH as the request carries it (`scope["root_path"]`, "" without one): every link, form
+    action, asset and fetch in the templates starts with it, so pages work behind a prefixing proxy.
+    Redirects need nothing: RootPathMiddleware prefixes every Location on this host.
+    """
     html = ENV.get_template(template).render(web=web, path=request.url.path, csrf=web.csrf if web else "",
-                                             **values)
+                                             root=root_of(request), **values)
     response = HTMLResponse(html, status_code=status)
     add_security_headers(response)
     return response
+
+
+def root_of(request: Request) -> str:
+    """The path prefix this request came under (ROOT_PATH, recorded by RootPathMiddleware), or ""."""
+    return str(request.scope.get("root_path", ""))
 
 
 def redirect(request: Request, url: str) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,3 +101,45 @@ def test_caddy_sample_strips_the_same_prefix() -> None:
     text = (REPO / "config" / "proxy" / "Caddyfile").read_text()
     assert f"handle_path {PREFIX}/*" in text and "reverse_proxy 127.0.0.1:8000" in text
     assert "flush_interval -1" in text
+
+
+_LINK = re.compile(r'(?:href|action|src)="([^"]*)"')
+
+
+def _own_links(html: str) -> list[str]:
+    """Every link, form action and asset address on a page that points into this site."""
+    return [link for link in _LINK.findall(html) if not link.startswith(("http://", "https://", "#", "data:"))]
+
+
+async def test_the_web_pages_through_nginx_under_a_prefix(gateway_settings: Callable[..., Settings],
+                                                          tmp_path: Path) -> None:
+    """Pages served under ROOT_PATH: every link, form and asset carries the prefix; the login redirect and
+    the post-login redirect stay under it; the assets load through the proxy."""
+    settings = gateway_settings(ROOT_PATH=PREFIX, TRUSTED_PROXIES="127.0.0.1/32")
+    with serve_app(create_app(settings)) as gateway_url, private_nginx(tmp_path, sample_block(gateway_url)) as port:
+        base = f"http://127.0.0.1:{port}{PREFIX}"
+        async with httpx.AsyncClient() as http:
+            guarded = await http.get(f"{base}/dashboard")
+            login = await http.get(f"{base}/login?next=/dashboard")
+            forgot = await http.get(f"{base}/forgot-password")
+            assets = [await http.get(f"http://127.0.0.1:{port}{link}") for link in _own_links(login.text)
+                      if "/static/" in link]
+            signed_up = await http.post(f"{base}/signup", data={"email": "proxy@example.com",
+                                                                "password": "a-long-passphrase-1"})
+            http.cookies.clear()
+            logged_in = await http.post(f"{base}/login", data={"email": "proxy@example.com",
+                                                               "password": "a-long-passphrase-1", "next": "/billing"})
+            billing = await http.get(f"{base}/billing")
+            dashboard = await http.get(f"{base}/dashboard")
+    assert guarded.status_code == 303 and guarded.headers["location"] == f"{PREFIX}/login?next=/dashboard"
+    assert login.status_code == 200
+    for page in (login, forgot, billing, dashboard):
+        links = _own_links(page.text)
+        assert links and all(link.startswith(PREFIX + "/") for link in links), links
+    assert f'action="{PREFIX}/login"' in login.text and f'href="{PREFIX}/forgot-password"' in login.text
+    assert len(assets) == 4 and all(asset.status_code == 200 for asset in assets)  # icon, css, htmx, js
+    assert signed_up.status_code == 303 and signed_up.headers["location"] == f"{PREFIX}/dashboard"
+    assert logged_in.status_code == 303 and logged_in.headers["location"] == f"{PREFIX}/billing"
+    assert billing.status_code == 200 and f'action="{PREFIX}/billing/redeem"' in billing.text
+    assert f'data-root="{PREFIX}"' in dashboard.text  # app.js prefixes its own fetches with it
+    assert f"{base}/v1" in dashboard.text  # the quick start's base URL is the proxied one

@@ -24,6 +24,8 @@ def production_env(database_url: str) -> dict[str, str]:
 @pytest.fixture
 async def stack(make_settings: Callable[..., Settings], database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
     """Emulator + real gateway on loopback: embedded default, and PostgreSQL + Redis when configured."""
-    with run_stack(make_settings, database_url, tmp_path, **production_env(database_url)) as running:
+    # mock payments on both backends (PostgreSQL's default is none), as tests/conftest.py's app_client does
+    with run_stack(make_settings, database_url, tmp_path, PAYMENT_PROVIDERS="mock",
+                   **production_env(database_url)) as running:
         yield running
         await running.engine.dispose()

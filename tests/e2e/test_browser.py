@@ -2,13 +2,14 @@
 
 The seed-000 quickstart in a browser (sign up, key, first request with the openai SDK, usage,
 top-up), the playground's streamed turn and its exact cost, the operator fixing a balance and
-reloading the registry, and key creation with JavaScript off.
+reloading the registry, key creation with JavaScript off, and buying (Stripe checkout, redemption
+codes) with the operator's invites and code batches.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,11 +20,16 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from sqlmodel import col
 
 from gateway.accounts import create_admin
+from gateway.billing import trials
 from gateway.db.engine import session_factory
 from gateway.db.models import Account, User
+from gateway.settings import Settings
 from tests.e2e.browser import chromium_path, screenshot_dir
+from tests.e2e.conftest import production_env
 from tests.support.control_plane import PASSWORD
-from tests.support.stack import Stack
+from tests.support.fake_stripe import SECRET_KEY, WEBHOOK_SECRET, FakeStripe
+from tests.support.servers import serve_app
+from tests.support.stack import Stack, run_stack
 
 expect.set_options(timeout=15_000)
 
@@ -297,3 +303,77 @@ async def test_reasoning_is_folded_and_login_works_from_the_keyboard(stack: Stac
     await reasoning.locator("summary").click()
     assert (await reasoning.text_content() or "").strip() != "Reasoning"
     assert (await page.locator(".msg.assistant .answer").text_content() or "").strip()
+
+
+@pytest.fixture
+async def shop_stack(make_settings: Callable[..., Settings], database_url: str,
+                     tmp_path: Path) -> AsyncIterator[tuple[Stack, FakeStripe]]:
+    """A stack selling through a fake Stripe (and the mock buttons), for the billing and admin pages."""
+    fake = FakeStripe()
+    with serve_app(fake.app()) as stripe_url, run_stack(
+            make_settings, database_url, tmp_path, PAYMENT_PROVIDERS="stripe,mock", STRIPE_SECRET_KEY=SECRET_KEY,
+            STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET, STRIPE_API_BASE=stripe_url,
+            PUBLIC_BASE_URL="https://router.example.com", **production_env(database_url)) as running:
+        yield running, fake
+        await running.engine.dispose()
+
+
+async def test_billing_checkout_redemption_and_admin_invites(shop_stack: tuple[Stack, FakeStripe],
+                                                            browser: Browser, tmp_path: Path) -> None:
+    stack, stripe = shop_stack
+    shots = screenshot_dir(tmp_path)
+    page = await (await browser.new_context()).new_page()
+    errors = console_errors(page)
+    await _sign_up(page, stack, "buyer@example.com")
+    account = await _account(stack, "buyer@example.com")
+    async with session_factory(stack.engine)() as session:
+        await trials.grant_trial(session, account_id=account.id, credit_pico=2 * 10**12, days=7, note="trial")
+        await session.commit()
+    # Stripe's checkout page is outside the loopback: the browser is answered for it, as Stripe would be.
+    await page.route("https://checkout.stripe.com/**", lambda route: route.fulfill(
+        status=200, content_type="text/html", body="<title>Stripe Checkout</title><h1>Stripe Checkout</h1>"))
+    await page.goto(f"{stack.base_url}/billing")
+    await expect(page.locator("#trial")).to_contain_text("$2.00 trial credit, expires")
+    await expect(page.get_by_role("heading", name="Pay by card")).to_be_visible()
+    await page.screenshot(path=str(shots / "billing-providers.png"), full_page=True)
+    await page.get_by_role("button", name="Pay $25").click()
+    await expect(page).to_have_url(re.compile(r"^https://checkout\.stripe\.com/c/pay/cs_test_"))
+    assert stripe.requests[0]["line_items[0][price_data][unit_amount]"] == "2500"
+
+    await page.goto(f"{stack.base_url}/billing")
+    await page.get_by_label("Redemption code").fill("PR-NOPE0-NOPE0-NOPE0-NOPE0")
+    await page.get_by_role("button", name="Redeem").click()
+    await expect(page.locator("#e-code")).to_contain_text("This code is not valid")
+    await expect(page.get_by_label("Redemption code")).to_have_attribute("aria-invalid", "true")
+
+    await create_admin(session_factory(stack.engine), _registry(stack), email="ops@example.com", password=PASSWORD)
+    admin = await (await browser.new_context()).new_page()
+    admin_errors = console_errors(admin)
+    await admin.goto(f"{stack.base_url}/login")
+    await admin.get_by_label("Email").fill("ops@example.com")
+    await admin.get_by_label("Password").fill(PASSWORD)
+    await admin.get_by_role("button", name="Log in").click()
+    await expect(admin).to_have_url(re.compile(r"/dashboard$"))
+    await admin.goto(f"{stack.base_url}/admin/invites")
+    await admin.get_by_label("Email (optional)").fill("friend@example.com")
+    await admin.get_by_role("button", name="Create invite").click()
+    await expect(admin.locator("#invite-link")).to_contain_text("https://router.example.com/signup?invite=")
+    await admin.screenshot(path=str(shots / "admin-invites.png"), full_page=True)
+    await admin.get_by_role("link", name="Codes").click()
+    await admin.get_by_label("How many").fill("2")
+    await admin.get_by_label("Worth (USD each)").fill("5")
+    await admin.get_by_label("Reason").fill("browser promo")
+    async with admin.expect_download() as download_info:
+        await admin.get_by_role("button", name="Create and download CSV").click()
+    download = await download_info.value
+    lines = Path(await download.path()).read_text().splitlines()
+    assert lines[0] == "code,amount_usd,expires_at,batch_id" and len(lines) == 3
+    code = lines[1].split(",")[0]
+
+    await page.get_by_label("Redemption code").fill(code)
+    await page.get_by_role("button", name="Redeem").click()
+    await expect(page.get_by_text("Code redeemed: its credit is in your balance.")).to_be_visible()
+    await expect(page.locator("#balance")).to_have_text("$8.00")
+    await admin.goto(f"{stack.base_url}/admin/codes")
+    await expect(admin.get_by_role("cell", name="browser promo")).to_be_visible()
+    assert errors == [] and admin_errors == []

@@ -7,6 +7,12 @@
     return holder ? holder.getAttribute("data-csrf") : "";
   }
 
+  // ROOT_PATH: the prefix the pages are served under (empty without one), for our own fetches.
+  function root() {
+    var holder = document.querySelector("[data-root]");
+    return holder ? holder.getAttribute("data-root") : "";
+  }
+
   // Copy buttons: <button data-copy="#element-id">
   document.addEventListener("click", function (event) {
     var button = event.target.closest("[data-copy]");
@@ -68,7 +74,7 @@
 
   async function settledTurn(requestId) {
     for (var attempt = 0; attempt < 40; attempt++) {
-      var response = await fetch("/playground/turns/" + encodeURIComponent(requestId), { credentials: "same-origin" });
+      var response = await fetch(root() + "/playground/turns/" + encodeURIComponent(requestId), { credentials: "same-origin" });
       if (response.status === 200) return response.json();
       await new Promise(function (resolve) { setTimeout(resolve, 250); });
     }
@@ -120,7 +126,7 @@
     var requestId = null;
     var admitted = false;  // an answer that started, or an upstream failure (5xx): a usage event follows
     try {
-      var response = await fetch("/playground/chat", {
+      var response = await fetch(root() + "/playground/chat", {
         method: "POST",
         credentials: "same-origin",
         headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },

@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 
 from gateway.app import create_app
 from gateway.settings import Settings
+from providers.ollama.fake.info import VERSION as EMULATOR_VERSION
 from tests.conftest import envelope
 from tests.support.control_plane import Login, make_admin, signup, use_cheap_passwords
 from tests.support.nodes import emulator_nodes
@@ -48,7 +49,7 @@ async def test_nodes_with_in_flight_and_resident_models(gateway_settings: Callab
     assert [(item["name"], item["up"], item["routable"], item["in_flight"], item["max_concurrency"])
             for item in items] == [("node0", True, True, 0, 8), ("node1", True, True, 0, 8)]
     assert items[1]["resident_models"][0]["model"] == "gemma4:latest" and items[0]["resident_models"] == []
-    assert items[0]["version"] == "0.12.11" and items[0]["latency_ms"] >= 0
+    assert items[0]["version"] == EMULATOR_VERSION and items[0]["latency_ms"] >= 0
     assert refused.status_code == 403 and envelope(refused)["code"] == "forbidden"
 
 

@@ -21,8 +21,10 @@ from tests.support.control_plane import ctx, use_cheap_passwords
 from tests.support.web import other_client, text_of, web_signup
 
 App = tuple[Starlette, httpx.AsyncClient]
-PAGES = ["/admin", "/admin/users", "/admin/users/x", "/admin/nodes", "/admin/registry"]
-POSTS = ["/admin/users/x/credits", "/admin/users/x/plan", "/admin/users/x/status", "/admin/registry"]
+PAGES = ["/admin", "/admin/users", "/admin/users/x", "/admin/nodes", "/admin/registry", "/admin/invites",
+         "/admin/codes", "/admin/webhooks", "/admin/users/x/delete"]
+POSTS = ["/admin/users/x/credits", "/admin/users/x/plan", "/admin/users/x/status", "/admin/registry",
+         "/admin/invites", "/admin/codes", "/admin/users/x/trial", "/admin/users/x/delete"]
 
 
 async def _member(app: Starlette, user_id: str) -> tuple[int, str, str]:
@@ -145,7 +147,7 @@ async def test_overview_and_nodes(web: App) -> None:
     overview = text_of(await client.get("/admin"))
     assert "Users 1" in overview and "No traffic in the last 30 days." in overview
     nodes = text_of(await client.get("/admin/nodes"))
-    assert "local http://127.0.0.1:11434" in nodes
+    assert "local 127.0.0.1:11434 down" in nodes  # nothing listens there in this test
 
 
 @pytest.fixture
