@@ -12,6 +12,11 @@ from gateway.openapi.operations import OPERATIONS
 from gateway.routes.docs import VIEWER
 
 DOCUMENTED_PREFIXES = ("/v1/", "/api/", "/health")
+# No credential: the catalogue, signing in, links from mails, payment providers' webhooks, the probes.
+PUBLIC = {"/api/plans", "/api/models", "/api/billing/options", "/api/auth/signup", "/api/auth/login",
+          "/api/auth/logout", "/api/auth/password-reset", "/api/auth/password-reset/confirm",
+          "/api/auth/verify-email", "/api/billing/stripe/webhook", "/api/billing/btcpay/webhook", "/health",
+          "/health/readiness"}
 
 
 def _routing_table() -> set[tuple[str, str]]:
@@ -42,8 +47,7 @@ def test_every_operation_documents_its_errors_and_security() -> None:
             "$ref": "#/components/schemas/Error"}, (method, path)
         if path.startswith("/v1/"):
             assert operation["security"] == [{"api_key": []}], path
-        elif path in ("/api/plans", "/api/models") or path.startswith(("/api/auth/signup", "/api/auth/login",
-                                                                        "/api/auth/logout", "/health")):
+        elif path in PUBLIC:
             assert operation["security"] == [], path
         else:
             assert {"session": []} in operation["security"], path
