@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 from openapi_spec_validator import validate
 from starlette.routing import Route
 
@@ -62,3 +63,12 @@ async def test_openapi_json_and_docs_are_served(client: httpx.AsyncClient) -> No
     script = await client.get(f"/docs/{VIEWER}")
     assert script.status_code == 200 and script.headers["content-type"].startswith("application/javascript")
     assert len(script.content) > 500_000
+
+
+@pytest.mark.parametrize(("path", "signature"), [("/api/billing/stripe/webhook", "Stripe-Signature"),
+                                                 ("/api/billing/btcpay/webhook", "BTCPay-Sig")])
+def test_webhooks_are_documented_as_signed_provider_calls(path: str, signature: str) -> None:
+    operation = OPERATIONS[("POST", path)]
+    assert operation["security"] == []
+    assert [(param["in"], param["name"]) for param in operation["parameters"]] == [("header", signature)]
+    assert "invalid_signature" in operation["description"]
