@@ -36,4 +36,5 @@ async def test_models_lists_the_catalogue_and_marks_the_plan(web: App) -> None:
     text = text_of(await client.get("/models"))
     assert "privaterouter/fast chat (gemma) 8,192 $0.10 $0.30 available" in text
     assert "privaterouter/qwen-pro chat (qwen) 32,768 $0.50 $1.50 upgrade" in text
-    assert "privaterouter/embed embedding · 768 dims (embedding) 8,192 $0.05 $0.00 available" in text
+    # The context the node serves (nomic-embed-text: 2,048), not models.yaml's larger claim (since #12).
+    assert "privaterouter/embed embedding · 768 dims (embedding) 2,048 $0.05 $0.00 available" in text
