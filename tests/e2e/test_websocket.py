@@ -60,7 +60,7 @@ async def test_one_chat_streams_tokens_and_is_billed_like_v1(stack: Stack) -> No
     tenant = await stack.tenant(credits_usd="1")
     async with authenticated(stack, tenant.api_key) as ws:
         await send(ws, {"type": "chat", "id": "c1", "model": "privaterouter/fast", "messages": HELLO,
-                        "maxTokens": 8, "temperature": 0.2})
+                        "maxTokens": 8, "temperature": 0.2, "reasoning_effort": "none"})  # answer tokens only
         events = (await until_done(ws, {"c1"}))["c1"]
     tokens, done = events[:-1], events[-1]
     assert tokens and all(event["type"] == "token" and event["content"] for event in tokens)
