@@ -8,7 +8,7 @@ reloading the registry, and key creation with JavaScript off.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,11 +21,23 @@ from sqlmodel import col
 from gateway.accounts import create_admin
 from gateway.db.engine import session_factory
 from gateway.db.models import Account, User
+from gateway.settings import Settings
 from tests.e2e.browser import chromium_path, screenshot_dir
+from tests.e2e.conftest import production_env
 from tests.support.control_plane import PASSWORD
-from tests.support.stack import Stack
+from tests.support.stack import Stack, run_stack
 
 expect.set_options(timeout=15_000)
+
+
+@pytest.fixture
+async def stack(make_settings: Callable[..., Settings], database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    """tests/e2e's stack with mock top-ups on: PAYMENT_PROVIDERS defaults to none with PostgreSQL, and these
+    journeys press the billing page's top-up buttons."""
+    with run_stack(make_settings, database_url, tmp_path, **production_env(database_url),
+                   PAYMENT_PROVIDERS="mock") as running:
+        yield running
+        await running.engine.dispose()
 
 
 @pytest.fixture
@@ -161,7 +173,7 @@ async def test_an_admin_fixes_a_balance_and_reloads_the_registry(stack: Stack, b
     await admin.get_by_role("button", name="Search").click()
     await admin.get_by_role("link", name="customer@example.com").click()
     await admin.get_by_label("Amount (USD)").fill("+5.00")
-    await admin.get_by_label("Reason").fill("support ticket 42")
+    await admin.get_by_label("Reason", exact=True).fill("support ticket 42")
     await admin.get_by_role("button", name="Apply").click()
     await expect(admin.get_by_text("Credits adjusted.")).to_be_visible()
     await expect(admin.locator("#user-balance")).to_have_text("$6.00")
