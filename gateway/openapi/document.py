@@ -20,7 +20,9 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "PrivateRouter", "version": __version__,
                  "description": "OpenAI-compatible, metered gateway in front of Ollama nodes. Every error is "
-                                "OpenAI's envelope `{\"error\": {\"message\", \"type\", \"code\", \"param\"}}`."},
+                                "OpenAI's envelope `{\"error\": {\"message\", \"type\", \"code\", \"param\"}}`. "
+                                "Chat over a WebSocket (`/ws`, an API key in the first message) has no "
+                                "OpenAPI form: see AGENTS.md."},
         "paths": paths,
         "components": {
             "schemas": COMPONENTS,

@@ -11,6 +11,7 @@ import pytest
 
 from gateway.cli import main
 from gateway.settings import Settings
+from providers.ollama.fake.info import VERSION as EMULATED_VERSION
 from tests.support.nodes import closed_port_url, emulator_nodes
 
 
@@ -21,9 +22,9 @@ def test_nodes_json_and_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         items = orjson.loads(capsys.readouterr().out)["items"]
         assert main(["nodes", "--models-file", str(found.models_file)]) == 0
         table = capsys.readouterr().out
-    assert [(item["name"], item["up"], item["version"]) for item in items] == [("node0", True, "0.12.11")]
+    assert [(item["name"], item["up"], item["version"]) for item in items] == [("node0", True, EMULATED_VERSION)]
     assert [model["model"] for model in items[0]["resident_models"]] == ["qwen3:latest"]
-    assert "node0" in table and "up" in table and "qwen3:latest" in table and "0.12.11" in table
+    assert "node0" in table and "up" in table and "qwen3:latest" in table and EMULATED_VERSION in table
 
 
 def test_nodes_exits_1_when_a_node_is_down(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

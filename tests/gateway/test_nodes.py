@@ -12,6 +12,7 @@ from gateway import nodes
 from gateway.registry import load
 from providers.ollama.fake import FakeConfig
 from providers.ollama.fake.catalogue import BY_NAME
+from providers.ollama.fake.info import VERSION as EMULATED_VERSION
 from tests.support.nodes import closed_port_url, emulator_nodes
 
 
@@ -22,7 +23,7 @@ async def test_statuses_report_up_down_version_and_resident_models(tmp_path: Pat
         async with httpx.AsyncClient() as http:
             statuses = await nodes.node_statuses(registry, http, timeout=2)
     up, down = statuses
-    assert (up.name, up.inspection.up, up.inspection.version) == ("node0", True, "0.12.11")
+    assert (up.name, up.inspection.up, up.inspection.version) == ("node0", True, EMULATED_VERSION)
     assert up.inspection.latency_ms is not None and up.inspection.latency_ms >= 0
     assert [item.name for item in up.inspection.resident] == ["gemma4:latest"]
     resident = up.as_json()["resident_models"][0]

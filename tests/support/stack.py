@@ -41,8 +41,8 @@ TEST_MODELS = {
 }
 
 
-def registry_text(ollama_urls: list[str], *, extra: str = "") -> str:
-    """The shipped models.yaml pointed at the given nodes, plus the test models."""
+def registry_text(ollama_urls: list[str], *, extra: str = "", without: tuple[str, ...] = ()) -> str:
+    """The shipped models.yaml pointed at the given nodes, plus the test models (except those `without` names)."""
     text = (REPO / "models.yaml").read_text()
     nodes = "".join(f"  - name: node{index}\n    url: {url}\n    max_concurrency: 64\n"
                     for index, url in enumerate(ollama_urls))
@@ -51,7 +51,7 @@ def registry_text(ollama_urls: list[str], *, extra: str = "") -> str:
     models = "".join(
         f"  - name: {name}\n    tag: {tag}\n    family: {'qwen' if tag.startswith('qwen') else 'gemma'}\n"
         f"    kind: chat\n    context: 8192\n    input_price: \"0.100000\"\n    output_price: \"0.300000\"\n"
-        for name, tag in TEST_MODELS.items())
+        for name, tag in TEST_MODELS.items() if name not in without)
     return text.replace("\nplans:\n", "\n" + models + extra + "\nplans:\n")
 
 

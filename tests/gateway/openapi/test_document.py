@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 from openapi_spec_validator import validate
 from starlette.routing import Route
 
@@ -12,6 +13,11 @@ from gateway.openapi.operations import OPERATIONS
 from gateway.routes.docs import VIEWER
 
 DOCUMENTED_PREFIXES = ("/v1/", "/api/", "/health")
+# No credential: the catalogue, signing in, links from mails, payment providers' webhooks, the probes.
+PUBLIC = {"/api/plans", "/api/models", "/api/billing/options", "/api/auth/signup", "/api/auth/login",
+          "/api/auth/logout", "/api/auth/password-reset", "/api/auth/password-reset/confirm",
+          "/api/auth/verify-email", "/api/billing/stripe/webhook", "/api/billing/btcpay/webhook", "/health",
+          "/health/readiness"}
 
 
 def _routing_table() -> set[tuple[str, str]]:
@@ -42,8 +48,7 @@ def test_every_operation_documents_its_errors_and_security() -> None:
             "$ref": "#/components/schemas/Error"}, (method, path)
         if path.startswith("/v1/"):
             assert operation["security"] == [{"api_key": []}], path
-        elif path in ("/api/plans", "/api/models") or path.startswith(("/api/auth/signup", "/api/auth/login",
-                                                                        "/api/auth/logout", "/health")):
+        elif path in PUBLIC:
             assert operation["security"] == [], path
         else:
             assert {"session": []} in operation["security"], path
@@ -58,3 +63,12 @@ async def test_openapi_json_and_docs_are_served(client: httpx.AsyncClient) -> No
     script = await client.get(f"/docs/{VIEWER}")
     assert script.status_code == 200 and script.headers["content-type"].startswith("application/javascript")
     assert len(script.content) > 500_000
+
+
+@pytest.mark.parametrize(("path", "signature"), [("/api/billing/stripe/webhook", "Stripe-Signature"),
+                                                 ("/api/billing/btcpay/webhook", "BTCPay-Sig")])
+def test_webhooks_are_documented_as_signed_provider_calls(path: str, signature: str) -> None:
+    operation = OPERATIONS[("POST", path)]
+    assert operation["security"] == []
+    assert [(param["in"], param["name"]) for param in operation["parameters"]] == [("header", signature)]
+    assert "invalid_signature" in operation["description"]
