@@ -52,8 +52,14 @@ def cmd_config_check(args: argparse.Namespace) -> None:
     """Validate a registry file offline with the server's own loader (so the messages are identical)."""
     path = Path(args.file) if args.file else Settings.from_env().models_file
     registry = load(path)  # RegistryError -> "privaterouter: error: <file>:<line>: <key>: <problem>", exit 1
-    print(f"{path} is valid: {len(registry.nodes)} nodes, {len(registry.models)} models, "
-          f"{len(registry.plans)} plans (version {registry.version})")
+    counts = ", ".join(_count(len(items), noun) for items, noun in
+                       ((registry.nodes, "node"), (registry.models, "model"), (registry.plans, "plan")))
+    print(f"{path} is valid: {counts} (version {registry.version})")
+
+
+def _count(number: int, noun: str) -> str:
+    """Counted noun: "1 node", "2 nodes"."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 # --- nodes and models -----------------------------------------------------------------------------
