@@ -101,3 +101,15 @@ async def pg_stats(admin_dsn: str, database: str) -> dict[str, int]:
     finally:
         await connection.close()
     return {key: int(value) for key, value in dict(row).items()} if row else {}
+
+
+async def backend_pids(admin_dsn: str, database: str) -> list[int]:
+    """Process ids of the PostgreSQL backends connected to `database` (their CPU is read from /proc)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(admin_dsn)
+    try:
+        rows = await connection.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", database)
+    finally:
+        await connection.close()
+    return [int(row["pid"]) for row in rows]

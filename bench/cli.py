@@ -12,12 +12,24 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.runner import Options, Run
+from bench.runner import PHASES, Options, Run
 from bench.system import BenchError, machine
+from bench.wrk import KINDS
 
 
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(",") if part.strip())
+
+
+def _names(text: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """A comma-separated selection, in `known`'s order; BenchError names what is unknown."""
+    wanted = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = wanted - set(known)
+    if unknown:
+        raise BenchError(f"unknown {what}(s): {', '.join(sorted(unknown))} (known: {', '.join(known)})")
+    if not wanted:
+        raise BenchError(f"no {what} given")
+    return tuple(name for name in known if name in wanted)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reps", type=int, help="measured repetitions per scenario; medians are reported (default 3)")
     parser.add_argument("--concurrency", type=_ints, help="comma-separated connection counts (default 1,16,64)")
     parser.add_argument("--backends", help="comma-separated: postgres,sqlite (default both)")
-    parser.add_argument("--slow-streams", type=int, help="concurrent slow streams (default 1000)")
+    parser.add_argument("--scenarios", help="comma-separated: chat,stream,embed (default all; TTFT runs with stream)")
+    parser.add_argument("--skip", help=f"comma-separated phases to leave out: {','.join(PHASES)} "
+                                       "(the throughput runs and the correctness check always run)")
+    parser.add_argument("--scaleout-connections", type=int,
+                        help="wrk connections for the 1- vs 2-worker comparison (default 32)")
+    parser.add_argument("--slow-streams", type=int, help="concurrent slow streams (default 1000; 0 = skip)")
     parser.add_argument("--slow-tokens", type=int, help="tokens per slow stream (default 200)")
     parser.add_argument("--slow-delay-ms", type=float, help="delay between slow tokens (default 20)")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
@@ -48,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 def options_from(args: argparse.Namespace) -> Options:
     options = Options.quick_defaults() if args.quick else Options()
     for name in ("duration", "warmup", "reps", "concurrency", "slow_streams", "slow_tokens", "slow_delay_ms",
-                 "admin_dsn", "redis_url"):
+                 "admin_dsn", "redis_url", "scaleout_connections"):
         value = getattr(args, name)
         if value is not None:
             setattr(options, name, value)
@@ -57,6 +74,10 @@ def options_from(args: argparse.Namespace) -> Options:
         unknown = set(options.backends) - {"postgres", "sqlite"}
         if unknown:
             raise BenchError(f"unknown backend(s): {', '.join(sorted(unknown))}")
+    if args.scenarios:
+        options.scenarios = _names(args.scenarios, KINDS, "scenario")
+    if args.skip:
+        options.skip = _names(args.skip, PHASES, "phase")
     options.profile = not args.no_profile
     options.keep = args.keep
     for url in (options.admin_dsn, options.redis_url):
@@ -84,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                                   else argv)))
     try:
         options = options_from(args)
+        if not options.quick and options.results_dir == Path(__file__).resolve().parent and (
+                options.scenarios != KINDS or options.skip or not options.profile):
+            print("bench: note: a partial run writes bench/RESULTS.md; pass --results-dir for trial runs",
+                  file=sys.stderr)
         results = asyncio.run(Run(options, command).main())
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
@@ -107,4 +132,5 @@ def _write(folder: Path, results: dict[str, Any]) -> None:
     (folder / "RESULTS.md").write_text(report.markdown(results))
     if folder == Path(__file__).resolve().parent:
         report.update_readme(folder / "README.md", results)
+        report.update_main_readme(folder.parent / "README.md", results)
     print(f"wrote {folder / 'RESULTS.md'} and results.json")

@@ -33,10 +33,13 @@ def run_checked(args: list[str], *, env: dict[str, str], cwd: Path, timeout: flo
 
 
 class Child:
-    """A long-running child (`taskset -c CORE cmd...`), its output in `log`; taskset execs, so pid is cmd's."""
+    """A long-running child (`taskset -c CORES cmd...`), its output in `log`; taskset execs, so pid is cmd's.
 
-    def __init__(self, name: str, args: list[str], *, core: int | None, log: Path, env: dict[str, str] | None = None,
-                 cwd: Path | None = None) -> None:
+    `core` is one core (1) or a taskset list ("0,1").
+    """
+
+    def __init__(self, name: str, args: list[str], *, core: int | str | None, log: Path,
+                 env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
         self.name = name
         self.log = log
         pinned = ["taskset", "-c", str(core), *args] if core is not None else args

@@ -5,25 +5,40 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.targets import (
+    BASELINE_SOURCE,
+    KIND_LABEL,
+    KINDS,
+    SQLITE_P99_OVER_P50,
+    SQLITE_STALL_MS,
+    also_checked,
+    evaluate,
+    find,
+    median,
+    per_core_capacity,
+    ratio,
+    replicas_needed,
+    worst_stall,
+)
+
 NOTES = Path(__file__).resolve().parent / "notes" / "proposals.md"
 README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
-KINDS = ("chat", "stream", "embed")
-KIND_LABEL = {"chat": "chat, non-stream", "stream": "chat, stream (32 tokens)", "embed": "embeddings"}
+MAIN_README_START = "<!-- bench:start -->"
+MAIN_README_END = "<!-- bench:end -->"
 TARGET_LABEL = {"direct": "direct (emulator)", "postgres": "gateway, PostgreSQL + Redis",
-                "sqlite": "gateway, SQLite (embedded)"}
+                "sqlite": "gateway, SQLite (embedded)", "scaleout": "scale-out gateways (PostgreSQL + Redis, 1 and 2 "
+                                                                    "workers)"}
+RATES = (100, 500, 1_000, 5_000, 10_000)  # req/s for the replica table
+UTILISATION = 0.7  # each replica's core kept at 70% busy: headroom for bursts, GC and the usage writer
 
 
 def _find(results: dict[str, Any], target: str, kind: str, concurrency: int) -> dict[str, Any] | None:
-    for scenario in results["scenarios"]:
-        if (scenario["target"], scenario["kind"], scenario["concurrency"]) == (target, kind, concurrency):
-            return dict(scenario)
-    return None
+    return find(results, target, kind, concurrency)
 
 
 def _median(results: dict[str, Any], target: str, kind: str, concurrency: int, name: str) -> float | None:
-    scenario = _find(results, target, kind, concurrency)
-    return None if scenario is None else scenario["median"].get(name)
+    return median(results, target, kind, concurrency, name)
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -32,75 +47,49 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
-def _verdict(name: str, value: float | None, limit: float, unit: str, *, at_least: bool) -> dict[str, Any]:
-    if value is None:
-        return {"target": name, "measured": None, "unit": unit, "met": None, "gap": "not measured"}
-    met = value >= limit if at_least else value <= limit
-    if met:
-        gap = f"met with {abs(value - limit):,.2f} {unit} to spare"
-    else:
-        miss = limit - value if at_least else value - limit
-        gap = f"missed by {miss:,.2f} {unit} ({100 * miss / limit:.0f}% of the target)"
-    return {"target": name, "measured": round(value, 3), "unit": unit, "met": met, "gap": gap}
-
-
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets for the full production path (PostgreSQL + Redis), each met or missed by how much."""
-    pg = results["backends"].get("postgres", {})
-    found = [
-        _verdict("non-streaming chat ≥ 1,000 req/s at c=16", _median(results, "postgres", "chat", 16, "rps"),
-                 1000, "req/s", at_least=True),
-        _verdict("embeddings ≥ 1,500 req/s at c=16", _median(results, "postgres", "embed", 16, "rps"), 1500,
-                 "req/s", at_least=True),
-        _verdict("streaming chat (32 tokens) ≥ 500 streams/s at c=16",
-                 _median(results, "postgres", "stream", 16, "rps"), 500, "streams/s", at_least=True),
-    ]
-    for item, kind in zip(found, ("chat", "embed", "stream"), strict=True):
-        item["capacity"] = _median(results, "postgres", kind, 16, "capacity")
-    for kind in KINDS:
-        gateway = _median(results, "postgres", kind, 1, "p50")
-        direct = _median(results, "direct", kind, 1, "p50")
-        added = None if gateway is None or direct is None else gateway - direct
-        found.append(_verdict(f"added p50 latency at c=1 ≤ 1 ms ({KIND_LABEL[kind]})", added, 1.0, "ms",
-                              at_least=False))
-    gateway_ttft = pg.get("ttft", {}).get("ttft_ms", {}).get("p50")
-    direct_ttft = results.get("ttft_direct", {}).get("ttft_ms", {}).get("p50")
-    found.append(_verdict("time-to-first-token overhead ≤ 1 ms (p50, c=1)",
-                          None if gateway_ttft is None or direct_ttft is None else gateway_ttft - direct_ttft, 1.0,
-                          "ms", at_least=False))
-    found.append(_verdict("idle RSS ≤ 80 MB", pg.get("idle_rss_mb_at_start"), 80, "MB", at_least=False))
-    slow = pg.get("slow_streams", {})
-    found.append(_verdict(f"{slow.get('streams', 1000):,} concurrent slow streams within +150 MB",
-                          slow.get("rss_added_mb"), 150, "MB", at_least=False))
-    if slow:
-        complete = slow["gateway"]["complete"]
-        found.append({"target": f"{slow['streams']:,} concurrent slow streams all complete",
-                      "measured": complete, "unit": "streams", "met": complete == slow["streams"],
-                      "gap": "all complete" if complete == slow["streams"]
-                      else f"{slow['streams'] - complete} did not complete"})
-    trips = pg.get("round_trips", {})
-    worst = max((trips[kind]["pg_critical_median"] for kind in KINDS if kind in trips
-                 and trips[kind]["pg_critical_median"] is not None), default=None)
-    found.append(_verdict("≤ 2 database round trips on a request's critical path (median)", worst, 2, "round trips",
-                          at_least=False))
-    return found
+    """Issue #16's goals (PostgreSQL + Redis unless named), then the earlier targets that still apply."""
+    return evaluate(results) + also_checked(results)
+
+
+def with_unit(value: float | int, unit: str) -> str:
+    """A measured value as the targets table shows it: ratios as 2.5x, small times to the microsecond."""
+    if isinstance(value, int):
+        return f"{value:,} {unit}"
+    if unit == "x":
+        return f"{value:,.1f}x"
+    digits = 3 if unit == "ms" and abs(value) < 10 else 1 if unit == "MiB" else 2
+    return f"{value:,.{digits}f} {unit}"
+
+
+def _measured(item: dict[str, Any]) -> str:
+    if item["measured"] is None:
+        return "–"
+    return with_unit(item["measured"], item["unit"]) + (f" ({item['detail']})" if item.get("detail") else "")
 
 
 def targets_table(results: dict[str, Any]) -> str:
-    lines = ["| target | measured | met | gap |", "| --- | --- | --- | --- |"]
-    for item in results.get("targets") or targets(results):
-        measured = "–" if item["measured"] is None else f"{item['measured']:,} {item['unit']}"
-        if item.get("capacity"):
-            measured += f" ({item['capacity']:,.0f} per CPU-second)"
+    """Goal, the issue's "now" beside this run's value, met or not."""
+    lines = ["| | goal | now (issue #16) | this run | met | gap |", "| --- | --- | --- | --- | --- | --- |"]
+    for item in targets(results):
         met = {True: "yes", False: "**no**", None: "–"}[item["met"]]
-        lines.append(f"| {item['target']} | {measured} | {met} | {item['gap']} |")
+        lines.append(f"| {item['target']} | {item.get('goal', '')} | {item.get('baseline', '')} | "
+                     f"{_measured(item)} | {met} | {item['gap']} |")
     return "\n".join(lines)
 
 
+def _rss(mapping: dict[str, Any], name: str) -> float | None:
+    """An RSS figure in MiB (older results.json named the same KiB ÷ 1024 "_mb")."""
+    value = mapping.get(f"{name}_mib", mapping.get(f"{name}_mb"))
+    return None if value is None else float(value)
+
+
 def main_table(results: dict[str, Any]) -> str:
-    lines = ["| scenario | path | c | req/s | p50 ms | p90 ms | p99 ms | errors | CPU ms/req | req/s per CPU-second "
-             "| peak RSS MB | DB xacts/req | DB rows written/req | DB connections opened/1k req | load avg |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| scenario | path | c | req/s | p50 ms | p90 ms | p99 ms | max ms | errors | CPU ms/req "
+             "| req/s per CPU-second | PostgreSQL CPU ms/req | peak RSS MiB | DB xacts/req | DB rows written/req "
+             "| DB connections opened/1k req | load avg |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+             "| ---: | ---: |"]
     for kind in KINDS:
         for target in ("direct", "postgres", "sqlite"):
             for scenario in results["scenarios"]:
@@ -113,8 +102,10 @@ def main_table(results: dict[str, Any]) -> str:
                 sessions = 1000 * db["sessions_per_request"] if "sessions_per_request" in db else None
                 lines.append(
                     f"| {KIND_LABEL[kind]} | {TARGET_LABEL[target]} | {scenario['concurrency']} | {_fmt(m['rps'])} | "
-                    f"{_fmt(m['p50'], 2)} | {_fmt(m['p90'], 2)} | {_fmt(m['p99'], 2)} | {scenario['errors']} | "
-                    f"{_fmt(m['cpu_ms_per_request'], 3)} | {_fmt(m.get('capacity'), 0)} | {_fmt(m['peak_rss_mb'])} | "
+                    f"{_fmt(m['p50'], 2)} | {_fmt(m['p90'], 2)} | {_fmt(m['p99'], 2)} | "
+                    f"{_fmt(worst_stall(results, target, kind, scenario['concurrency']), 2)} | {scenario['errors']} | "
+                    f"{_fmt(m['cpu_ms_per_request'], 3)} | {_fmt(m.get('capacity'), 0)} | "
+                    f"{_fmt(m.get('pg_cpu_ms_per_request'), 3)} | {_fmt(_rss(m, 'peak_rss'))} | "
                     f"{_fmt(xacts, 2)} | {_fmt(rows, 2)} | {_fmt(sessions, 1)} | {_fmt(m.get('load1'), 1)} |")
     return "\n".join(lines)
 
@@ -173,8 +164,8 @@ def slow_section(slow: dict[str, Any]) -> str:
                      "against the direct run. The direct run is no clean baseline here: the emulator and the stream "
                      "client share core 0 and serving all streams at once stretches their own gaps; through the "
                      "gateway, admission spreads the streams out in time")
-    extra.append(f"gateway RSS {slow['rss_before_mb']} MB before, peak {slow['rss_peak_mb']} MB "
-                 f"(+{slow['rss_added_mb']} MB)")
+    extra.append(f"gateway RSS {_rss(slow, 'rss_before')} MiB before, peak {_rss(slow, 'rss_peak')} MiB "
+                 f"(+{_rss(slow, 'rss_added')} MiB)")
     extra.append(f"gateway CPU {slow['gateway_cpu_ms_per_stream']} ms per stream")
     for reason, example in (gateway.get("error_examples") or {}).items():
         extra.append(f"{reason} through the gateway, for example: `{' '.join(example.split())[:300]}`")
@@ -232,7 +223,143 @@ def correctness_section(results: dict[str, Any]) -> str:
                        + ("; warnings and errors by kind: " + "; ".join(f"{count} × `{kind}`" for kind, count in
                                                                        kinds.items())
                           if kinds else "; no warning or error"))
+        for workers, logged in (backend.get("gateway_logs") or {}).items():
+            kinds = logged.get("kinds") or {}
+            out.append(f"- Gateway log (scale-out, {workers} worker{'s' if workers != '1' else ''}): lines per "
+                       f"level {logged['lines']}"
+                       + ("; warnings and errors by kind: " + "; ".join(f"{count} × `{kind}`" for kind, count in
+                                                                       kinds.items())
+                          if kinds else "; no warning or error"))
     return "\n".join(out) or "Not run."
+
+
+def cpu_section(results: dict[str, Any]) -> str:
+    """CPU per request by scenario and concurrency, against the emulator's own (the upstream's floor)."""
+    lines = ["| scenario | c | upstream (emulator) CPU ms/req | gateway CPU ms/req, PostgreSQL + Redis | × upstream "
+             "| req/s per core | PostgreSQL server CPU ms/req | gateway CPU ms/req, SQLite | × upstream "
+             "| wrk CPU ms/req |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    concurrencies = sorted({scenario["concurrency"] for scenario in results.get("scenarios", [])})
+    for kind in KINDS:
+        for concurrency in concurrencies:
+            upstream = _median(results, "direct", kind, concurrency, "cpu_ms_per_request")
+            pg = _median(results, "postgres", kind, concurrency, "cpu_ms_per_request")
+            lite = _median(results, "sqlite", kind, concurrency, "cpu_ms_per_request")
+            if upstream is None and pg is None and lite is None:
+                continue
+            server = _median(results, "postgres", kind, concurrency, "pg_cpu_ms_per_request")
+            wrk = _wrk_cpu(results, "postgres", kind, concurrency)
+            lines.append(f"| {KIND_LABEL[kind]} | {concurrency} | {_fmt(upstream, 3)} | {_fmt(pg, 3)} | "
+                         f"{_times(ratio(pg, upstream))} | {_fmt(per_core_capacity(pg), 0)} | {_fmt(server, 3)} | "
+                         f"{_fmt(lite, 3)} | {_times(ratio(lite, upstream))} | {_fmt(wrk, 3)} |")
+    return ("CPU time (utime + stime from /proc) of each process over the measured runs ÷ requests completed, "
+            "medians of the runs. *upstream* is the emulator's own CPU per request when wrk calls it directly at "
+            "the same concurrency: the floor any gateway in front of it adds to. *PostgreSQL server* is the CPU of "
+            "the PostgreSQL backends connected to the throwaway database (pg_stat_activity's pids, /proc), which a "
+            "scaled-out deployment pays once per request on the database's own cores. *wrk* is the load "
+            "generator's own CPU.\n\n" + "\n".join(lines))
+
+
+def _times(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.1f}x"
+
+
+def _wrk_cpu(results: dict[str, Any], target: str, kind: str, concurrency: int) -> float | None:
+    scenario = _find(results, target, kind, concurrency)
+    if scenario is None:
+        return None
+    values = sorted(sample["other_cpu_ms_per_request"]["wrk"] for sample in scenario.get("samples", [])
+                    if (sample.get("other_cpu_ms_per_request") or {}).get("wrk") is not None)
+    return values[len(values) // 2] if values else None
+
+
+def tail_section(results: dict[str, Any]) -> str:
+    """p99 against p50 and the slowest request, per backend: the embedded default's stalls."""
+    lines = ["| scenario | path | c | p50 ms | p99 ms | p99 ÷ p50 | p99.9 ms | slowest request ms |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for kind in KINDS:
+        for target in ("postgres", "sqlite"):
+            for scenario in results.get("scenarios", []):
+                if scenario["kind"] != kind or scenario["target"] != target:
+                    continue
+                m, c = scenario["median"], scenario["concurrency"]
+                lines.append(f"| {KIND_LABEL[kind]} | {TARGET_LABEL[target]} | {c} | {_fmt(m['p50'], 2)} | "
+                             f"{_fmt(m['p99'], 2)} | {_times(ratio(m['p99'], m['p50']))} | "
+                             f"{_fmt(m.get('p99_9'), 2)} | {_fmt(worst_stall(results, target, kind, c), 2)} |")
+    return (f"Goal for the embedded default: p99 ≤ {SQLITE_P99_OVER_P50:g}x its p50 and no request slower than "
+            f"{SQLITE_STALL_MS:g} ms (a stall). Percentiles are medians of the measured runs; the slowest request is "
+            "the largest of wrk's per-run maximum over the measured runs (warm-ups excluded).\n\n" + "\n".join(lines))
+
+
+def scaleout_section(results: dict[str, Any]) -> str:
+    """One worker on one core against two workers on two cores."""
+    found = results.get("backends", {}).get("scaleout")
+    if not found or not found.get("runs"):
+        return "Not run."
+    lines = ["| workers | cores | req/s | p50 ms | p99 ms | errors | gateway CPU ms/req | req/s per core "
+             "| CPU split between workers | emulator CPU ms/req | wrk CPU ms/req | other busy time on these cores "
+             "| idle RSS MiB per worker |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |"]
+    for key in sorted(found["runs"]):
+        run = found["runs"][key]
+        m = run["median"]
+        splits = [sample["worker_cpu_split"] for sample in run.get("samples", []) if sample.get("worker_cpu_split")]
+        split = " / ".join(f"{100 * share:.0f}%" for share in splits[-1]) if splits else "–"
+        others = [sample.get("other_cpu_ms_per_request") or {} for sample in run.get("samples", [])]
+        emulator = _middle([item["emulator"] for item in others if "emulator" in item])
+        wrk = _middle([item["wrk"] for item in others if "wrk" in item])
+        lines.append(f"| {run['workers']} | {','.join(str(core) for core in run['cores'])} | {_fmt(m['rps'])} | "
+                     f"{_fmt(m['p50'], 2)} | {_fmt(m['p99'], 2)} | {run['errors']} | "
+                     f"{_fmt(m['cpu_ms_per_request'], 3)} | {_fmt(m.get('capacity'), 0)} | {split} | "
+                     f"{_fmt(emulator, 3)} | {_fmt(wrk, 3)} | {_fmt(m.get('foreign_core_pct'), 0)}% | "
+                     f"{', '.join(_fmt(value) for value in run.get('idle_rss_mib', []))} |")
+    ratios = found.get("ratio") or {}
+    text = (f"{KIND_LABEL.get(found.get('kind', 'chat'), found.get('kind'))}, wrk with {found.get('connections')} "
+            "keep-alive connections on both, its own throwaway PostgreSQL database, Redis rate limits; "
+            "`privaterouter serve` with `WORKERS=1` pinned to the gateway's core, then `WORKERS=2` (uvicorn's "
+            "multiprocess mode: the supervisor binds the socket, both workers accept on it) on both cores. **This "
+            "machine has 2 cores**: with two workers, wrk and the emulator (on the load core) share the cores with "
+            "the gateway, so the throughput ratio understates two dedicated cores; the gateway's CPU per request is "
+            "the figure that carries over (\"other busy time\" = the cores' busy time the gateway did not spend, "
+            "in % of the cores' time).\n\n" + "\n".join(lines) + "\n\n")
+    text += (f"- throughput, 2 workers ÷ 1: **{_times(ratios.get('throughput'))}**\n"
+             f"- CPU per request, 2 workers ÷ 1: {_times(ratios.get('cpu_per_request'))} → two dedicated cores would "
+             f"serve {_times(ratios.get('capacity'))} one core's requests (2 ÷ that ratio)\n")
+    return text
+
+
+def _middle(values: list[float]) -> float | None:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else None
+
+
+def replicas_section(results: dict[str, Any]) -> str:
+    """How many one-worker replicas (one core each) a request rate needs, from the measured CPU per request."""
+    costs: dict[str, float] = {}
+    for kind in KINDS:
+        value = _median(results, "postgres", kind, 16, "cpu_ms_per_request")
+        if value:
+            costs[kind] = value
+    scale = results.get("backends", {}).get("scaleout", {})
+    two = (scale.get("runs", {}).get("2", {}).get("median", {}) or {}).get("cpu_ms_per_request")
+    if two and scale.get("kind") in costs:
+        costs[scale["kind"]] = max(costs[scale["kind"]], two)  # several workers may cost more each: take the worse
+    if not costs:
+        return "Not measured."
+    lines = ["| request mix | gateway CPU ms/req | req/s per core | " + " | ".join(f"{rate:,} req/s" for rate in RATES)
+             + " |", "| --- | ---: | ---: | " + " | ".join("---:" for _ in RATES) + " |"]
+    for kind, cpu in costs.items():
+        lines.append(f"| {KIND_LABEL[kind]} | {cpu:.3f} | {1000 / cpu:,.0f} | "
+                     + " | ".join(str(replicas_needed(rate, cpu, UTILISATION)) for rate in RATES) + " |")
+    server = _median(results, "postgres", "chat", 16, "pg_cpu_ms_per_request")
+    note = (f"Replicas = ⌈rate × CPU per request ÷ {UTILISATION:.0%} busy⌉, one worker on one core each (or one "
+            "replica with `WORKERS=N` on N cores); CPU per request at c=16 on PostgreSQL + Redis, the worse of the "
+            "one- and two-worker figures where both were measured. Streams are counted per stream of 32 tokens; "
+            "longer answers cost more per stream (the slow-stream test gives CPU per 200-token stream).")
+    if server:
+        note += (f" PostgreSQL itself spent {server:.3f} ms of CPU per chat request: one database core serves about "
+                 f"{1000 / server:,.0f} req/s before it, not the gateways, is the limit.")
+    return note + "\n\n" + "\n".join(lines)
 
 
 def profile_section(found: dict[str, Any]) -> str:
@@ -282,6 +409,8 @@ def markdown(results: dict[str, Any]) -> str:
     notes = NOTES.read_text().strip() if NOTES.exists() else "_No notes yet._"
     foreign = [s["median"]["foreign_core_pct"] for s in results["scenarios"]
                if s["median"].get("foreign_core_pct") is not None]
+    skipped = ", ".join(options.get("skip") or []) or "none"
+    scenarios = ", ".join(options.get("scenarios") or KINDS)
     sections = [
         "# PrivateRouter benchmark results",
         f"Run on {results['started']} (finished {results.get('finished', '?')}) with\n\n```\n{results['command']}\n```"
@@ -312,19 +441,27 @@ def markdown(results: dict[str, Any]) -> str:
         "- **CPU ms/req**: utime+stime of the process under test (`/proc/<pid>/stat`) over the run ÷ completed "
         "requests (for direct rows: the emulator's). **req/s per CPU-second** = 1000 ÷ CPU ms/req: the rate one "
         "core would sustain at that cost, which other load on the machine does not distort the way it distorts "
-        "req/s. **Peak RSS**: VmHWM, reset before each run. **load avg**: the machine's 1-minute load average at "
-        "the end of the run (2 cores; other sessions' test suites share the machine).\n"
+        "req/s. **PostgreSQL CPU ms/req**: the same for the PostgreSQL backends connected to the throwaway "
+        "database. **Peak RSS** (MiB): VmHWM, reset before each run. **max ms**: the slowest request of the "
+        "measured runs (wrk's max). **load avg**: the machine's 1-minute load average at the end of the run "
+        "(2 cores; other sessions' test suites share the machine).\n"
+        f"- **Selection**: scenarios {scenarios}; phases left out: {skipped}.\n"
         "- **DB xacts/req**: `pg_stat_database` (xact_commit + xact_rollback) of the throwaway database across "
         "the scenario (warm-up included) ÷ usage events written in it (= requests the gateway admitted); "
         "PostgreSQL reports statistics about once a second, so the window waits for it.",
-        "## Targets (one worker on one core, PostgreSQL + Redis)\n\n" + targets_table(results),
+        "## Targets (one worker on one core, PostgreSQL + Redis, unless named)\n\n"
+        f"*now* = {BASELINE_SOURCE}.\n\n" + targets_table(results),
+        "## CPU per request against the upstream\n\n" + cpu_section(results),
         "## Throughput and latency\n\n" + main_table(results),
+        "## Tail latency and stalls (p99 against p50)\n\n" + tail_section(results),
         "## Added latency at concurrency 1\n\n" + added_latency_table(results),
         "## Time to first token at concurrency 1\n\nA streaming chat request on a fresh connection per stream "
         "(the clock starts when the request is written); first frame = first NDJSON line directly, first SSE "
         "`data:` frame through the gateway.\n\n" + ttft_table(results),
         "## Slow streams\n\n" + slow_section(pg.get("slow_streams", {})),
         "## Database round trips per request (PostgreSQL)\n\n" + round_trip_section(pg.get("round_trips", {})),
+        "## Scale-out: two workers on two cores\n\n" + scaleout_section(results),
+        "## Replicas for a request rate\n\n" + replicas_section(results),
         "## Correctness after load\n\n" + correctness_section(results),
         "## Profile (py-spy, PostgreSQL + Redis)\n\n" + profile_section(pg.get("profile", {})),
         "## What each piece costs (micro-benchmarks)\n\n" + micro_section(pg.get("micro", {})),
@@ -351,14 +488,66 @@ def _median_of(values: list[float]) -> float:
     return ordered[len(ordered) // 2]
 
 
+def _replace_block(path: Path, start_marker: str, end_marker: str, body: str) -> bool:
+    """Put `body` between the two markers of `path`; False when the file or a marker is missing."""
+    if not path.exists():
+        return False
+    text = path.read_text()
+    if start_marker not in text or end_marker not in text:
+        return False
+    start, end = text.index(start_marker), text.index(end_marker) + len(end_marker)
+    path.write_text(text[:start] + f"{start_marker}\n{body}\n{end_marker}" + text[end:])
+    return True
+
+
 def update_readme(readme: Path, results: dict[str, Any]) -> None:
-    """Replace the README's results block with the latest targets and table."""
-    if not readme.exists():
-        return
-    text = readme.read_text()
-    if README_START not in text or README_END not in text:
-        return
-    block = (f"{README_START}\nLatest run: {results['started']} (`{results['command']}`); details in "
-             f"[RESULTS.md](RESULTS.md).\n\n{targets_table(results)}\n\n{main_table(results)}\n{README_END}")
-    start, end = text.index(README_START), text.index(README_END) + len(README_END)
-    readme.write_text(text[:start] + block + text[end:])
+    """Replace bench/README.md's results block with the latest targets and table."""
+    _replace_block(readme, README_START, README_END,
+                   f"Latest run: {results['started']} (`{results['command']}`); details in [RESULTS.md](RESULTS.md)."
+                   f"\n\n{targets_table(results)}\n\n{main_table(results)}")
+
+
+def readme_block(results: dict[str, Any], results_link: str = "bench/RESULTS.md") -> str:
+    """The project README's benchmark table: goals, the issue's "now" beside this run, CPU, scale-out, replicas."""
+    source = results.get("source", {})
+    scale = results.get("backends", {}).get("scaleout", {}).get("ratio") or {}
+    passed = [name for name, backend in results.get("backends", {}).items()
+              if backend.get("correctness", {}).get("passed")]
+    failed = [name for name, backend in results.get("backends", {}).items()
+              if backend.get("correctness") and not backend["correctness"].get("passed")]
+    money = ("correctness after load (one usage event per 2xx, ledger = balance, no open holds): "
+             + ("**FAILED** on " + ", ".join(failed) if failed else "passed on " + ", ".join(passed) or "not run"))
+    parts = [
+        f"Latest run: {results['started']} on commit `{source.get('commit', '?')}` (`{results['command']}`); "
+        f"{money}. Details: [{results_link}]({results_link}). *now* = {BASELINE_SOURCE}.",
+        targets_table(results),
+        "CPU per request (gateway alone on one core; × upstream = ÷ the emulator's own CPU per request):",
+        _cpu_summary(results),
+    ]
+    if scale:
+        parts.append(f"Scale-out (chat, 2 workers on 2 cores ÷ 1 worker on 1 core): {_times(scale.get('throughput'))} "
+                     f"the throughput, {_times(scale.get('cpu_per_request'))} the CPU per request; this machine has 2 "
+                     "cores, so wrk and the emulator share them with the two workers.")
+    parts.append("Replicas (one worker, one core each) for a request rate, from the measured CPU per request:\n\n"
+                 + replicas_section(results))
+    return "\n\n".join(parts)
+
+
+def _cpu_summary(results: dict[str, Any]) -> str:
+    lines = ["| scenario (c=16) | gateway CPU ms/req | × upstream | req/s per core | req/s measured | p50 ms | "
+             "p99 ms |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for kind in KINDS:
+        cpu = _median(results, "postgres", kind, 16, "cpu_ms_per_request")
+        if cpu is None:
+            continue
+        upstream = _median(results, "direct", kind, 16, "cpu_ms_per_request")
+        lines.append(f"| {KIND_LABEL[kind]} | {cpu:.3f} | {_times(ratio(cpu, upstream))} | "
+                     f"{_fmt(per_core_capacity(cpu), 0)} | {_fmt(_median(results, 'postgres', kind, 16, 'rps'))} | "
+                     f"{_fmt(_median(results, 'postgres', kind, 16, 'p50'), 2)} | "
+                     f"{_fmt(_median(results, 'postgres', kind, 16, 'p99'), 2)} |")
+    return "\n".join(lines)
+
+
+def update_main_readme(readme: Path, results: dict[str, Any]) -> bool:
+    """Replace the project README's benchmark block (between MAIN_README_START and MAIN_README_END)."""
+    return _replace_block(readme, MAIN_README_START, MAIN_README_END, readme_block(results))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -16,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import checks, profile
+from bench import checks, profile, scaleout
 from bench.procs import REPO, Child, privaterouter, run_checked
 from bench.proxy import TurnProxy
 from bench.stack import (
@@ -33,9 +35,11 @@ from bench.stack import (
 )
 from bench.streams import StreamSpec, run_streams
 from bench.system import (
+    BenchError,
     core_times,
     cores,
     cpu_ticks,
+    cpu_ticks_of,
     free_port,
     load_average,
     peak_rss_kib,
@@ -44,9 +48,13 @@ from bench.system import (
     reset_peak_rss,
     rss_kib,
     source_state,
+    ticks_spent,
     ticks_to_ms,
 )
-from bench.wrk import Scenario, direct_scenarios, gateway_scenarios, run_wrk
+from bench.wrk import KINDS, Scenario, direct_scenarios, gateway_scenarios, run_wrk
+
+# Phases `--skip` can leave out (the throughput runs and the correctness check always run).
+PHASES = ("ttft", "micro", "profile", "slow", "roundtrips", "scaleout")
 
 
 @dataclass
@@ -66,12 +74,27 @@ class Options:
     profile_seconds: int = 10
     micro_count: int = 300
     profile: bool = True
+    scenarios: tuple[str, ...] = KINDS  # chat, stream, embed: which wrk scenarios run (and TTFT only with stream)
+    skip: tuple[str, ...] = ()  # phases of PHASES left out
+    scaleout_connections: int = 32  # wrk connections for the 1- and 2-worker comparison (16 per worker)
     admin_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     redis_url: str = "redis://127.0.0.1:6379/13"
     gateway_core: int = 1
     load_core: int = 0
     results_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent)
     keep: bool = False
+
+    def runs(self, phase: str) -> bool:
+        """Whether an optional phase runs (the slow streams also need a count above zero)."""
+        if phase == "profile" and not self.profile:
+            return False
+        if phase == "slow" and self.slow_streams <= 0:
+            return False
+        if phase == "ttft" and "stream" not in self.scenarios:
+            return False
+        if phase == "scaleout" and ("postgres" not in self.backends or cores() < 2):
+            return False
+        return phase not in self.skip
 
     @classmethod
     def quick_defaults(cls) -> Options:
@@ -90,10 +113,15 @@ class Sample:
     p50: float
     p90: float
     p99: float
-    cpu_ms_per_request: float | None  # the process under test: the gateway, or the emulator for direct rows
-    peak_rss_mb: float | None
-    foreign_core_pct: float | None  # busy time on the gateway's core not spent by the gateway
+    cpu_ms_per_request: float | None  # the process(es) under test: the gateway's, or the emulator's for direct rows
+    peak_rss_mib: float | None  # VmHWM in MiB, summed over the processes under test
+    foreign_core_pct: float | None  # busy time on the gateway's core(s) not spent by the gateway, % of their time
     load1: float = 0.0  # the machine's 1-minute load average at the end of the run
+    max_ms: float | None = None  # wrk's slowest request of the run: the largest stall
+    p99_9: float | None = None
+    pg_cpu_ms_per_request: float | None = None  # PostgreSQL's backends serving the throwaway database
+    worker_cpu_split: list[float] | None = None  # each worker's share of the gateway's CPU (several workers)
+    other_cpu_ms_per_request: dict[str, float] | None = None  # wrk, and the emulator behind a gateway
 
     @property
     def capacity(self) -> float | None:
@@ -115,10 +143,13 @@ class ScenarioResult:
         return statistics.median(values) if values else None
 
     def as_json(self) -> dict[str, Any]:
-        medians = {name: self.median(name) for name in ("rps", "p50", "p90", "p99", "cpu_ms_per_request",
-                                                          "peak_rss_mb", "foreign_core_pct", "capacity", "load1")}
+        medians = {name: self.median(name) for name in ("rps", "p50", "p90", "p99", "p99_9", "max_ms",
+                                                          "cpu_ms_per_request", "pg_cpu_ms_per_request",
+                                                          "peak_rss_mib", "foreign_core_pct", "capacity", "load1")}
+        stalls = [sample.max_ms for sample in self.samples if sample.max_ms is not None]
         return {"target": self.target, "kind": self.kind, "label": self.label, "concurrency": self.concurrency,
-                "median": medians, "errors": sum(sample.errors for sample in self.samples),
+                "median": medians, "max_ms": max(stalls, default=None),
+                "errors": sum(sample.errors for sample in self.samples),
                 "requests": sum(sample.requests for sample in self.samples),
                 "samples": [{**asdict(sample), "capacity": sample.capacity} for sample in self.samples],
                 "db": self.db}
@@ -141,7 +172,8 @@ class Run:
 
     # --- processes ---------------------------------------------------------------------------------
 
-    def start(self, name: str, args: list[str], *, core: int | None, env: dict[str, str] | None = None) -> Child:
+    def start(self, name: str, args: list[str], *, core: int | str | None,
+              env: dict[str, str] | None = None) -> Child:
         child = Child(name, args, core=core, log=self.tmp / f"{name.replace(' ', '-')}.log", env=env, cwd=self.tmp)
         self.children.append(child)
         return child
@@ -161,35 +193,77 @@ class Run:
 
     # --- one wrk measurement -----------------------------------------------------------------------
 
-    async def measure(self, base_url: str, scenario: Scenario, connections: int, seconds: float, pid: int,
-                      *, ids_file: Path | None, headers: tuple[str, ...], core_of_pid: int | None) -> Sample:
-        ticks_before = cpu_ticks(pid)
-        core_before = core_times(core_of_pid) if core_of_pid is not None else None
-        reset_peak_rss(pid)
+    async def measure(self, base_url: str, scenario: Scenario, connections: int, seconds: float,
+                      pids: list[int], *, ids_file: Path | None, headers: tuple[str, ...],
+                      cores: tuple[int, ...] | None, pg_database: str | None = None,
+                      others: dict[str, list[int]] | None = None) -> Sample:
+        """One wrk run; CPU and peak RSS summed over `pids` (the gateway's workers, or the emulator).
+
+        `others` names further processes whose CPU per request is recorded too (the emulator behind the
+        gateway); wrk's own CPU comes from this process's reaped children (wrk is the only one reaped here).
+        """
+        pg_before = await self.pg_ticks(pg_database)
+        others_before = {name: cpu_ticks_of(group) for name, group in (others or {}).items()}
+        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        ticks_before = cpu_ticks_of(pids)
+        core_before = core_times(cores) if cores else None
+        for pid in pids:
+            reset_peak_rss(pid)
         result = await run_wrk(base_url + scenario.path, self.body_file(scenario), connections=connections,
                                seconds=seconds, core=self.o.load_core, ids_file=ids_file, headers=headers)
-        ticks = cpu_ticks(pid) - ticks_before
+        spent = ticks_spent(ticks_before, cpu_ticks_of(pids))
+        ticks = sum(spent.values())
+        children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wrk_ms = 1000 * (children_after.ru_utime + children_after.ru_stime - children_before.ru_utime
+                         - children_before.ru_stime)
+        pg_spent = sum(ticks_spent(pg_before, await self.pg_ticks(pg_database)).values()) if pg_database else None
         foreign = None
-        if core_before is not None and core_of_pid is not None:
-            core_after = core_times(core_of_pid)
+        if core_before is not None and cores:
+            core_after = core_times(cores)
             total = core_after.total - core_before.total
             foreign = round(max(0.0, 100 * (core_after.busy - core_before.busy - ticks) / total), 1) if total else None
         latency = result.latency_ms
-        return Sample(rps=round(result.rps, 1), requests=result.requests, ok=result.ok, errors=result.errors,
-                      p50=latency["50"], p90=latency["90"], p99=latency["99"],
-                      cpu_ms_per_request=round(ticks_to_ms(ticks) / result.requests, 4) if result.requests else None,
-                      peak_rss_mb=round(peak_rss_kib(pid) / 1024, 1), foreign_core_pct=foreign, load1=load_average())
 
-    async def scenario(self, base_url: str, scenario: Scenario, connections: int, pid: int, *,
+        def per_request(ticks: int) -> float | None:
+            return round(ticks_to_ms(ticks) / result.requests, 4) if result.requests else None
+
+        peak = 0
+        for pid in pids:
+            with contextlib.suppress(OSError, BenchError):
+                peak += peak_rss_kib(pid)
+        split = [round(spent.get(pid, 0) / ticks, 3) if ticks else 0.0 for pid in pids] if len(pids) > 1 else None
+        other: dict[str, float] = {}
+        if result.requests:
+            other["wrk"] = round(wrk_ms / result.requests, 4)
+            for name, group in (others or {}).items():
+                other[name] = per_request(sum(ticks_spent(others_before[name], cpu_ticks_of(group)).values())) or 0.0
+        return Sample(rps=round(result.rps, 1), requests=result.requests, ok=result.ok, errors=result.errors,
+                      p50=latency["50"], p90=latency["90"], p99=latency["99"], p99_9=latency.get("99.9"),
+                      max_ms=latency.get("max"), cpu_ms_per_request=per_request(ticks),
+                      pg_cpu_ms_per_request=per_request(pg_spent) if pg_spent is not None else None,
+                      peak_rss_mib=round(peak / 1024, 1), foreign_core_pct=foreign, load1=load_average(),
+                      worker_cpu_split=split, other_cpu_ms_per_request=other or None)
+
+    async def pg_ticks(self, database: str | None) -> dict[int, int]:
+        """CPU ticks of the PostgreSQL backends connected to `database` (same machine: /proc is readable)."""
+        if database is None:
+            return {}
+        try:
+            return cpu_ticks_of(await checks.backend_pids(self.o.admin_dsn, database))
+        except OSError:
+            return {}
+
+    async def scenario(self, base_url: str, scenario: Scenario, connections: int, pids: list[int], *,
                        ids_dir: Path | None = None, headers: tuple[str, ...] = (),
-                       core_of_pid: int | None = None) -> ScenarioResult:
+                       cores: tuple[int, ...] | None = None, pg_database: str | None = None,
+                       ids_prefix: str = "", others: dict[str, list[int]] | None = None) -> ScenarioResult:
         result = ScenarioResult(scenario.target, scenario.kind, scenario.label, connections)
         runs = ([("warmup", self.o.warmup)] if self.o.warmup > 0 else []) + [
             (f"rep{rep}", self.o.duration) for rep in range(1, self.o.reps + 1)]
         for name, seconds in runs:
-            ids_file = ids_dir / f"{scenario.kind}-c{connections}-{name}.ids" if ids_dir else None
-            sample = await self.measure(base_url, scenario, connections, seconds, pid, ids_file=ids_file,
-                                        headers=headers, core_of_pid=core_of_pid)
+            ids_file = ids_dir / f"{ids_prefix}{scenario.kind}-c{connections}-{name}.ids" if ids_dir else None
+            sample = await self.measure(base_url, scenario, connections, seconds, pids, ids_file=ids_file,
+                                        headers=headers, cores=cores, pg_database=pg_database, others=others)
             if name != "warmup":
                 result.samples.append(sample)
         last = result.samples[-1]
@@ -242,16 +316,23 @@ class Run:
         self.models_file.write_text(registry_text(f"http://127.0.0.1:{fast_port}", f"http://127.0.0.1:{slow_port}"))
 
         log(f"direct: the emulator on core {o.load_core} (pid {fast.pid})")
-        direct_ttft = None
-        for scenario in direct_scenarios():
+        direct_ttft: dict[str, Any] | None = None
+        for scenario in self.selected(direct_scenarios()):
             for connections in o.concurrency:
-                result = await self.scenario(f"http://127.0.0.1:{fast_port}", scenario, connections, fast.pid)
+                result = await self.scenario(f"http://127.0.0.1:{fast_port}", scenario, connections, [fast.pid])
                 self.results["scenarios"].append(result.as_json())
-        direct_ttft = await self.ttft_probe(StreamSpec(fast_port, "/api/chat", direct_scenarios()[1].body,
-                                                       b'"done":', b'"done":true'), None)
-        self.results["ttft_direct"] = direct_ttft
+        if o.runs("ttft"):
+            direct_ttft = await self.ttft_probe(StreamSpec(fast_port, "/api/chat", direct_scenarios()[1].body,
+                                                           b'"done":', b'"done":true'), None)
+            self.results["ttft_direct"] = direct_ttft
         for name in o.backends:
             await self.backend(name)
+        if o.runs("scaleout"):
+            self.results["backends"]["scaleout"] = await scaleout.run(self)
+
+    def selected(self, scenarios: list[Scenario]) -> list[Scenario]:
+        """The scenarios `--scenarios` asked for, in the usual order."""
+        return [scenario for scenario in scenarios if scenario.kind in self.o.scenarios]
 
     async def backend(self, name: str) -> None:
         o = self.o
@@ -285,20 +366,23 @@ class Run:
             base = f"http://127.0.0.1:{port}"
             await asyncio.to_thread(gateway.wait_http, base + "/health")
             await asyncio.sleep(1.0)
-            summary["idle_rss_mb_at_start"] = round(rss_kib(gateway.pid) / 1024, 1)
+            summary["idle_rss_mib_at_start"] = round(rss_kib(gateway.pid) / 1024, 1)
             log(f"{name}: gateway pid {gateway.pid} on core {o.gateway_core}, idle RSS "
-                f"{summary['idle_rss_mb_at_start']} MB")
+                f"{summary['idle_rss_mib_at_start']} MiB")
             await self.throughput(backend, base, gateway)
-            summary["idle_rss_mb_after_load"] = round(rss_kib(gateway.pid) / 1024, 1)
+            summary["idle_rss_mib_after_load"] = round(rss_kib(gateway.pid) / 1024, 1)
             headers = (("Authorization", f"Bearer {backend.tenant.api_key}"),)
             stream_body = gateway_scenarios(name, CHAT_MODEL, EMBED_MODEL)[1].body
-            summary["ttft"] = await self.ttft_probe(StreamSpec(port, "/v1/chat/completions", stream_body, b"data: ",
-                                                               b"[DONE]", headers), ids_dir / "ttft.ids")
+            if o.runs("ttft"):
+                summary["ttft"] = await self.ttft_probe(StreamSpec(port, "/v1/chat/completions", stream_body,
+                                                                   b"data: ", b"[DONE]", headers), ids_dir / "ttft.ids")
             if name == "postgres":
-                summary["micro"] = await self.micro(backend)
-                if o.profile:  # before the slow streams, whose idle upstream connections linger in the pool
+                if o.runs("micro"):
+                    summary["micro"] = await self.micro(backend)
+                if o.runs("profile"):  # before the slow streams, whose idle upstream connections linger in the pool
                     summary["profile"] = await self.profile(backend, base, gateway)
-                summary["slow_streams"] = await self.slow_streams(backend, port, gateway)
+                if o.runs("slow"):
+                    summary["slow_streams"] = await self.slow_streams(backend, port, gateway)
             engine = _engine(database_url)
             try:
                 settle_s = await checks.wait_settled(engine, backend.tenant.account_id,
@@ -309,7 +393,7 @@ class Run:
             summary["gateway_exit"] = (await asyncio.to_thread(gateway.stop))
             self.children.remove(gateway)
             summary["gateway_log"] = _log_summary(gateway.log)
-            if name == "postgres":
+            if name == "postgres" and o.runs("roundtrips"):
                 summary["round_trips"] = await self.round_trips(backend)
             engine = _engine(database_url)
             try:
@@ -331,13 +415,15 @@ class Run:
         headers = (f"Authorization: Bearer {backend.tenant.api_key}",)
         engine = _engine(backend.database_url)
         try:
-            for scenario in gateway_scenarios(backend.name, CHAT_MODEL, EMBED_MODEL):
+            for scenario in self.selected(gateway_scenarios(backend.name, CHAT_MODEL, EMBED_MODEL)):
                 for connections in self.o.concurrency:
                     # Each scenario starts from a quiet gateway: the previous one's settlements are written.
                     await checks.wait_settled(engine, backend.tenant.account_id, at_least=0)
                     before = await self.db_counters(backend, engine)
-                    result = await self.scenario(base, scenario, connections, gateway.pid, ids_dir=backend.ids_dir,
-                                                 headers=headers, core_of_pid=self.o.gateway_core)
+                    result = await self.scenario(base, scenario, connections, [gateway.pid], ids_dir=backend.ids_dir,
+                                                 headers=headers, cores=(self.o.gateway_core,),
+                                                 pg_database=backend.pg_database,
+                                                 others={"emulator": [self.fast_pid]})
                     after = await self.db_counters(backend, engine)
                     if before and after and after["events"] > before["events"]:
                         admitted = after["events"] - before["events"]
@@ -411,13 +497,13 @@ class Run:
         _write_ids(via_run, backend.ids_dir / "slow.ids")
         result: dict[str, Any] = {"streams": o.slow_streams, "tokens": o.slow_tokens, "token_delay_ms": o.slow_delay_ms,
                   "ramp_s": o.slow_ramp_s, "direct": direct_run.summary(), "gateway": via_run.summary(),
-                  "rss_before_mb": round(before_rss / 1024, 1), "rss_peak_mb": round(peak / 1024, 1),
-                  "rss_added_mb": round((peak - before_rss) / 1024, 1),
+                  "rss_before_mib": round(before_rss / 1024, 1), "rss_peak_mib": round(peak / 1024, 1),
+                  "rss_added_mib": round((peak - before_rss) / 1024, 1),
                   "gateway_cpu_ms_per_stream": round(cpu_ms / max(1, o.slow_streams), 2)}
         log(f"slow streams: gateway {result['gateway']['complete']}/{o.slow_streams} complete, "
             f"TTFT p50 {result['gateway']['ttft_ms'].get('p50')} ms (direct {result['direct']['ttft_ms'].get('p50')}),"
             f" gap p50 {result['gateway']['gap_ms'].get('p50')} ms (direct {result['direct']['gap_ms'].get('p50')}),"
-            f" RSS +{result['rss_added_mb']} MB")
+            f" RSS +{result['rss_added_mib']} MiB")
         return result
 
     async def profile(self, backend: Backend, base: str, gateway: Child) -> dict[str, Any]:
@@ -425,7 +511,7 @@ class Run:
         assert backend.tenant is not None
         headers = (f"Authorization: Bearer {backend.tenant.api_key}",)
         found: dict[str, Any] = {}
-        for scenario in gateway_scenarios(backend.name, CHAT_MODEL, EMBED_MODEL)[:2]:
+        for scenario in self.selected(gateway_scenarios(backend.name, CHAT_MODEL, EMBED_MODEL)[:2]):
             output = self.tmp / f"profile-{scenario.kind}.txt"
             seconds = self.o.profile_seconds
             ticks = cpu_ticks(gateway.pid)
@@ -465,7 +551,7 @@ class Run:
         try:
             await asyncio.to_thread(gateway.wait_http, f"http://127.0.0.1:{port}/health")
             headers = (("Authorization", f"Bearer {backend.tenant.api_key}"),)
-            for scenario in gateway_scenarios(backend.name, CHAT_MODEL, EMBED_MODEL):
+            for scenario in self.selected(gateway_scenarios(backend.name, CHAT_MODEL, EMBED_MODEL)):
                 marker, terminal = ((b"data: ", b"[DONE]") if scenario.kind == "stream"
                                     else (b'"object"', b'"usage"'))
                 spec = StreamSpec(port, scenario.path, scenario.body, marker, terminal, headers)

@@ -62,12 +62,15 @@ def new_secret() -> str:
 
 
 def gateway_env(base: dict[str, str], *, models_file: Path, data_dir: Path, port: int, database_url: str | None,
-                redis_url: str | None, app_secret: str, jwt_secret: str) -> dict[str, str]:
-    """The production settings, as `privaterouter serve` reads them (logs at the default level, JSON)."""
+                redis_url: str | None, app_secret: str, jwt_secret: str, workers: int = 1) -> dict[str, str]:
+    """The production settings, as `privaterouter serve` reads them (logs at the default level, JSON).
+
+    `workers` > 1 is uvicorn's multiprocess mode (`WORKERS`), which the gateway allows only with Redis.
+    """
     env = {key: value for key, value in base.items() if key not in {"DATABASE_URL", "REDIS_URL", "WORKERS"}}
-    env.update(MODELS_FILE=str(models_file), DATA_DIR=str(data_dir), HOST="127.0.0.1", PORT=str(port), WORKERS="1",
-               APP_SECRET_KEY=app_secret, JWT_SECRET=jwt_secret, LOG_LEVEL="info", LOG_FORMAT="json",
-               PYTHONPATH=str(REPO))
+    env.update(MODELS_FILE=str(models_file), DATA_DIR=str(data_dir), HOST="127.0.0.1", PORT=str(port),
+               WORKERS=str(workers), APP_SECRET_KEY=app_secret, JWT_SECRET=jwt_secret, LOG_LEVEL="info",
+               LOG_FORMAT="json", PYTHONPATH=str(REPO))
     if database_url is not None:
         env["DATABASE_URL"] = database_url
     if redis_url is not None:

@@ -33,6 +33,40 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
 
 
+def cpu_ticks_of(pids: list[int]) -> dict[int, int]:
+    """CPU ticks of each process that still exists (a process that is gone is left out)."""
+    found: dict[int, int] = {}
+    for pid in pids:
+        try:
+            found[pid] = cpu_ticks(pid)
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def ticks_spent(before: dict[int, int], after: dict[int, int]) -> dict[int, int]:
+    """Ticks each process spent between two readings; a process first seen in `after` counts from zero."""
+    return {pid: ticks - before.get(pid, 0) for pid, ticks in after.items()}
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes of `pid` (scans /proc; uvicorn's workers are children of its supervisor)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
+                command = handle.read()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"resource_tracker" not in command:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
 def ticks_to_ms(ticks: int) -> float:
     return ticks * 1000.0 / CLK_TCK
 
@@ -71,15 +105,22 @@ class CoreTimes:
     total: int
 
 
-def core_times(core: int) -> CoreTimes:
-    """Busy and total jiffies of one CPU core (from /proc/stat)."""
+def core_times(core: int | tuple[int, ...]) -> CoreTimes:
+    """Busy and total jiffies of one CPU core, or summed over several (from /proc/stat)."""
+    wanted = {core} if isinstance(core, int) else set(core)
+    busy = total = 0
     with open("/proc/stat") as handle:
         for line in handle:
-            if line.startswith(f"cpu{core} "):
+            name = line.split(" ", 1)[0]
+            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in wanted:
                 values = [int(part) for part in line.split()[1:]]
                 idle = values[3] + values[4]  # idle + iowait
-                return CoreTimes(busy=sum(values[:8]) - idle, total=sum(values[:8]))
-    raise BenchError(f"/proc/stat has no cpu{core}")
+                busy += sum(values[:8]) - idle
+                total += sum(values[:8])
+                wanted.discard(int(name[3:]))
+    if wanted:
+        raise BenchError(f"/proc/stat has no cpu{min(wanted)}")
+    return CoreTimes(busy=busy, total=total)
 
 
 def load_average() -> float:

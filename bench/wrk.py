@@ -11,6 +11,7 @@ from typing import Any
 LUA = Path(__file__).resolve().parent / "lua" / "post.lua"
 PROMPT = [{"role": "user", "content": "Write a short note about measuring the latency of an API gateway."}]
 EMBED_INPUT = "A gateway's cost is the latency and CPU it adds in front of the GPU."
+KINDS = ("chat", "stream", "embed")  # the scenarios, in report order
 
 
 @dataclass(frozen=True)

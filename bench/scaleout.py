@@ -1,0 +1,143 @@
+"""Scale-out: one worker on one core against two workers on two cores, same database, same load.
+
+Both gateways run `privaterouter serve --no-migrate` on PostgreSQL + Redis (several workers need Redis:
+the gateway refuses `WORKERS` > 1 without it), against a throwaway database of their own with one
+tenant. The one-worker gateway is pinned to the gateway's core as in the main runs; the two-worker
+gateway (uvicorn's multiprocess mode, `WORKERS=2`) gets both cores, which on a 2-core machine it shares
+with wrk and the emulator (they stay on the load core). Each worker's CPU is read from /proc, so the
+report gives CPU per request beside the throughput: with the load generator on the same cores the
+throughput ratio understates what two dedicated cores give, the CPU per request does not. The money
+check runs on this database afterwards, like on every backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench import checks
+from bench.procs import Child, privaterouter, run_checked
+from bench.stack import (
+    CHAT_MODEL,
+    EMBED_MODEL,
+    Backend,
+    create_database,
+    create_tenant,
+    drop_database,
+    gateway_env,
+    new_secret,
+)
+from bench.system import BenchError, children, cpu_ticks_of, free_port, rss_kib
+from bench.wrk import gateway_scenarios
+
+if TYPE_CHECKING:
+    from bench.runner import Run
+
+WORKER_START_TIMEOUT_S = 60.0
+
+
+async def run(bench: Run) -> dict[str, Any]:
+    """Measure 1 worker / 1 core, then 2 workers / 2 cores; check the money; return the section's data."""
+    from bench.runner import _engine, _forget_redis_keys, _log_summary, log
+
+    o = bench.o
+    kind = "chat" if "chat" in o.scenarios else o.scenarios[0]
+    scenario = next(s for s in gateway_scenarios("scaleout", CHAT_MODEL, EMBED_MODEL) if s.kind == kind)
+    all_cores = tuple(sorted({o.load_core, o.gateway_core}))
+    pg_database = await create_database(o.admin_dsn)
+    host = o.admin_dsn.split("@", 1)[1].split("/", 1)[0]
+    database_url = f"postgresql+asyncpg://postgres@{host}/{pg_database}"
+    ids_dir = bench.tmp / "ids-scaleout"
+    ids_dir.mkdir(parents=True)
+    app_secret, jwt_secret = new_secret(), new_secret()
+    found: dict[str, Any] = {"database": "PostgreSQL (throwaway database)", "redis": o.redis_url,
+                             "kind": kind, "connections": o.scaleout_connections, "runs": {}}
+    backend: Backend | None = None
+    try:
+        for workers, cores in ((1, (o.gateway_core,)), (2, all_cores)):
+            port = free_port()
+            data_dir = bench.tmp / f"data-scaleout-{workers}"
+            env = gateway_env(dict(os.environ), models_file=bench.models_file, data_dir=data_dir, port=port,
+                              database_url=database_url, redis_url=o.redis_url, app_secret=app_secret,
+                              jwt_secret=jwt_secret, workers=workers)
+            if backend is None:
+                await asyncio.to_thread(run_checked, [*privaterouter(), "migrate"], env=env, cwd=bench.tmp)
+                backend = Backend("scaleout", database_url, env, data_dir, pg_database=pg_database, ids_dir=ids_dir)
+                backend.tenant = await create_tenant(database_url, app_secret)
+            assert backend.tenant is not None
+            gateway = bench.start(f"gateway-scaleout-{workers}w", [*privaterouter(), "serve", "--no-migrate"],
+                                  core=",".join(str(core) for core in cores), env=env)
+            try:
+                base = f"http://127.0.0.1:{port}"
+                await asyncio.to_thread(gateway.wait_http, base + "/health")
+                pids = await _workers(gateway, workers)
+                idle = [round(rss_kib(pid) / 1024, 1) for pid in pids]
+                log(f"scale-out: {workers} worker(s) {pids} on cores {cores}, idle RSS {idle} MiB")
+                result = await bench.scenario(
+                    base, scenario, o.scaleout_connections, pids, ids_dir=ids_dir,
+                    headers=(f"Authorization: Bearer {backend.tenant.api_key}",), cores=cores,
+                    pg_database=pg_database, ids_prefix=f"{workers}w-", others={"emulator": [bench.fast_pid]})
+                found["runs"][str(workers)] = {"workers": workers, "cores": list(cores), "idle_rss_mib": idle,
+                                               **result.as_json()}
+            finally:
+                await bench.stop(gateway)
+            found.setdefault("gateway_logs", {})[str(workers)] = _log_summary(gateway.log)
+        found["ratio"] = ratios(found["runs"])
+        log(f"scale-out: {found['ratio']}")
+        engine = _engine(database_url)
+        try:
+            assert backend is not None and backend.tenant is not None
+            found["settle_wait_s"] = round(await checks.wait_settled(
+                engine, backend.tenant.account_id, at_least=len(checks.seen_ids(ids_dir))), 2)
+            found["correctness"] = await checks.correctness(engine, backend.tenant.account_id,
+                                                            checks.seen_ids(ids_dir))
+        finally:
+            await engine.dispose()
+        verdict = "PASSED" if found["correctness"]["passed"] else "FAILED"
+        log(f"scale-out: correctness check {verdict}: {found['correctness']['client_2xx']} client 2xx, "
+            f"{found['correctness']['usage_events']} usage events")
+    finally:
+        if not o.keep:
+            await drop_database(o.admin_dsn, pg_database)
+        if backend is not None and backend.tenant is not None:
+            await _forget_redis_keys(o.redis_url, backend.tenant.account_id)
+    return found
+
+
+def ratios(runs: dict[str, Any]) -> dict[str, float | None]:
+    """Two workers against one: throughput, CPU per request, and the capacity two dedicated cores would give.
+
+    `capacity` = 2 × (CPU ms per request with one worker ÷ with two): 2.0 when a second worker adds no
+    cost per request (no lock or connection contention), whoever else shares the cores.
+    """
+    one, two = runs.get("1", {}).get("median", {}), runs.get("2", {}).get("median", {})
+    rps = two.get("rps") / one["rps"] if one.get("rps") and two.get("rps") else None
+    cpu_one, cpu_two = one.get("cpu_ms_per_request"), two.get("cpu_ms_per_request")
+    cpu = cpu_two / cpu_one if cpu_one and cpu_two else None
+    return {"throughput": None if rps is None else round(rps, 2),
+            "cpu_per_request": None if cpu is None else round(cpu, 2),
+            "capacity": None if cpu is None else round(2 / cpu, 2)}
+
+
+async def _workers(gateway: Child, count: int) -> list[int]:
+    """The processes serving requests: the gateway itself with one worker, else its `count` children, once idle.
+
+    uvicorn's supervisor answers nothing itself; /health answers as soon as one worker is up, so wait
+    until all `count` exist and none is still busy importing (their CPU stops moving).
+    """
+    if count == 1:
+        return [gateway.pid]
+    deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+    last: dict[int, int] = {}
+    while time.monotonic() < deadline:
+        pids = children(gateway.pid)
+        ticks = cpu_ticks_of(pids)
+        if len(pids) == count and ticks == last:
+            return pids
+        last = ticks
+        await asyncio.sleep(0.5)
+    raise BenchError(f"{gateway.name}: {count} workers did not start within {WORKER_START_TIMEOUT_S:.0f}s; "
+                     f"see {Path(gateway.log)}")
