@@ -12,14 +12,27 @@ from typing import Any
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
-# Layers by where a frame's file lives (first match wins), for "where does the time go".
+# Layers by where a frame's file lives (first match wins), for "where does the time go". The project's
+# own modules are split by concern; tests/bench/test_profile.py checks each path still exists.
 LAYERS: tuple[tuple[str, str], ...] = (
-    ("/gateway/middleware/", "gateway middleware"),
-    ("/gateway/", "gateway"),
-    ("/providers/", "providers"),
+    ("/gateway/middleware/", "gateway: middleware"),
+    ("/gateway/billing/", "gateway: billing (hold, settlement)"),
+    ("/gateway/usage.py", "gateway: usage writer"),
+    ("/gateway/db/", "gateway: database setup"),
+    ("/gateway/ratelimit/", "gateway: rate limit"),
+    ("/gateway/auth/", "gateway: authentication"),
+    ("/gateway/metrics.py", "gateway: metrics"),
+    ("/gateway/logs.py", "gateway: logging"),
+    ("/gateway/streaming.py", "gateway: stream relay"),
+    ("/gateway/", "gateway: request pipeline"),
+    ("/providers/ollama/", "providers: upstream client"),
+    ("/providers/pool.py", "providers: node pool"),
+    ("/providers/", "providers: translation"),
     ("/sqlalchemy/", "SQLAlchemy"),
+    ("/sqlmodel/", "SQLAlchemy"),
     ("/asyncpg/", "asyncpg"),
     ("/aiosqlite/", "aiosqlite"),
+    ("/sqlite3/", "aiosqlite"),
     ("/httpx/", "httpx"),
     ("/httpcore/", "httpcore"),
     ("/h11/", "h11"),
@@ -33,6 +46,43 @@ LAYERS: tuple[tuple[str, str], ...] = (
     ("/uuid.py", "uuid"),
     ("/json/", "json"),
 )
+
+# Concerns: the issue's breakdown ("database work inside the process", "the upstream client", ...). A sample
+# goes to the concern of its innermost frame in a layer named here; stdlib frames without a concern of
+# their own (json, uuid, ...) go to their caller's, so `json.dumps` in the access log counts as logging.
+# asyncio's helpers count for the library that called them (redis-py's timeouts are the rate-limit call's);
+# called from our own code (`asyncio.timeout`, `create_task`) or running the loop itself, they are
+# event-loop work.
+EVENT_LOOP = "event loop (tasks, timers, switches)"
+ASYNC_LAYERS = frozenset({"asyncio", "anyio"})
+LOOP_FRAMES = ("Runner.run", "_run_once", "run_forever", "Handle._run")  # uvloop's C code shows as Runner.run
+CONCERNS: dict[str, str] = {
+    "gateway: billing (hold, settlement)": "database work (hold, settlement, SQL layers)",
+    "gateway: usage writer": "database work (hold, settlement, SQL layers)",
+    "gateway: database setup": "database work (hold, settlement, SQL layers)",
+    "SQLAlchemy": "database work (hold, settlement, SQL layers)",
+    "asyncpg": "database work (hold, settlement, SQL layers)",
+    "aiosqlite": "database work (hold, settlement, SQL layers)",
+    "providers: upstream client": "upstream client",
+    "providers: node pool": "upstream client",
+    "httpx": "upstream client",
+    "httpcore": "upstream client",
+    "h11": "upstream client",
+    "gateway: rate limit": "rate limit (Redis)",
+    "redis-py": "rate limit (Redis)",
+    "uvicorn": "server + routing (uvicorn, Starlette)",
+    "Starlette": "server + routing (uvicorn, Starlette)",
+    "gateway: middleware": "middleware",
+    "gateway: metrics": "metrics",
+    "prometheus_client": "metrics",
+    "gateway: logging": "logging",
+    "logging": "logging",
+    "gateway: authentication": "authentication",
+    "gateway: stream relay": "stream relay",
+    "gateway: request pipeline": "request pipeline + translation",
+    "providers: translation": "request pipeline + translation",
+}
+OTHER = "other (stdlib, C extensions' callers)"
 
 # Pipeline stages whose inclusive share answers "what does one request spend its CPU on".
 STAGES: tuple[tuple[str, str], ...] = (
@@ -52,7 +102,7 @@ STAGES: tuple[tuple[str, str], ...] = (
 )
 
 
-PROJECT_LAYERS = frozenset({"gateway", "gateway middleware", "providers"})
+PROJECT_LAYERS = frozenset(name for _, name in LAYERS if name.startswith(("gateway", "providers")))
 
 
 def py_spy() -> str | None:
@@ -102,13 +152,31 @@ def _layer(file: str) -> str:
     for needle, name in LAYERS:
         if needle in file:
             return name
-    return "other (stdlib, C extensions' callers)"
+    return OTHER
+
+
+def concern(frames: list[tuple[str, str]]) -> str:
+    """The concern of a sample (frames run outer to inner): see CONCERNS and EVENT_LOOP."""
+    via_async = False
+    for func, file in reversed(frames):
+        layer = _layer(file)
+        if layer in ASYNC_LAYERS:
+            if func.endswith(LOOP_FRAMES):
+                return EVENT_LOOP
+            via_async = True
+            continue
+        found = CONCERNS.get(layer)
+        if found is None:
+            continue
+        return EVENT_LOOP if via_async and layer in PROJECT_LAYERS else found
+    return EVENT_LOOP if via_async else OTHER
 
 
 def summarise(collapsed: Path, top: int = 25) -> dict[str, Any]:
     """Self time by function, self time by layer and inclusive time of pipeline stages (shares of samples)."""
     self_time: Counter[str] = Counter()
     layers: Counter[str] = Counter()
+    concerns: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     stages: Counter[str] = Counter()
     total = 0
@@ -125,6 +193,7 @@ def summarise(collapsed: Path, top: int = 25) -> dict[str, Any]:
         func, file = frames[-1]
         self_time[_short(func, file)] += count
         layers[_layer(file)] += count
+        concerns[concern(frames)] += count
         names = {_short(f, fl) for f, fl in frames}
         for name in names:
             inclusive[name] += count
@@ -138,5 +207,5 @@ def summarise(collapsed: Path, top: int = 25) -> dict[str, Any]:
 
     project_inclusive = Counter({name: count for name, count in inclusive.items()
                                  if "gateway/" in name or "providers/" in name})
-    return {"samples": total, "self": share(self_time, top), "layers": share(layers),
+    return {"samples": total, "self": share(self_time, top), "layers": share(layers), "concerns": share(concerns),
             "stages": share(stages), "inclusive_project": share(project_inclusive, top)}

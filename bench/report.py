@@ -377,9 +377,16 @@ def profile_section(found: dict[str, Any]) -> str:
                    f"{100 * item.get('gateway_cpu_share', 0):.0f}% of a core: the difference is time it waited for "
                    f"its core, which py-spy attributes to the event loop's `Runner.run`); "
                    f"{item['rps_under_profiler']:,} req/s under the profiler; stacks in `bench/{item['collapsed']}`.\n")
+        if item.get("concerns"):
+            out.append("By concern (a sample counts for the concern of its innermost frame that has one; stdlib "
+                       "frames such as `json` count for their caller's, so the access log's `json.dumps` is "
+                       "logging):\n")
+            out.append("| concern | share |\n| --- | ---: |")
+            out += [f"| {row['name']} | {row['pct']}% |" for row in item["concerns"]]
+            out.append("")
         out.append("Self time by layer (where the CPU is when sampled):\n")
         out.append("| layer | share |\n| --- | ---: |")
-        out += [f"| {row['name']} | {row['pct']}% |" for row in item["layers"][:14]]
+        out += [f"| {row['name']} | {row['pct']}% |" for row in item["layers"][:20]]
         out.append("\nPipeline stages, inclusive (a stage's own code and everything it calls):\n")
         out.append("| stage | share |\n| --- | ---: |")
         out += [f"| {row['name']} | {row['pct']}% |" for row in item["stages"]]
