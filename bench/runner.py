@@ -92,7 +92,7 @@ class Options:
             return False
         if phase == "ttft" and "stream" not in self.scenarios:
             return False
-        if phase == "scaleout" and ("postgres" not in self.backends or cores() < 2):
+        if phase == "scaleout" and ("postgres" not in self.backends or self.gateway_core == self.load_core):
             return False
         return phase not in self.skip
 
@@ -256,9 +256,12 @@ class Run:
     async def scenario(self, base_url: str, scenario: Scenario, connections: int, pids: list[int], *,
                        ids_dir: Path | None = None, headers: tuple[str, ...] = (),
                        cores: tuple[int, ...] | None = None, pg_database: str | None = None,
-                       ids_prefix: str = "", others: dict[str, list[int]] | None = None) -> ScenarioResult:
+                       ids_prefix: str = "", others: dict[str, list[int]] | None = None,
+                       warmup: float | None = None) -> ScenarioResult:
+        """Warm-up (default `--warmup`), then `--reps` measured runs of one scenario at one concurrency."""
         result = ScenarioResult(scenario.target, scenario.kind, scenario.label, connections)
-        runs = ([("warmup", self.o.warmup)] if self.o.warmup > 0 else []) + [
+        warmup = self.o.warmup if warmup is None else warmup
+        runs = ([("warmup", warmup)] if warmup > 0 else []) + [
             (f"rep{rep}", self.o.duration) for rep in range(1, self.o.reps + 1)]
         for name, seconds in runs:
             ids_file = ids_dir / f"{ids_prefix}{scenario.kind}-c{connections}-{name}.ids" if ids_dir else None

@@ -37,6 +37,13 @@ if TYPE_CHECKING:
     from bench.runner import Run
 
 WORKER_START_TIMEOUT_S = 60.0
+MIN_WARMUP_S = 2.0  # fresh workers open their database and Redis pools on their first requests, even in --quick
+
+
+def configurations(gateway_core: int, all_cores: tuple[int, ...]) -> list[tuple[str, int, tuple[int, ...]]]:
+    """(key, workers, cores): the goal's comparison, 1 worker on its own core against 2 workers on all cores,
+    and between them 1 worker on all cores, which shares them with the load exactly as the 2 workers do."""
+    return [("1", 1, (gateway_core,)), ("1-shared", 1, all_cores), ("2", 2, all_cores)]
 
 
 async def run(bench: Run) -> dict[str, Any]:
@@ -57,9 +64,9 @@ async def run(bench: Run) -> dict[str, Any]:
                              "kind": kind, "connections": o.scaleout_connections, "runs": {}}
     backend: Backend | None = None
     try:
-        for workers, cores in ((1, (o.gateway_core,)), (2, all_cores)):
+        for key, workers, cores in configurations(o.gateway_core, all_cores):
             port = free_port()
-            data_dir = bench.tmp / f"data-scaleout-{workers}"
+            data_dir = bench.tmp / f"data-scaleout-{key}"
             env = gateway_env(dict(os.environ), models_file=bench.models_file, data_dir=data_dir, port=port,
                               database_url=database_url, redis_url=o.redis_url, app_secret=app_secret,
                               jwt_secret=jwt_secret, workers=workers)
@@ -68,7 +75,7 @@ async def run(bench: Run) -> dict[str, Any]:
                 backend = Backend("scaleout", database_url, env, data_dir, pg_database=pg_database, ids_dir=ids_dir)
                 backend.tenant = await create_tenant(database_url, app_secret)
             assert backend.tenant is not None
-            gateway = bench.start(f"gateway-scaleout-{workers}w", [*privaterouter(), "serve", "--no-migrate"],
+            gateway = bench.start(f"gateway-scaleout-{key}", [*privaterouter(), "serve", "--no-migrate"],
                                   core=",".join(str(core) for core in cores), env=env)
             try:
                 base = f"http://127.0.0.1:{port}"
@@ -79,12 +86,13 @@ async def run(bench: Run) -> dict[str, Any]:
                 result = await bench.scenario(
                     base, scenario, o.scaleout_connections, pids, ids_dir=ids_dir,
                     headers=(f"Authorization: Bearer {backend.tenant.api_key}",), cores=cores,
-                    pg_database=pg_database, ids_prefix=f"{workers}w-", others={"emulator": [bench.fast_pid]})
-                found["runs"][str(workers)] = {"workers": workers, "cores": list(cores), "idle_rss_mib": idle,
+                    pg_database=pg_database, ids_prefix=f"{key}-", others={"emulator": [bench.fast_pid]},
+                    warmup=max(o.warmup, MIN_WARMUP_S))
+                found["runs"][key] = {"workers": workers, "cores": list(cores), "idle_rss_mib": idle,
                                                **result.as_json()}
             finally:
                 await bench.stop(gateway)
-            found.setdefault("gateway_logs", {})[str(workers)] = _log_summary(gateway.log)
+            found.setdefault("gateway_logs", {})[key] = _log_summary(gateway.log)
         found["ratio"] = ratios(found["runs"])
         log(f"scale-out: {found['ratio']}")
         engine = _engine(database_url)
@@ -110,16 +118,23 @@ async def run(bench: Run) -> dict[str, Any]:
 def ratios(runs: dict[str, Any]) -> dict[str, float | None]:
     """Two workers against one: throughput, CPU per request, and the capacity two dedicated cores would give.
 
-    `capacity` = 2 × (CPU ms per request with one worker ÷ with two): 2.0 when a second worker adds no
-    cost per request (no lock or connection contention), whoever else shares the cores.
+    `throughput` is the goal's ratio (2 workers on all cores ÷ 1 worker alone on its core);
+    `throughput_same_cores` divides by 1 worker on the same cores instead, sharing them with the load as
+    the 2 workers do. `capacity` = 2 × (CPU ms per request with one worker ÷ with two): 2.0 when a second
+    worker adds no cost per request (no lock or connection contention), whoever else shares the cores.
     """
     one, two = runs.get("1", {}).get("median", {}), runs.get("2", {}).get("median", {})
-    rps = two.get("rps") / one["rps"] if one.get("rps") and two.get("rps") else None
+    shared = runs.get("1-shared", {}).get("median", {})
     cpu_one, cpu_two = one.get("cpu_ms_per_request"), two.get("cpu_ms_per_request")
     cpu = cpu_two / cpu_one if cpu_one and cpu_two else None
-    return {"throughput": None if rps is None else round(rps, 2),
+    return {"throughput": _ratio(two.get("rps"), one.get("rps")),
+            "throughput_same_cores": _ratio(two.get("rps"), shared.get("rps")),
             "cpu_per_request": None if cpu is None else round(cpu, 2),
             "capacity": None if cpu is None else round(2 / cpu, 2)}
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return round(numerator / denominator, 2) if numerator and denominator else None
 
 
 async def _workers(gateway: Child, count: int) -> list[int]:
