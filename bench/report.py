@@ -540,8 +540,7 @@ def readme_block(results: dict[str, Any], results_link: str = "bench/RESULTS.md"
                      f"the throughput ({_times(scale.get('throughput_same_cores'))} against one worker on the same "
                      f"cores), {_times(scale.get('cpu_per_request'))} the CPU per request; this machine has 2 "
                      "cores, so wrk and the emulator share them with the two workers.")
-    parts.append("Replicas (one worker, one core each) for a request rate, from the measured CPU per request:\n\n"
-                 + replicas_section(results))
+    parts.append("Replicas for a request rate, from the measured CPU per request: " + replicas_section(results))
     return "\n\n".join(parts)
 
 
