@@ -172,8 +172,17 @@ def concern(frames: list[tuple[str, str]]) -> str:
     return EVENT_LOOP if via_async else OTHER
 
 
+def _is_thread(frames: list[tuple[str, str]]) -> bool:
+    """A sample of a background thread (`asyncio.to_thread`'s pool, e.g. the journal's fsync), not the loop's."""
+    return frames[0][0].startswith("Thread._bootstrap") and frames[0][1].startswith("threading.py")
+
+
 def summarise(collapsed: Path, top: int = 25) -> dict[str, Any]:
-    """Self time by function, self time by layer and inclusive time of pipeline stages (shares of samples)."""
+    """Self time by function, layer and concern, and inclusive time of pipeline stages, as shares of the
+    event loop thread's samples; background threads' samples are counted apart (`thread_samples`,
+    `threads`: their innermost frames), since py-spy also samples a pool thread blocked in a queue or
+    an fsync and those are not the loop's CPU."""
+    threads: Counter[str] = Counter()
     self_time: Counter[str] = Counter()
     layers: Counter[str] = Counter()
     concerns: Counter[str] = Counter()
@@ -188,6 +197,9 @@ def summarise(collapsed: Path, top: int = 25) -> dict[str, Any]:
         frames = [frame for frame in _frames(stack) if not frame[0].startswith("process ")
                   and not frame[0].startswith("thread ")]
         if not frames:
+            continue
+        if _is_thread(frames):
+            threads[_short(*frames[-1])] += count
             continue
         total += count
         func, file = frames[-1]
@@ -208,4 +220,6 @@ def summarise(collapsed: Path, top: int = 25) -> dict[str, Any]:
     project_inclusive = Counter({name: count for name, count in inclusive.items()
                                  if "gateway/" in name or "providers/" in name})
     return {"samples": total, "self": share(self_time, top), "layers": share(layers), "concerns": share(concerns),
-            "stages": share(stages), "inclusive_project": share(project_inclusive, top)}
+            "stages": share(stages), "inclusive_project": share(project_inclusive, top),
+            "thread_samples": sum(threads.values()),
+            "threads": [{"name": name, "samples": count} for name, count in threads.most_common(5)]}

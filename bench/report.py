@@ -381,6 +381,11 @@ def profile_section(found: dict[str, Any]) -> str:
                    f"{100 * item.get('gateway_cpu_share', 0):.0f}% of a core: the difference is time it waited for "
                    f"its core, which py-spy attributes to the event loop's `Runner.run`); "
                    f"{item['rps_under_profiler']:,} req/s under the profiler; stacks in `bench/{item['collapsed']}`.\n")
+        if item.get("thread_samples"):
+            out.append(f"Not counted below: {item['thread_samples']:,} samples in background threads "
+                       "(`asyncio.to_thread`'s pool; py-spy also samples a pool thread blocked in its queue or in "
+                       "an fsync), innermost frames: "
+                       + "; ".join(f"`{row['name']}` {row['samples']:,}" for row in item.get("threads", [])) + ".\n")
         if item.get("concerns"):
             out.append("By concern (a sample counts for the concern of its innermost frame that has one; stdlib "
                        "frames such as `json` count for their caller's, so the access log's `json.dumps` is "

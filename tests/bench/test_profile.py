@@ -68,3 +68,15 @@ def test_summarise_gives_layers_concerns_and_stages(tmp_path: Path) -> None:
                                                                      profile.EVENT_LOOP: 25.0}
     assert {row["name"]: row["pct"] for row in found["layers"]} == {"asyncio": 100.0}
     assert {row["name"] for row in found["stages"]} == {"rate limit (Redis)"}
+
+
+def test_background_thread_samples_are_counted_apart(tmp_path: Path) -> None:
+    collapsed = tmp_path / "profile.txt"
+    collapsed.write_text(
+        "Thread._bootstrap (threading.py:1002);Thread.run (threading.py:982);"
+        "_worker (concurrent/futures/thread.py:81) 5\n"
+        "Server.run (uvicorn/server.py:86);Runner.run (asyncio/runners.py:118) 1\n")
+    found = profile.summarise(collapsed)
+    assert found["samples"] == 1 and found["thread_samples"] == 5
+    assert found["threads"] == [{"name": "_worker (concurrent/futures/thread.py)", "samples": 5}]
+    assert found["concerns"] == [{"name": profile.EVENT_LOOP, "samples": 1, "pct": 100.0}]
