@@ -462,6 +462,9 @@ def markdown(results: dict[str, Any]) -> str:
         "measured runs (wrk's max). **load avg**: the machine's 1-minute load average at the end of the run "
         "(2 cores; other sessions' test suites share the machine).\n"
         f"- **Selection**: scenarios {scenarios}; phases left out: {skipped}.\n"
+        "- **Scale-out**: after the backends, on a throwaway database of its own: one worker pinned to the "
+        "gateway's core, one worker on both cores, two workers on both cores (wrk and the emulator stay on the "
+        "load core, so on a 2-core machine they share the cores with the workers); see its section.\n"
         "- **DB xacts/req**: `pg_stat_database` (xact_commit + xact_rollback) of the throwaway database across "
         "the scenario (warm-up included) ÷ usage events written in it (= requests the gateway admitted); "
         "PostgreSQL reports statistics about once a second, so the window waits for it.",
