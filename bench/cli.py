@@ -134,3 +134,6 @@ def _write(folder: Path, results: dict[str, Any]) -> None:
         report.update_readme(folder / "README.md", results)
         report.update_main_readme(folder.parent / "README.md", results)
     print(f"wrote {folder / 'RESULTS.md'} and results.json")
+    summary = report.summary_lines(results)
+    if summary:
+        print("goals of issue #16 (this run; details in RESULTS.md):\n" + summary)

@@ -78,6 +78,18 @@ def targets_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def summary_lines(results: dict[str, Any]) -> str:
+    """The goals in one line each, for the terminal at the end of a run (measured ones only)."""
+    lines = []
+    for item in targets(results):
+        if item["measured"] is None:
+            continue
+        met = {True: "met", False: "MISSED", None: "?"}[item["met"]]
+        lines.append(f"  {met:6} {item['target']}: {with_unit(item['measured'], item['unit'])} "
+                     f"(goal {item.get('goal', '')}; now {item.get('baseline', '')})")
+    return "\n".join(lines)
+
+
 def _rss(mapping: dict[str, Any], name: str) -> float | None:
     """An RSS figure in MiB (older results.json named the same KiB ÷ 1024 "_mb")."""
     value = mapping.get(f"{name}_mib", mapping.get(f"{name}_mb"))

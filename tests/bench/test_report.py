@@ -87,3 +87,12 @@ def test_an_older_results_json_still_renders() -> None:
     text = report.markdown(old)
     assert "## Targets" in text and "not measured" in text  # no slowest request, no scale-out in old runs
     assert report.readme_block(old)
+
+
+def test_summary_lines_list_the_measured_goals_only() -> None:
+    data = results()
+    data["backends"].pop("scaleout")
+    text = report.summary_lines(data)
+    assert "  met    gateway CPU per non-streaming chat (c=16): 0.900 ms (goal ≤ 1 ms" in text
+    assert "MISSED gateway CPU per stream" in text
+    assert "2 workers" not in text
