@@ -18,7 +18,7 @@ LAYERS: tuple[tuple[str, str], ...] = (
     ("/gateway/middleware/", "gateway: middleware"),
     ("/gateway/billing/", "gateway: billing (hold, settlement)"),
     ("/gateway/usage.py", "gateway: usage writer"),
-    ("/gateway/db/", "gateway: database setup"),
+    ("/gateway/db/", "gateway: database (engine, SQLite writer)"),
     ("/gateway/ratelimit/", "gateway: rate limit"),
     ("/gateway/auth/", "gateway: authentication"),
     ("/gateway/metrics.py", "gateway: metrics"),
@@ -59,7 +59,7 @@ LOOP_FRAMES = ("Runner.run", "_run_once", "run_forever", "Handle._run")  # uvloo
 CONCERNS: dict[str, str] = {
     "gateway: billing (hold, settlement)": "database work (hold, settlement, SQL layers)",
     "gateway: usage writer": "database work (hold, settlement, SQL layers)",
-    "gateway: database setup": "database work (hold, settlement, SQL layers)",
+    "gateway: database (engine, SQLite writer)": "database work (hold, settlement, SQL layers)",
     "SQLAlchemy": "database work (hold, settlement, SQL layers)",
     "asyncpg": "database work (hold, settlement, SQL layers)",
     "aiosqlite": "database work (hold, settlement, SQL layers)",
