@@ -341,7 +341,26 @@ def scaleout_section(results: dict[str, Any]) -> str:
              f"{_times(ratios.get('throughput_same_cores'))}\n"
              f"- CPU per request, 2 workers ÷ 1: {_times(ratios.get('cpu_per_request'))} → two dedicated cores would "
              f"serve {_times(ratios.get('capacity'))} one core's requests (2 ÷ that ratio)\n")
+    spied = found.get("profile") or {}
+    if spied.get("concerns"):
+        single = {row["name"]: row["pct"] for row in
+                  (results.get("backends", {}).get("postgres", {}).get("profile", {}).get("chat", {})
+                   .get("concerns") or [])}
+        text += (f"\npy-spy on one of the two workers ({spied['samples']:,} samples over {spied['seconds']} s, "
+                 f"{spied['rps_under_profiler']:,} req/s for both under the profiler; stacks in "
+                 f"`bench/{spied['collapsed']}`), by concern, beside the one-worker profile of chat at c=16:\n\n"
+                 "| concern | one of 2 workers | 1 worker |\n| --- | ---: | ---: |\n"
+                 + "\n".join(f"| {row['name']} | {row['pct']}% | {_pct(single.get(row['name']))} |"
+                              for row in spied["concerns"]) + "\n\nTop self-time functions of that worker:\n\n"
+                 "| function | self |\n| --- | ---: |\n"
+                 + "\n".join(f"| `{row['name']}` | {row['pct']}% |" for row in spied["self"][:10]) + "\n")
+    elif spied.get("error"):
+        text += f"\npy-spy on a worker failed: `{spied['error']}`\n"
     return text
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value}%"
 
 
 def _middle(values: list[float]) -> float | None:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import checks
+from bench import checks, profile
 from bench.procs import Child, privaterouter, run_checked
 from bench.stack import (
     CHAT_MODEL,
@@ -31,7 +32,7 @@ from bench.stack import (
     new_secret,
 )
 from bench.system import BenchError, children, cpu_ticks_of, free_port, rss_kib
-from bench.wrk import gateway_scenarios
+from bench.wrk import gateway_scenarios, run_wrk
 
 if TYPE_CHECKING:
     from bench.runner import Run
@@ -89,7 +90,11 @@ async def run(bench: Run) -> dict[str, Any]:
                     pg_database=pg_database, ids_prefix=f"{key}-", others={"emulator": [bench.fast_pid]},
                     warmup=max(o.warmup, MIN_WARMUP_S))
                 found["runs"][key] = {"workers": workers, "cores": list(cores), "idle_rss_mib": idle,
-                                               **result.as_json()}
+                                      **result.as_json()}
+                if workers > 1 and o.runs("profile"):
+                    found["profile"] = await _profile(bench, base + scenario.path, bench.body_file(scenario),
+                                                      pids[0], ids_dir / f"{key}-profile.ids",
+                                                      f"Authorization: Bearer {backend.tenant.api_key}")
             finally:
                 await bench.stop(gateway)
             found.setdefault("gateway_logs", {})[key] = _log_summary(gateway.log)
@@ -113,6 +118,24 @@ async def run(bench: Run) -> dict[str, Any]:
         if backend is not None and backend.tenant is not None:
             await _forget_redis_keys(o.redis_url, backend.tenant.account_id)
     return found
+
+
+async def _profile(bench: Run, url: str, body: Path, pid: int, ids_file: Path, header: str) -> dict[str, Any]:
+    """py-spy on one of the two workers under the same load (what a second worker changes per request:
+    e.g. prometheus_client's multiprocess files, which the gateway uses with WORKERS > 1)."""
+    o = bench.o
+    output = bench.tmp / "profile-scaleout-2w.txt"
+    spy = asyncio.create_task(profile.record(pid, o.profile_seconds, output, core=o.load_core))
+    await asyncio.sleep(0.5)
+    load = await run_wrk(url, body, connections=o.scaleout_connections, seconds=o.profile_seconds, core=o.load_core,
+                         ids_file=ids_file, headers=(header,))
+    said = await spy
+    if not output.exists():
+        return {"error": said.strip()[-500:]}
+    keep = o.results_dir / "profile-scaleout-2w.collapsed.txt"
+    shutil.copyfile(output, keep)
+    return {"worker_pid": pid, "rps_under_profiler": round(load.rps, 1), "collapsed": keep.name,
+            "rate_hz": profile.RATE, "seconds": o.profile_seconds, **profile.summarise(output)}
 
 
 def ratios(runs: dict[str, Any]) -> dict[str, float | None]:

@@ -96,3 +96,15 @@ def test_summary_lines_list_the_measured_goals_only() -> None:
     assert "  met    gateway CPU per non-streaming chat (c=16): 0.900 ms (goal ≤ 1 ms" in text
     assert "MISSED gateway CPU per stream" in text
     assert "2 workers" not in text
+
+
+def test_scaleout_section_puts_the_worker_profile_beside_the_single_one() -> None:
+    data = results()
+    concerns = [{"name": "metrics", "samples": 30, "pct": 30.0}, {"name": "middleware", "samples": 70, "pct": 70.0}]
+    data["backends"]["scaleout"]["profile"] = {
+        "samples": 100, "seconds": 3, "rps_under_profiler": 900.0, "collapsed": "profile-scaleout-2w.collapsed.txt",
+        "concerns": concerns, "self": [{"name": "f (gateway/metrics.py)", "samples": 30, "pct": 30.0}]}
+    data["backends"]["postgres"]["profile"] = {"chat": {"concerns": [{"name": "metrics", "samples": 5, "pct": 5.0}]}}
+    text = report.scaleout_section(data)
+    assert "| metrics | 30.0% | 5.0% |" in text and "| middleware | 70.0% | – |" in text
+    assert "`f (gateway/metrics.py)`" in text
