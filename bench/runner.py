@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from bench import checks, profile, scaleout
 from bench.procs import REPO, Child, privaterouter, run_checked
 from bench.proxy import TurnProxy
@@ -250,7 +252,7 @@ class Run:
             return {}
         try:
             return cpu_ticks_of(await checks.backend_pids(self.o.admin_dsn, database))
-        except OSError:
+        except (OSError, asyncpg.PostgresError):  # informational: a failed look-up leaves the column empty
             return {}
 
     async def scenario(self, base_url: str, scenario: Scenario, connections: int, pids: list[int], *,
