@@ -128,11 +128,14 @@ def added_latency_table(results: dict[str, Any]) -> str:
     for kind in KINDS:
         direct = _median(results, "direct", kind, 1, "p50")
         cells = [KIND_LABEL[kind], _fmt(direct, 2)]
+        measured = direct is not None
         for target in ("postgres", "sqlite"):
             value = _median(results, target, kind, 1, "p50")
+            measured = measured or value is not None
             cells += [_fmt(value, 2), _fmt(None if value is None or direct is None else value - direct, 2)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        if measured:
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else "Not run."
 
 
 def _pcts(summary: dict[str, Any], key: str) -> str:
@@ -149,7 +152,7 @@ def ttft_table(results: dict[str, Any]) -> str:
         ttft = backend.get("ttft")
         if ttft:
             lines.append(f"| {TARGET_LABEL[name]} | {ttft['complete']}/{ttft['streams']} | {_pcts(ttft, 'ttft_ms')} |")
-    return "\n".join(lines)
+    return "\n".join(lines) if len(lines) > 2 else "Not run."
 
 
 def slow_section(slow: dict[str, Any]) -> str:

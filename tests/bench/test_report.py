@@ -108,3 +108,10 @@ def test_scaleout_section_puts_the_worker_profile_beside_the_single_one() -> Non
     text = report.scaleout_section(data)
     assert "| metrics | 30.0% | 5.0% |" in text and "| middleware | 70.0% | – |" in text
     assert "`f (gateway/metrics.py)`" in text
+
+
+def test_tables_of_phases_that_did_not_run_say_so() -> None:
+    partial = {"scenarios": [], "backends": {"postgres": {}}}
+    assert report.added_latency_table(partial) == "Not run."
+    assert report.ttft_table(partial) == "Not run."
+    assert report.added_latency_table(results()).count("\n") == 3  # header, rule, chat and stream rows
