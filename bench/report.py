@@ -231,6 +231,18 @@ def correctness_section(results: dict[str, Any]) -> str:
             f"({check['usage_cost_pico']:,} pico-USD = {check['usage_ledger_debits_pico']:,}). Waited "
             f"{backend.get('settle_wait_s')} s for the usage writer.")
     for name, backend in results["backends"].items():
+        scraped = [(TARGET_LABEL[name], backend.get("http_statuses"))] + [
+            (f"scale-out, {key}", run.get("http_statuses")) for key, run in (backend.get("runs") or {}).items()]
+        for label, stats in scraped:
+            if not stats:
+                continue
+            if "error" in stats:
+                out.append(f"- Answers by status ({label}): /metrics could not be read: `{stats['error']}`")
+                continue
+            out.append(f"- Answers by status ({label}): the gateway's `pr_http_requests_total` {stats['gateway']}, "
+                       f"the clients saw {stats['clients']}; **{stats['unseen_5xx']}** 5xx no client saw "
+                       "(499 = the client left first, as wrk does when a run ends; /health and /metrics add 2xx)")
+    for name, backend in results["backends"].items():
         logged = backend.get("gateway_log")
         if logged:
             kinds = logged.get("kinds") or {line: 1 for line in logged.get("warnings_and_errors", [])}

@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from bench import checks, profile, scaleout
+from bench import checks, httpstats, profile, scaleout
 from bench.procs import REPO, Child, privaterouter, run_checked
 from bench.proxy import TurnProxy
 from bench.stack import (
@@ -171,6 +171,8 @@ class Run:
                                         "backends": {}}
         self.children: list[Child] = []
         self.bodies: dict[tuple[str, str], Path] = {}
+        # What the clients saw from the gateway under test, by status class (reset when one starts).
+        self.seen: Counter[str] = Counter()
 
     # --- processes ---------------------------------------------------------------------------------
 
@@ -213,6 +215,7 @@ class Run:
             reset_peak_rss(pid)
         result = await run_wrk(base_url + scenario.path, self.body_file(scenario), connections=connections,
                                seconds=seconds, core=self.o.load_core, ids_file=ids_file, headers=headers)
+        httpstats.tally(self.seen, ok=result.ok, statuses=result.statuses)
         spent = ticks_spent(ticks_before, cpu_ticks_of(pids))
         ticks = sum(spent.values())
         children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -335,6 +338,23 @@ class Run:
         if o.runs("scaleout"):
             self.results["backends"]["scaleout"] = await scaleout.run(self)
 
+    def tally_streams(self, run: Any) -> None:
+        """Count a stream client run's answers in `seen` (a stream that never got a status line: none)."""
+        statuses = Counter(str(stream.status) for stream in run.streams if stream.status)
+        httpstats.tally(self.seen, ok=sum(count for status, count in statuses.items() if status.startswith("2")),
+                        statuses={status: count for status, count in statuses.items() if not status.startswith("2")})
+
+    async def http_statuses(self, base: str, env: dict[str, str]) -> dict[str, Any]:
+        """The gateway's pr_http_requests_total by status class against `seen` (see bench/httpstats.py)."""
+        try:
+            counted = await asyncio.to_thread(httpstats.scrape, base, env["METRICS_TOKEN"])
+        except OSError as exc:
+            return {"error": f"{type(exc).__name__}: {exc}"}
+        found = httpstats.compare(counted, dict(self.seen))
+        log(f"status counts: gateway {found['gateway']}, clients {found['clients']}, "
+            f"5xx no client saw: {found['unseen_5xx']}")
+        return found
+
     def selected(self, scenarios: list[Scenario]) -> list[Scenario]:
         """The scenarios `--scenarios` asked for, in the usual order."""
         return [scenario for scenario in scenarios if scenario.kind in self.o.scenarios]
@@ -370,6 +390,7 @@ class Run:
                                  env=env)
             base = f"http://127.0.0.1:{port}"
             await asyncio.to_thread(gateway.wait_http, base + "/health")
+            self.seen = Counter()
             await asyncio.sleep(1.0)
             summary["idle_rss_mib_at_start"] = round(rss_kib(gateway.pid) / 1024, 1)
             log(f"{name}: gateway pid {gateway.pid} on core {o.gateway_core}, idle RSS "
@@ -395,6 +416,7 @@ class Run:
             finally:
                 await engine.dispose()
             summary["settle_wait_s"] = round(settle_s, 2)
+            summary["http_statuses"] = await self.http_statuses(base, env)
             summary["gateway_exit"] = (await asyncio.to_thread(gateway.stop))
             self.children.remove(gateway)
             summary["gateway_log"] = _log_summary(gateway.log)
@@ -453,6 +475,8 @@ class Run:
         """Time to first token at concurrency 1 (fresh connection per stream, clock starts at the request)."""
         warm = await run_streams(spec, count=max(3, self.o.ttft_streams // 10), concurrency=1)
         run = await run_streams(spec, count=self.o.ttft_streams, concurrency=1)
+        for done in (warm, run):
+            self.tally_streams(done)
         if ids_file is not None:
             _write_ids(warm, ids_file.with_suffix(".warmup.ids"))
             _write_ids(run, ids_file)
@@ -499,6 +523,7 @@ class Run:
                                     timeout=timeout)
         cpu_ms = ticks_to_ms(cpu_ticks(gateway.pid) - ticks)
         peak = peak_rss_kib(gateway.pid)
+        self.tally_streams(via_run)
         _write_ids(via_run, backend.ids_dir / "slow.ids")
         result: dict[str, Any] = {"streams": o.slow_streams, "tokens": o.slow_tokens, "token_delay_ms": o.slow_delay_ms,
                   "ramp_s": o.slow_ramp_s, "direct": direct_run.summary(), "gateway": via_run.summary(),
@@ -527,6 +552,7 @@ class Run:
                                  core=self.o.load_core, ids_file=backend.ids_dir / f"profile-{scenario.kind}.ids",
                                  headers=headers)
             spy_output = await spy
+            httpstats.tally(self.seen, ok=load.ok, statuses=load.statuses)
             cpu_share = ticks_to_ms(cpu_ticks(gateway.pid) - ticks) / 1000 / (time.monotonic() - began)
             if not output.exists():
                 found[scenario.kind] = {"error": spy_output.strip()[-500:]}

@@ -16,10 +16,11 @@ import asyncio
 import os
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import checks, profile
+from bench import checks, httpstats, profile
 from bench.procs import Child, privaterouter, run_checked
 from bench.stack import (
     CHAT_MODEL,
@@ -81,6 +82,7 @@ async def run(bench: Run) -> dict[str, Any]:
             try:
                 base = f"http://127.0.0.1:{port}"
                 await asyncio.to_thread(gateway.wait_http, base + "/health")
+                bench.seen = Counter()
                 pids = await _workers(gateway, workers)
                 idle = [round(rss_kib(pid) / 1024, 1) for pid in pids]
                 log(f"scale-out: {workers} worker(s) {pids} on cores {cores}, idle RSS {idle} MiB")
@@ -95,6 +97,8 @@ async def run(bench: Run) -> dict[str, Any]:
                     found["profile"] = await _profile(bench, base + scenario.path, bench.body_file(scenario),
                                                       pids[0], ids_dir / f"{key}-profile.ids",
                                                       f"Authorization: Bearer {backend.tenant.api_key}")
+                await asyncio.sleep(0.5)  # cut requests finish (counted 499, not 5xx) before the count
+                found["runs"][key]["http_statuses"] = await bench.http_statuses(base, env)
             finally:
                 await bench.stop(gateway)
             found.setdefault("gateway_logs", {})[key] = _log_summary(gateway.log)
@@ -130,6 +134,7 @@ async def _profile(bench: Run, url: str, body: Path, pid: int, ids_file: Path, h
     load = await run_wrk(url, body, connections=o.scaleout_connections, seconds=o.profile_seconds, core=o.load_core,
                          ids_file=ids_file, headers=(header,))
     said = await spy
+    httpstats.tally(bench.seen, ok=load.ok, statuses=load.statuses)
     if not output.exists():
         return {"error": said.strip()[-500:]}
     keep = o.results_dir / "profile-scaleout-2w.collapsed.txt"

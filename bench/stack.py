@@ -62,15 +62,18 @@ def new_secret() -> str:
 
 
 def gateway_env(base: dict[str, str], *, models_file: Path, data_dir: Path, port: int, database_url: str | None,
-                redis_url: str | None, app_secret: str, jwt_secret: str, workers: int = 1) -> dict[str, str]:
+                redis_url: str | None, app_secret: str, jwt_secret: str, workers: int = 1,
+                metrics_token: str | None = None) -> dict[str, str]:
     """The production settings, as `privaterouter serve` reads them (logs at the default level, JSON).
 
     `workers` > 1 is uvicorn's multiprocess mode (`WORKERS`), which the gateway allows only with Redis.
+    `METRICS_TOKEN` (given or new) opens /metrics on the public port to the bench (bench/httpstats.py).
     """
-    env = {key: value for key, value in base.items() if key not in {"DATABASE_URL", "REDIS_URL", "WORKERS"}}
+    env = {key: value for key, value in base.items()
+           if key not in {"DATABASE_URL", "REDIS_URL", "WORKERS", "METRICS_PORT", "METRICS_TOKEN"}}
     env.update(MODELS_FILE=str(models_file), DATA_DIR=str(data_dir), HOST="127.0.0.1", PORT=str(port),
                WORKERS=str(workers), APP_SECRET_KEY=app_secret, JWT_SECRET=jwt_secret, LOG_LEVEL="info",
-               LOG_FORMAT="json", PYTHONPATH=str(REPO))
+               LOG_FORMAT="json", PYTHONPATH=str(REPO), METRICS_TOKEN=metrics_token or new_secret())
     if database_url is not None:
         env["DATABASE_URL"] = database_url
     if redis_url is not None:

@@ -150,7 +150,8 @@ def verdict(goal: Goal, value: float | None, detail: str = "") -> dict[str, Any]
         gap = f"met with {abs(value - goal.limit):,.2f}{unit} to spare"
     else:
         miss = goal.limit - value if goal.at_least else value - goal.limit
-        gap = f"missed by {miss:,.2f}{unit} ({100 * miss / goal.limit:.0f}% of the goal)"
+        share = f" ({100 * miss / goal.limit:.0f}% of the goal)" if goal.limit else ""
+        gap = f"missed by {miss:,.2f}{unit}{share}"
     return {**base, "measured": round(value, 3), "met": met, "gap": gap}
 
 
@@ -174,6 +175,11 @@ def also_checked(results: dict[str, Any]) -> list[dict[str, Any]]:
                       "measured": complete, "met": complete == slow["streams"],
                       "gap": "all complete" if complete == slow["streams"]
                       else f"{slow['streams'] - complete} did not complete"})
+    unseen = unseen_5xx(results)
+    if unseen is not None:
+        found.append(verdict(Goal("phantom_5xx", "5xx in pr_http_requests_total that no client received "
+                                  "(disconnects counted as errors), all gateways", "0", 0, "answers", False,
+                                  "83 in one run (issue #16)"), unseen))
     trips = pg.get("round_trips", {})
     worst = max((trips[kind]["pg_critical_median"] for kind in KINDS if kind in trips
                  and trips[kind].get("pg_critical_median") is not None), default=None)
@@ -198,3 +204,12 @@ def replicas_needed(rate: float, cpu_ms: float, utilisation: float = 0.7) -> int
     needed = rate * cpu_ms / 1000.0 / utilisation
     whole = int(needed)
     return max(1, whole if needed - whole < 1e-9 else whole + 1)
+
+
+def unseen_5xx(results: dict[str, Any]) -> int | None:
+    """5xx the gateways counted that no client saw, summed over every gateway scraped (None: none was)."""
+    counts: list[int] = []
+    for backend in results.get("backends", {}).values():
+        stats = [backend.get("http_statuses")] + [run.get("http_statuses") for run in backend.get("runs", {}).values()]
+        counts += [item["unseen_5xx"] for item in stats if item and "unseen_5xx" in item]
+    return sum(counts) if counts else None
