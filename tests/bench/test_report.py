@@ -8,7 +8,7 @@ from pathlib import Path
 from bench import report
 from tests.bench.results_fixture import correctness, results
 
-OLD_RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results.json"
+COMMITTED_RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results.json"
 
 
 def test_targets_table_shows_the_issue_baseline_beside_this_run() -> None:
@@ -82,11 +82,29 @@ def test_update_main_readme_leaves_a_readme_without_markers(tmp_path: Path) -> N
     assert readme.read_text() == "no markers\n"
 
 
+def _older(data: dict) -> dict:
+    """`data` as results.json looked before MiB and the slowest request: "_mb" keys, no max_ms, no scale-out."""
+    data["backends"].pop("scaleout")
+    data["backends"]["postgres"]["idle_rss_mb_at_start"] = data["backends"]["postgres"].pop("idle_rss_mib_at_start")
+    for scenario in data["scenarios"]:
+        scenario.pop("max_ms")
+        for part in (scenario["median"], *scenario["samples"]):
+            part.pop("max_ms")
+            part["peak_rss_mb"] = part.pop("peak_rss_mib")
+    return data
+
+
 def test_an_older_results_json_still_renders() -> None:
-    old = json.loads(OLD_RESULTS.read_text())
+    old = _older(results())
     text = report.markdown(old)
-    assert "## Targets" in text and "not measured" in text  # no slowest request, no scale-out in old runs
+    assert "## Targets" in text and "not measured" in text  # no slowest request, no scale-out
+    assert "| 58.0 MiB |" in text and "| 50.0 |" in text  # RSS read from the "_mb" keys
     assert report.readme_block(old)
+
+
+def test_the_committed_results_json_renders() -> None:
+    committed = json.loads(COMMITTED_RESULTS.read_text())
+    assert "## Targets" in report.markdown(committed) and report.readme_block(committed)
 
 
 def test_summary_lines_list_the_measured_goals_only() -> None:
