@@ -232,7 +232,8 @@ def correctness_section(results: dict[str, Any]) -> str:
             f"{backend.get('settle_wait_s')} s for the usage writer.")
     for name, backend in results["backends"].items():
         scraped = [(TARGET_LABEL[name], backend.get("http_statuses"))] + [
-            (f"scale-out, {key}", run.get("http_statuses")) for key, run in (backend.get("runs") or {}).items()]
+            (f"scale-out, {scaleout_label(key)}", run.get("http_statuses"))
+            for key, run in (backend.get("runs") or {}).items()]
         for label, stats in scraped:
             if not stats:
                 continue
@@ -252,12 +253,18 @@ def correctness_section(results: dict[str, Any]) -> str:
                           if kinds else "; no warning or error"))
         for workers, logged in (backend.get("gateway_logs") or {}).items():
             kinds = logged.get("kinds") or {}
-            out.append(f"- Gateway log (scale-out, {workers} worker{'s' if workers != '1' else ''}): lines per "
+            out.append(f"- Gateway log (scale-out, {scaleout_label(workers)}): lines per "
                        f"level {logged['lines']}"
                        + ("; warnings and errors by kind: " + "; ".join(f"{count} × `{kind}`" for kind, count in
                                                                        kinds.items())
                           if kinds else "; no warning or error"))
     return "\n".join(out) or "Not run."
+
+
+def scaleout_label(key: str) -> str:
+    """A scale-out configuration's name in prose (keys of bench/scaleout.py's configurations)."""
+    return {"1": "1 worker on its own core", "1-shared": "1 worker on both cores",
+            "2": "2 workers on both cores"}.get(key, key)
 
 
 def cpu_section(results: dict[str, Any]) -> str:
