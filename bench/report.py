@@ -412,7 +412,11 @@ def replicas_section(results: dict[str, Any]) -> str:
     note = (f"Replicas = ⌈rate × CPU per request ÷ {UTILISATION:.0%} busy⌉, one worker on one core each (or one "
             "replica with `WORKERS=N` on N cores); CPU per request at c=16 on PostgreSQL + Redis, the worse of the "
             "one- and two-worker figures where both were measured. Streams are counted per stream of 32 tokens; "
-            "longer answers cost more per stream (the slow-stream test gives CPU per 200-token stream).")
+            "longer answers cost more per stream.")
+    slow = results.get("backends", {}).get("postgres", {}).get("slow_streams") or {}
+    if slow.get("gateway_cpu_ms_per_stream"):
+        note += (f" The slow-stream test measured {slow['gateway_cpu_ms_per_stream']} ms of CPU per "
+                 f"{slow['tokens']}-token stream (admission and relay, {slow['streams']:,} at once).")
     if server:
         note += (f" PostgreSQL itself spent {server:.3f} ms of CPU per chat request: one database core serves about "
                  f"{1000 / server:,.0f} req/s before it, not the gateways, is the limit.")
