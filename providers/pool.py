@@ -33,6 +33,7 @@ from providers.errors import (
 )
 from providers.ollama.capabilities import ModelInfo, combine, read_models, read_version
 from providers.ollama.client import OllamaClient, StreamContext, UpstreamStream
+from providers.ollama.transport import FastTransport
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +124,12 @@ class NodePool:
         health_interval: float = 5.0,
         fail_threshold: int = 3,
         health_timeout: float = 5.0,
+        direct: Callable[[str], FastTransport | None] | None = None,
     ) -> None:
+        """`direct(url)`: the FastTransport that carries a node's requests without httpx's client layers
+        (plain-http nodes; see `UpstreamTransport.direct_for`), or None for httpx."""
         self._http = http
+        self._direct = direct
         self._first_byte_timeout = first_byte_timeout
         self._idle_timeout = idle_timeout
         self._acquire_timeout = acquire_timeout
@@ -393,6 +398,7 @@ class NodePool:
     # --- health ----------------------------------------------------------------------------
 
     def _new_node(self, config: NodeConfig) -> _Node:
+        direct = self._direct(config.url) if self._direct is not None else None
         client = OllamaClient(
             self._http,
             config.url,
@@ -400,6 +406,7 @@ class NodePool:
             first_byte_timeout=self._first_byte_timeout,
             idle_timeout=self._idle_timeout,
             headers=config.headers,
+            direct=direct,
         )
         probe = OllamaClient(
             self._http,
@@ -408,6 +415,7 @@ class NodePool:
             first_byte_timeout=self._health_timeout,
             idle_timeout=self._health_timeout,
             headers=config.headers,
+            direct=direct,
         )
         return _Node(config, client, probe)
 
