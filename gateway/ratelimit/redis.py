@@ -1,5 +1,8 @@
 """The shared limiter: one Lua script (ratelimit.lua) per call, atomic across every replica.
 
+The script goes over the worker's own pipelined connection (`channel.ScriptChannel`, replies parsed by
+hiredis) when the client's URL allows it, else through the redis-py client.
+
 Failure policy: rate limits fail OPEN. Any Redis error (refused, timeout, even a script error) admits
 the request with `Decision(degraded=True)`, calls `on_error(exc)` (a metric) and logs a WARNING at
 most once per 10 s, naming only the exception's class. After an error the limiter does not call Redis
@@ -25,6 +28,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from gateway.ratelimit import gcra
 from gateway.ratelimit.base import Decision, Limit, check_limits, check_units, fail_open, to_decision
+from gateway.ratelimit.channel import ScriptChannel
 
 logger = logging.getLogger("gateway.ratelimit")
 
@@ -58,6 +62,7 @@ class RedisLimiter:
     def __init__(self, redis: Redis, *, prefix: str = "pr:rl:", on_error: Callable[[Exception], None] | None = None,
                  timeout: float = 0.5, cooldown: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._redis = redis
+        self._channel = ScriptChannel.for_client(redis)
         self._prefix = f"{prefix}v{SCRIPT_VERSION}:"
         self._on_error = on_error
         self._timeout = timeout
@@ -91,7 +96,9 @@ class RedisLimiter:
             await self._run("consume", [limit], [units])
 
     async def aclose(self) -> None:
-        """Nothing to release: the Redis client belongs to the caller, who closes it."""
+        """Close the limiter's own connection; the Redis client belongs to the caller, who closes it."""
+        if self._channel is not None:
+            await self._channel.aclose()
 
     async def _run(self, mode: str, limits: Sequence[Limit], costs: Sequence[int]) -> list[int] | None:
         probe = False
@@ -109,6 +116,8 @@ class RedisLimiter:
             async with asyncio.timeout(self._timeout):
                 reply = await self._eval(keys, args)
         except _ERRORS as exc:
+            if isinstance(exc, TimeoutError) and self._channel is not None:
+                self._channel.reset()  # a frozen or half-open connection: the next call connects afresh
             self._failed(exc)
             return None
         finally:
@@ -120,6 +129,13 @@ class RedisLimiter:
         return list(reply)
 
     async def _eval(self, keys: list[str], args: list[str | int]) -> list[int]:
+        channel = self._channel
+        if channel is not None:
+            try:
+                reply = await channel.call("EVALSHA", SCRIPT_SHA, len(keys), *keys, *args)
+            except NoScriptError:
+                reply = await channel.call("EVAL", SCRIPT, len(keys), *keys, *args)
+            return list(reply)
         try:
             reply = await self._redis.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
         except NoScriptError:

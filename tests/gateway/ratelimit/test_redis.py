@@ -31,8 +31,10 @@ async def client(redis_url: str) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-def limiter(client: Redis) -> RedisLimiter:
-    return RedisLimiter(client, prefix=PREFIX, timeout=5.0)
+async def limiter(client: Redis) -> AsyncIterator[RedisLimiter]:
+    limiter = RedisLimiter(client, prefix=PREFIX, timeout=5.0)
+    yield limiter
+    await limiter.aclose()
 
 
 async def keys(client: Redis) -> list[bytes]:
@@ -66,8 +68,12 @@ async def test_two_replicas_with_their_own_clients_share_one_limit(redis_url: st
     first, second = create_client(redis_url, timeout=5.0), create_client(redis_url, timeout=5.0)
     replicas = [RedisLimiter(first, prefix=PREFIX, timeout=5.0), RedisLimiter(second, prefix=PREFIX, timeout=5.0)]
     try:
+        for replica in replicas:  # both connected before the race, so their calls interleave
+            await replica.hit([Limit("rpm", "acct:warm-up:rpm", 1000, 60.0)])
         decisions = await asyncio.gather(*(replicas[index % 2].hit([limit]) for index in range(200)))
     finally:
+        for replica in replicas:
+            await replica.aclose()
         await first.aclose()
         await second.aclose()
 
@@ -195,7 +201,9 @@ async def test_a_redis_that_never_answers_costs_at_most_the_timeout() -> None:
         decision = await limiter.hit([RPM5])
         elapsed = time.perf_counter() - started
     finally:
+        await limiter.aclose()
         await redis.aclose()
+        await asyncio.sleep(0.05)  # the server's handler sees the client leave and closes its side
         server.close()
         await server.wait_closed()
 
@@ -210,6 +218,7 @@ async def test_a_redis_error_of_any_kind_fails_open(client: Redis) -> None:
     await client.set(limiter.redis_key(RPM5), "not a hash")
 
     decision = await limiter.hit([RPM5])
+    await limiter.aclose()
 
     assert decision.degraded and decision.allowed
     assert len(errors) == 1 and isinstance(errors[0], ResponseError)
