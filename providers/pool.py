@@ -183,16 +183,23 @@ class NodePool:
 
         Failures to ask are not errors here: the request goes on, and the node's own answer decides.
         """
-        tag, allowed = _normalise(model_tag), _allowed(nodes)
-        # A node whose /api/show just failed is not asked again before the next health check, so a
-        # struggling node does not add its timeout to every request.
-        retry_before = asyncio.get_running_loop().time() - self._health_interval
-        unread = [node for node in self._nodes.values()
-                  if node.up and (allowed is None or node.config.name in allowed) and tag not in node.models
-                  and node.show_failed.get(tag, float("-inf")) < retry_before]
+        tag = _normalise(model_tag)
+        unread = self._unread(tag, _allowed(nodes))
         if unread:
             await asyncio.gather(*(self._read_models(node, (tag,)) for node in unread))
         return self.cached_model_info(model_tag, nodes)
+
+    def would_ask(self, model_tag: str, nodes: Sequence[str] | None) -> bool:
+        """Whether `model_info` would ask a node now (rather than answer from what it knows)."""
+        return bool(self._unread(_normalise(model_tag), _allowed(nodes)))
+
+    def _unread(self, tag: str, allowed: frozenset[str] | None) -> list[_Node]:
+        # A node whose /api/show just failed is not asked again before the next health check, so a
+        # struggling node does not add its timeout to every request.
+        retry_before = asyncio.get_running_loop().time() - self._health_interval
+        return [node for node in self._nodes.values()
+                if node.up and (allowed is None or node.config.name in allowed) and tag not in node.models
+                and node.show_failed.get(tag, float("-inf")) < retry_before]
 
     async def _read_models(self, node: _Node, tags: Iterable[str]) -> None:
         tags = list(tags)

@@ -56,6 +56,8 @@ class Decision:
 class Limiter(Protocol):
     """Counts requests and tokens against limits; one instance serves the whole process."""
 
+    remote: bool  # calls make a network round trip (worth overlapping with other work)
+
     async def hit(self, limits: Sequence[Limit]) -> Decision:
         """Admit the request against every limit or refuse it; a refusal consumes nothing anywhere."""
         ...

@@ -15,6 +15,8 @@ _FIRST_SWEEP = 1024
 class MemoryLimiter:
     """GCRA state in a dict; `hit` never awaits, so on one event loop it is atomic without a lock."""
 
+    remote = False
+
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         # key -> (state, ms at which its level has drained to zero and it can be forgotten)

@@ -59,6 +59,8 @@ def create_client(url: str, *, timeout: float = 0.5) -> Redis:
 class RedisLimiter:
     """GCRA in Redis via EVALSHA (EVAL when the server forgot the script); fails open."""
 
+    remote = True
+
     def __init__(self, redis: Redis, *, prefix: str = "pr:rl:", on_error: Callable[[Exception], None] | None = None,
                  timeout: float = 0.5, cooldown: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._redis = redis
