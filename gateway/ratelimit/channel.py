@@ -142,15 +142,19 @@ class ScriptChannel:
             await asyncio.sleep(0)
 
     async def _connected(self) -> _Protocol:
-        # Concurrent callers share one connection attempt.
-        if self._connecting is None:
-            self._connecting = asyncio.ensure_future(self._connect())
+        # Concurrent callers share one connection attempt; a caller that gives up does not cancel it for
+        # the others (shield), and its outcome is forgotten once it is known.
         connecting = self._connecting
-        try:
-            return await asyncio.shield(connecting)
-        finally:
-            if connecting.done() and self._connecting is connecting:
-                self._connecting = None
+        if connecting is None:
+            connecting = self._connecting = asyncio.ensure_future(self._connect())
+            connecting.add_done_callback(self._attempt_done)
+        return await asyncio.shield(connecting)
+
+    def _attempt_done(self, attempt: asyncio.Future[_Protocol]) -> None:
+        if self._connecting is attempt:
+            self._connecting = None
+        if not attempt.cancelled():
+            attempt.exception()  # retrieved here, so a failure nobody waited for is not logged as lost
 
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
