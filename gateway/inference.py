@@ -264,22 +264,16 @@ async def admit(request: Request, endpoint: Endpoint, principal: KeyPrincipal | 
     if principal is None:
         principal = await authenticate(request)
     registry = ctx.registry.current  # read once: prices and plans stay those of the request's start
-    # A remote limiter's round trip runs while the body is read and validated. Its decision is awaited
+    # The limiter's round trip (Redis) runs while the body is read and validated. Its decision is awaited
     # before anything else is answered or written (a validation error, the idempotency claim, the hold),
     # so a limited request still gets its 429 first and is never admitted.
-    pending: asyncio.Future[Decision] | None = None
-    if ctx.limiter.remote:
-        pending = asyncio.ensure_future(ctx.limiter.hit(plan_limits(registry, principal)))
-    else:  # in process: nothing to overlap, and a task would cost more than the call
-        decision = await enforce_rate_limits(ctx, registry, principal)
+    pending = ctx.limiter.hit_soon(plan_limits(registry, principal))
     try:
         checked = await _validate(ctx, request, registry, principal, endpoint, pending)
     except BaseException:
-        if pending is not None:
-            pending.cancel()
+        pending.cancel()
         raise
-    if pending is not None:
-        decision = await enforce_rate_limits(ctx, registry, principal, pending)
+    decision = await enforce_rate_limits(ctx, registry, principal, pending)
     headers = {name.decode(): value.decode() for name, value in rate_limit_headers(decision)}
     try:
         assert checked is not None  # None only for a request the limiter refused, answered just above
@@ -316,7 +310,7 @@ _Checked = tuple[Model, ModelTarget, PreparedRequest, PromptShape, Quote]
 
 
 async def _validate(ctx: AppContext, request: Request, registry: Registry, principal: KeyPrincipal,
-                    endpoint: Endpoint, pending: asyncio.Future[Decision] | None
+                    endpoint: Endpoint, pending: asyncio.Future[Decision]
                     ) -> _Checked | GatewayError | ProviderError | None:
     """Read and check the body, and quote its hold; a refusal is returned, not raised, so that `admit`
     can answer the rate limit's 429 before it. With a rate-limit call `pending`, no node is asked about
@@ -324,10 +318,10 @@ async def _validate(ctx: AppContext, request: Request, registry: Registry, princ
     try:
         body = await read_json(request)
         model = resolve_model(registry, principal, body.get("model"), endpoint)
-        if pending is not None and ctx.pool.would_ask(model.tag, model.nodes):
+        if not pending.done() and ctx.pool.would_ask(model.tag, model.nodes):
             await asyncio.wait((pending,))
-            if not pending.result().allowed:
-                return None
+        if pending.done() and not pending.result().allowed:
+            return None
         target = model_target(model, await ctx.pool.model_info(model.tag, model.nodes))
         prepared = prepare(endpoint, body, target)
         shape = prompt_shape(prepared.body)

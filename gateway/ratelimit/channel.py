@@ -128,6 +128,13 @@ class ScriptChannel:
             protocol = await self._connected()
         return await protocol.send(pack(args))
 
+    def send_now(self, *args: Arg) -> asyncio.Future[Any] | None:
+        """Write one command at once when the connection is up (the future of its reply), else None."""
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            return None
+        return protocol.send(pack(args))
+
     def reset(self) -> None:
         """Drop the connection (e.g. after a timeout: the server may be frozen); the next call reconnects."""
         protocol, self._protocol = self._protocol, None

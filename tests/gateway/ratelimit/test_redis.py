@@ -166,6 +166,27 @@ async def test_an_unreachable_redis_admits_flags_and_reports(unreachable: Redis,
     assert "s3cret" not in caplog.text and "127.0.0.1" not in caplog.text
 
 
+async def test_hit_soon_fails_open_like_hit(unreachable: Redis) -> None:
+    errors: list[Exception] = []
+    limiter = RedisLimiter(unreachable, on_error=errors.append)
+    decision = await limiter.hit_soon([RPM5])
+    assert decision.allowed and decision.degraded and len(errors) == 1
+
+
+async def test_hit_soon_writes_its_command_before_returning(client: Redis, limiter: RedisLimiter) -> None:
+    await limiter.hit([RPD])  # the limiter's connection is up
+    pending = limiter.hit_soon([RPM5])
+    await asyncio.sleep(0.05)  # Redis runs the script meanwhile, though nobody awaited the task's result yet
+    assert await client.exists(limiter.redis_key(RPM5)) == 1
+    assert (await pending).remaining == 4
+
+
+async def test_a_hit_soon_cancelled_before_it_ran_leaves_the_connection_in_order(limiter: RedisLimiter) -> None:
+    await limiter.hit([RPD])
+    limiter.hit_soon([RPM5]).cancel()
+    assert (await limiter.hit([RPM5])).remaining == 3  # the cancelled call was counted, its reply skipped
+
+
 async def test_after_an_error_redis_is_left_alone_for_the_cooldown(unreachable: Redis,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
     errors: list[Exception] = []
