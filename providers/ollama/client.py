@@ -161,7 +161,7 @@ class OllamaClient:
                 keep = False
             lines.append(name + b": " + value + b"\r\n")
         head_lines = b"".join(lines)
-        if b"\n" in head_lines.replace(b"\r\n", b"") or b"\r" in head_lines.replace(b"\r\n", b""):
+        if head_lines.count(b"\n") != len(lines) or head_lines.count(b"\r") != len(lines):
             return  # a line break in a header: left to httpx, which refuses the request with a clear error
         self._direct, self._origin, self._head_lines, self._keep = direct, origin, head_lines, keep
 

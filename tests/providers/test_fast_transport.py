@@ -749,12 +749,14 @@ async def test_direct_node_asking_connection_close_is_not_reused() -> None:
 
 
 async def test_direct_header_with_a_line_break_is_left_to_httpx_which_refuses_it() -> None:
-    transport = FastTransport()
-    async with httpx.AsyncClient(transport=transport) as http:
-        client = OllamaClient(http, "http://127.0.0.1:9", node="n", first_byte_timeout=2, idle_timeout=2,
-                              headers=(("X-Evil", "a\r\nInjected: 1"),), direct=transport)
-        with pytest.raises(UpstreamError):
-            await client.version()
+    async with RawServer(answer_each(lambda peer, request: ok(b"{}"))) as server:
+        transport = FastTransport()
+        async with httpx.AsyncClient(transport=transport) as http:
+            client = OllamaClient(http, server.url, node="n", first_byte_timeout=2, idle_timeout=2,
+                                  headers=(("X-Evil", "a\r\nInjected: 1"),), direct=transport)
+            with pytest.raises(UpstreamError, match="line break"):
+                await client.version()
+    assert server.peers == []  # refused before connecting
 
 
 @pytest.mark.parametrize("how", ["close", "reset"])
