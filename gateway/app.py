@@ -133,7 +133,8 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
         sessions = session_factory(engine)
         pool = NodePool(http, first_byte_timeout=settings.upstream_first_byte_timeout,
                         idle_timeout=settings.upstream_idle_timeout, acquire_timeout=settings.upstream_acquire_timeout,
-                        health_interval=settings.health_check_interval)
+                        health_interval=settings.health_check_interval,
+                        direct=transport.direct_for if isinstance(transport, UpstreamTransport) else None)
         _configure_nodes(pool, transport, holder.current)
         holder.on_swap(lambda new: _configure_nodes(pool, transport, new))
         lease = Lease(sessions, settings.instance_lease_seconds)

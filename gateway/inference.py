@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,8 +92,10 @@ def plan_limits(registry: Registry, principal: KeyPrincipal) -> list[Limit]:
     return limits
 
 
-async def enforce_rate_limits(ctx: AppContext, registry: Registry, principal: KeyPrincipal) -> Decision:
-    decision = await ctx.limiter.hit(plan_limits(registry, principal))
+async def enforce_rate_limits(ctx: AppContext, registry: Registry, principal: KeyPrincipal,
+                              pending: Awaitable[Decision] | None = None) -> Decision:
+    """The rate limiter's decision for the request (`pending`: a hit already under way), or 429."""
+    decision = await (pending if pending is not None else ctx.limiter.hit(plan_limits(registry, principal)))
     if not decision.allowed:
         ctx.metrics.rate_limited(decision.refused_by or "rpm")
         headers = {name.decode(): value.decode() for name, value in rate_limit_headers(decision)}
@@ -261,15 +264,22 @@ async def admit(request: Request, endpoint: Endpoint, principal: KeyPrincipal | 
     if principal is None:
         principal = await authenticate(request)
     registry = ctx.registry.current  # read once: prices and plans stay those of the request's start
-    decision = await enforce_rate_limits(ctx, registry, principal)
+    # The limiter's round trip (Redis) runs while the body is read and validated. Its decision is awaited
+    # before anything else is answered or written (a validation error, the idempotency claim, the hold),
+    # so a limited request still gets its 429 first and is never admitted.
+    pending = ctx.limiter.hit_soon(plan_limits(registry, principal))
+    try:
+        checked = await _validate(ctx, request, registry, principal, endpoint, pending)
+    except BaseException:
+        pending.cancel()
+        raise
+    decision = await enforce_rate_limits(ctx, registry, principal, pending)
     headers = {name.decode(): value.decode() for name, value in rate_limit_headers(decision)}
     try:
-        body = await read_json(request)
-        model = resolve_model(registry, principal, body.get("model"), endpoint)
-        target = model_target(model, await ctx.pool.model_info(model.tag, model.nodes))
-        prepared = prepare(endpoint, body, target)
-        shape = prompt_shape(prepared.body)
-        quote = quote_for(model, prepared, ctx.prompt_bounds.bound(model.tag, shape))
+        assert checked is not None  # None only for a request the limiter refused, answered just above
+        if isinstance(checked, Exception):
+            raise checked
+        model, target, prepared, shape, quote = checked
         origin = HoldOrigin(ctx.lease.instance_id, principal.key_id, model.name, endpoint)
         key_claim = await idempotency.claim(ctx.sessions, request, principal.account_id, unique_request_id(request))
         try:
@@ -294,6 +304,30 @@ async def admit(request: Request, endpoint: Endpoint, principal: KeyPrincipal | 
     return Call(ctx=ctx, request=request, principal=principal, registry=registry, model=model, target=target,
                 endpoint=endpoint, prepared=prepared, hold=hold, headers=headers, started=started, shape=shape,
                 response_id=new_response_id(endpoint), created=int(time.time()), idempotency=key_claim)
+
+
+_Checked = tuple[Model, ModelTarget, PreparedRequest, PromptShape, Quote]
+
+
+async def _validate(ctx: AppContext, request: Request, registry: Registry, principal: KeyPrincipal,
+                    endpoint: Endpoint, pending: asyncio.Future[Decision]
+                    ) -> _Checked | GatewayError | ProviderError | None:
+    """Read and check the body, and quote its hold; a refusal is returned, not raised, so that `admit`
+    can answer the rate limit's 429 before it. With a rate-limit call `pending`, no node is asked about
+    the model before the limiter answered, and not at all when it refused (then None is returned)."""
+    try:
+        body = await read_json(request)
+        model = resolve_model(registry, principal, body.get("model"), endpoint)
+        if not pending.done() and ctx.pool.would_ask(model.tag, model.nodes):
+            await asyncio.wait((pending,))
+        if pending.done() and not pending.result().allowed:
+            return None
+        target = model_target(model, await ctx.pool.model_info(model.tag, model.nodes))
+        prepared = prepare(endpoint, body, target)
+        shape = prompt_shape(prepared.body)
+        return model, target, prepared, shape, quote_for(model, prepared, ctx.prompt_bounds.bound(model.tag, shape))
+    except (GatewayError, ProviderError) as refused:
+        return refused
 
 
 def upstream_error(call: Call, error: ProviderError) -> GatewayError:

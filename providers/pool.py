@@ -33,6 +33,7 @@ from providers.errors import (
 )
 from providers.ollama.capabilities import ModelInfo, combine, read_models, read_version
 from providers.ollama.client import OllamaClient, StreamContext, UpstreamStream
+from providers.ollama.transport import FastTransport
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +124,12 @@ class NodePool:
         health_interval: float = 5.0,
         fail_threshold: int = 3,
         health_timeout: float = 5.0,
+        direct: Callable[[str], FastTransport | None] | None = None,
     ) -> None:
+        """`direct(url)`: the FastTransport that carries a node's requests without httpx's client layers
+        (plain-http nodes; see `UpstreamTransport.direct_for`), or None for httpx."""
         self._http = http
+        self._direct = direct
         self._first_byte_timeout = first_byte_timeout
         self._idle_timeout = idle_timeout
         self._acquire_timeout = acquire_timeout
@@ -178,16 +183,23 @@ class NodePool:
 
         Failures to ask are not errors here: the request goes on, and the node's own answer decides.
         """
-        tag, allowed = _normalise(model_tag), _allowed(nodes)
-        # A node whose /api/show just failed is not asked again before the next health check, so a
-        # struggling node does not add its timeout to every request.
-        retry_before = asyncio.get_running_loop().time() - self._health_interval
-        unread = [node for node in self._nodes.values()
-                  if node.up and (allowed is None or node.config.name in allowed) and tag not in node.models
-                  and node.show_failed.get(tag, float("-inf")) < retry_before]
+        tag = _normalise(model_tag)
+        unread = self._unread(tag, _allowed(nodes))
         if unread:
             await asyncio.gather(*(self._read_models(node, (tag,)) for node in unread))
         return self.cached_model_info(model_tag, nodes)
+
+    def would_ask(self, model_tag: str, nodes: Sequence[str] | None) -> bool:
+        """Whether `model_info` would ask a node now (rather than answer from what it knows)."""
+        return bool(self._unread(_normalise(model_tag), _allowed(nodes)))
+
+    def _unread(self, tag: str, allowed: frozenset[str] | None) -> list[_Node]:
+        # A node whose /api/show just failed is not asked again before the next health check, so a
+        # struggling node does not add its timeout to every request.
+        retry_before = asyncio.get_running_loop().time() - self._health_interval
+        return [node for node in self._nodes.values()
+                if node.up and (allowed is None or node.config.name in allowed) and tag not in node.models
+                and node.show_failed.get(tag, float("-inf")) < retry_before]
 
     async def _read_models(self, node: _Node, tags: Iterable[str]) -> None:
         tags = list(tags)
@@ -393,6 +405,7 @@ class NodePool:
     # --- health ----------------------------------------------------------------------------
 
     def _new_node(self, config: NodeConfig) -> _Node:
+        direct = self._direct(config.url) if self._direct is not None else None
         client = OllamaClient(
             self._http,
             config.url,
@@ -400,6 +413,7 @@ class NodePool:
             first_byte_timeout=self._first_byte_timeout,
             idle_timeout=self._idle_timeout,
             headers=config.headers,
+            direct=direct,
         )
         probe = OllamaClient(
             self._http,
@@ -408,6 +422,7 @@ class NodePool:
             first_byte_timeout=self._health_timeout,
             idle_timeout=self._health_timeout,
             headers=config.headers,
+            direct=direct,
         )
         return _Node(config, client, probe)
 

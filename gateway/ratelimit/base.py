@@ -6,6 +6,7 @@ Both implementations (`memory.MemoryLimiter`, `redis.RedisLimiter`) share the ar
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -58,6 +59,11 @@ class Limiter(Protocol):
 
     async def hit(self, limits: Sequence[Limit]) -> Decision:
         """Admit the request against every limit or refuse it; a refusal consumes nothing anywhere."""
+        ...
+
+    def hit_soon(self, limits: Sequence[Limit]) -> asyncio.Future[Decision]:
+        """`hit`, started now: whatever must reach a server is written before this returns, so the round
+        trip overlaps the caller's work until it awaits the future (or cancels it)."""
         ...
 
     async def consume(self, limit: Limit, units: int) -> None:

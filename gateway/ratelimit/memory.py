@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +26,13 @@ class MemoryLimiter:
         """Admit against every limit or refuse; a refusal consumes nothing."""
         check_limits(limits)
         return to_decision(limits, self._apply(limits, [limit.cost for limit in limits], check=True))
+
+    def hit_soon(self, limits: Sequence[Limit]) -> asyncio.Future[Decision]:
+        """`hit`, decided at once: the future is already done (no task, nothing to overlap)."""
+        check_limits(limits)
+        decided: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        decided.set_result(to_decision(limits, self._apply(limits, [limit.cost for limit in limits], check=True)))
+        return decided
 
     async def consume(self, limit: Limit, units: int) -> None:
         """Count units after the fact; never refuses."""

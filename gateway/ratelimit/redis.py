@@ -1,5 +1,8 @@
 """The shared limiter: one Lua script (ratelimit.lua) per call, atomic across every replica.
 
+The script goes over the worker's own pipelined connection (`channel.ScriptChannel`, replies parsed by
+hiredis) when the client's URL allows it, else through the redis-py client.
+
 Failure policy: rate limits fail OPEN. Any Redis error (refused, timeout, even a script error) admits
 the request with `Decision(degraded=True)`, calls `on_error(exc)` (a metric) and logs a WARNING at
 most once per 10 s, naming only the exception's class. After an error the limiter does not call Redis
@@ -17,6 +20,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from importlib import resources
+from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -25,6 +29,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from gateway.ratelimit import gcra
 from gateway.ratelimit.base import Decision, Limit, check_limits, check_units, fail_open, to_decision
+from gateway.ratelimit.channel import ScriptChannel
 
 logger = logging.getLogger("gateway.ratelimit")
 
@@ -58,6 +63,7 @@ class RedisLimiter:
     def __init__(self, redis: Redis, *, prefix: str = "pr:rl:", on_error: Callable[[Exception], None] | None = None,
                  timeout: float = 0.5, cooldown: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._redis = redis
+        self._channel = ScriptChannel.for_client(redis)
         self._prefix = f"{prefix}v{SCRIPT_VERSION}:"
         self._on_error = on_error
         self._timeout = timeout
@@ -76,7 +82,24 @@ class RedisLimiter:
     async def hit(self, limits: Sequence[Limit]) -> Decision:
         """Admit against every limit or refuse, atomically in Redis; a refusal consumes nothing."""
         check_limits(limits)
-        reply = await self._run("hit", limits, [limit.cost for limit in limits])
+        return await self._hit(limits, None)
+
+    def hit_soon(self, limits: Sequence[Limit]) -> asyncio.Future[Decision]:
+        """`hit` as a task whose command is already written when this returns (when the limiter's connection
+        is up and Redis healthy; else the task does all the work when it runs)."""
+        check_limits(limits)
+        early = None
+        channel = self._channel
+        if channel is not None and not self._failing:
+            keys, args = self._command("hit", limits, [limit.cost for limit in limits])
+            early = channel.send_now("EVALSHA", SCRIPT_SHA, len(keys), *keys, *args)
+        task = asyncio.ensure_future(self._hit(limits, early))
+        if early is not None:
+            task.add_done_callback(lambda _: early.cancel())  # a task cancelled before it ran drops the reply
+        return task
+
+    async def _hit(self, limits: Sequence[Limit], early: asyncio.Future[Any] | None) -> Decision:
+        reply = await self._run("hit", limits, [limit.cost for limit in limits], early)
         if reply is None:
             return fail_open(limits[0])
         allowed, refused, retry_ms, remaining, reset_ms = (int(value) for value in reply)
@@ -91,24 +114,34 @@ class RedisLimiter:
             await self._run("consume", [limit], [units])
 
     async def aclose(self) -> None:
-        """Nothing to release: the Redis client belongs to the caller, who closes it."""
+        """Close the limiter's own connection; the Redis client belongs to the caller, who closes it."""
+        if self._channel is not None:
+            await self._channel.aclose()
 
-    async def _run(self, mode: str, limits: Sequence[Limit], costs: Sequence[int]) -> list[int] | None:
-        probe = False
-        if self._failing:
-            # Open circuit: answer at once; after the cooldown one call (the probe) tries Redis again.
-            if self._probing or self._clock() < self._down_until:
-                return None
-            self._probing = probe = True
+    def _command(self, mode: str, limits: Sequence[Limit], costs: Sequence[int]) -> tuple[list[str], list[str | int]]:
         keys = [self.redis_key(limit) for limit in limits]
         args: list[str | int] = [mode]
         for limit, cost in zip(limits, costs, strict=True):
             sc = gcra.scale(limit)
             args += [sc.tick_ms, sc.width, sc.rate, cost]
+        return keys, args
+
+    async def _run(self, mode: str, limits: Sequence[Limit], costs: Sequence[int],
+                   early: asyncio.Future[Any] | None = None) -> list[int] | None:
+        # `early`: the reply to this very command, already sent by `hit_soon` (the circuit was closed then).
+        probe = False
+        if self._failing and early is None:
+            # Open circuit: answer at once; after the cooldown one call (the probe) tries Redis again.
+            if self._probing or self._clock() < self._down_until:
+                return None
+            self._probing = probe = True
+        keys, args = self._command(mode, limits, costs)
         try:
             async with asyncio.timeout(self._timeout):
-                reply = await self._eval(keys, args)
+                reply = await self._eval(keys, args, early)
         except _ERRORS as exc:
+            if isinstance(exc, TimeoutError) and self._channel is not None:
+                self._channel.reset()  # a frozen or half-open connection: the next call connects afresh
             self._failed(exc)
             return None
         finally:
@@ -119,7 +152,15 @@ class RedisLimiter:
             logger.info("rate limiter: Redis answers again; limits are enforced")
         return list(reply)
 
-    async def _eval(self, keys: list[str], args: list[str | int]) -> list[int]:
+    async def _eval(self, keys: list[str], args: list[str | int], early: asyncio.Future[Any] | None) -> list[int]:
+        channel = self._channel
+        if channel is not None:
+            try:
+                reply = await (early if early is not None else channel.call("EVALSHA", SCRIPT_SHA, len(keys), *keys,
+                                                                            *args))
+            except NoScriptError:
+                reply = await channel.call("EVAL", SCRIPT, len(keys), *keys, *args)
+            return list(reply)
         try:
             reply = await self._redis.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
         except NoScriptError:

@@ -1,4 +1,11 @@
-"""Native Ollama HTTP client over an injected `httpx.AsyncClient`.
+"""Native Ollama HTTP client over an injected `httpx.AsyncClient`, or straight over `FastTransport`.
+
+Given `direct` (the gateway's `FastTransport`) and a plain `http://` node, requests skip httpx's client
+layers: the request head is pre-built once per path as bytes (the client's default headers and the node's
+own, `Accept-Encoding: identity`), and the answer is read from the transport's `Reply`. Timeouts, errors,
+the retry of a stale reused connection and closing on cancellation are the same on both paths (the
+transport raises httpx's exceptions, translated below). Without `direct` (https or proxied nodes, tests
+with a mock transport) every request goes through the `httpx.AsyncClient`.
 
 Every httpx exception is translated into the `providers.errors` tree here and nowhere else
 (`map_errors`). Which error a failure becomes depends on whether the upstream had started
@@ -14,10 +21,10 @@ generating, so an abandoned stream costs the GPU nothing more.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import httpx
 import orjson
@@ -32,12 +39,48 @@ from providers.errors import (
     UpstreamTimeout,
 )
 from providers.ollama.ndjson import NDJSONDecoder
+from providers.ollama.transport import FastTransport, Origin
 
 # Endpoints whose `stream` defaults to true on the server; the non-streaming methods force it off.
 _STREAMING_PATHS = frozenset({"/api/chat", "/api/generate"})
 _ERROR_BODY_LIMIT = 64 * 1024
 # After the `done` line only the chunked-encoding terminator is due; reading it keeps the connection reusable.
 _DRAIN_TIMEOUT = 0.05
+
+
+class _Answer(Protocol):
+    """An upstream answer after its head: the status, then the body's byte chunks; `aclose` frees it."""
+
+    status: int
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def __anext__(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _HttpxAnswer:
+    """An `httpx.Response` seen as an `_Answer`."""
+
+    __slots__ = ("status", "_response", "_chunks")
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.status = response.status_code
+        self._response = response
+        self._chunks = _raw_chunks(response)
+
+    def __aiter__(self) -> _HttpxAnswer:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self._chunks.__anext__()
+
+    async def aclose(self) -> None:
+        try:
+            await self._chunks.aclose()
+        finally:
+            await self._response.aclose()
 
 
 class OllamaClient:
@@ -53,6 +96,13 @@ class OllamaClient:
         "_get_headers",
         "_post_headers",
         "_urls",
+        "_direct",
+        "_origin",
+        "_heads",
+        "_head_lines",
+        "_keep",
+        "_connect_timeout",
+        "_write_timeout",
     )
 
     def __init__(
@@ -64,6 +114,7 @@ class OllamaClient:
         first_byte_timeout: float,
         idle_timeout: float,
         headers: Sequence[tuple[str, str]] = (),
+        direct: FastTransport | None = None,
     ) -> None:
         self._http = http
         self._base = base_url.rstrip("/")
@@ -86,6 +137,33 @@ class OllamaClient:
         self._post_headers = httpx.Headers(self._get_headers)
         self._post_headers["content-type"] = "application/json"
         self._urls: dict[str, httpx.URL] = {}
+        self._direct: FastTransport | None = None
+        self._origin = Origin(b"", "", 0)
+        self._heads: dict[tuple[str, str], bytes] = {}
+        self._head_lines = b""
+        self._keep = True
+        self._connect_timeout, self._write_timeout = timeout.connect, timeout.write
+        if direct is not None and self._base.startswith("http://"):
+            self._use_direct(direct)
+
+    def _use_direct(self, direct: FastTransport) -> None:
+        """Pre-build what every direct request repeats: the header lines, as httpx would encode them."""
+        origin = Origin.of(self._base)
+        lines = [b"Host: " + origin.key + b"\r\n"]
+        keep = True
+        for name, value in self._get_headers.raw:
+            lower = name.lower()
+            if lower == b"host":
+                continue
+            if lower == b"accept-encoding":
+                value = b"identity"  # bodies are read as sent: no decoder on this path
+            elif lower == b"connection" and b"close" in value.lower():
+                keep = False
+            lines.append(name + b": " + value + b"\r\n")
+        head_lines = b"".join(lines)
+        if head_lines.count(b"\n") != len(lines) or head_lines.count(b"\r") != len(lines):
+            return  # a line break in a header: left to httpx, which refuses the request with a clear error
+        self._direct, self._origin, self._head_lines, self._keep = direct, origin, head_lines, keep
 
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST /api/chat without streaming."""
@@ -125,31 +203,54 @@ class OllamaClient:
         """Context manager: POST with `"stream": true`; entering waits for the status and the first byte."""
         if body.get("stream") is not True:
             body = {**body, "stream": True}
-        return StreamContext(self, self._build("POST", path, body))
+        return StreamContext(self, path, orjson.dumps(body))
 
-    def _build(self, method: str, path: str, body: dict[str, Any] | None) -> httpx.Request:
+    async def _open(self, method: str, path: str, content: bytes | None, read_timeout: float | None) -> _Answer:
+        """Send one request; return once the answer's head arrived. `read_timeout` bounds each wait for body
+        bytes on the direct path (the httpx path times body reads in the callers). Raises httpx exceptions."""
+        direct = self._direct
+        if direct is None:
+            return _HttpxAnswer(await self._http.send(self._build(method, path, content), stream=True))
+        head = self._heads.get((method, path))
+        if head is None:
+            head = self._head(method, path)
+        payload = head + b"\r\n" if content is None else b"%s%d\r\n\r\n%s" % (head, len(content), content)
+        reply = await direct.send(self._origin, payload, keep=self._keep, connect_timeout=self._connect_timeout,
+                                  write_timeout=self._write_timeout)
+        reply.read_timeout = read_timeout
+        return reply
+
+    def _head(self, method: str, path: str) -> bytes:
+        # A POST's head ends with "Content-Length: " (the length and the body follow); a GET's, with its
+        # last header line (the blank line follows).
+        line = f"{method} {httpx.URL(self._base + path).raw_path.decode('ascii')} HTTP/1.1\r\n".encode("ascii")
+        head = line + self._head_lines
+        if method == "POST":
+            head += b"Content-Type: application/json\r\nContent-Length: "
+        self._heads[(method, path)] = head
+        return head
+
+    def _build(self, method: str, path: str, content: bytes | None) -> httpx.Request:
         url = self._urls.get(path)
         if url is None:
             url = self._urls[path] = httpx.URL(self._base + path)
-        if body is None:
+        if content is None:
             return httpx.Request(method, url, headers=self._get_headers, extensions=self._extensions)
-        return httpx.Request(
-            method, url, content=orjson.dumps(body), headers=self._post_headers, extensions=self._extensions
-        )
+        return httpx.Request(method, url, content=content, headers=self._post_headers, extensions=self._extensions)
 
     async def _request(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
-        request = self._build(method, path, body)
-        response: httpx.Response | None = None
+        content = None if body is None else orjson.dumps(body)
+        answer: _Answer | None = None
         try:
             with map_errors(self.node, started=False):
                 async with asyncio.timeout(self.first_byte_timeout):
-                    response = await self._http.send(request, stream=True)
-                    if not response.is_success:
-                        raise await _status_error(response, self.node)
-            content = await self._read_body(response)
+                    answer = await self._open(method, path, content, self.idle_timeout)
+                    if not 200 <= answer.status < 300:
+                        raise await _status_error(answer, self.node)
+            content = await self._read_body(answer)
         finally:
-            if response is not None:
-                await response.aclose()
+            if answer is not None:
+                await answer.aclose()
         try:
             value = orjson.loads(content)
         except orjson.JSONDecodeError:
@@ -158,14 +259,17 @@ class OllamaClient:
             raise UpstreamProtocolError(f"upstream answer is not a JSON object: {_preview(content)}", self.node)
         return value
 
-    async def _read_body(self, response: httpx.Response) -> bytes:
+    async def _read_body(self, answer: _Answer) -> bytes:
         parts: list[bytes] = []
-        chunks = _raw_chunks(response)
         with map_errors(self.node, started=True):
+            if self._direct is not None:  # the transport times each wait (the answer's read_timeout)
+                async for part in answer:
+                    parts.append(part)
+                return b"".join(parts)
             while True:
                 async with asyncio.timeout(self.idle_timeout):
                     try:
-                        parts.append(await chunks.__anext__())
+                        parts.append(await answer.__anext__())
                     except StopAsyncIteration:
                         return b"".join(parts)
 
@@ -173,32 +277,30 @@ class OllamaClient:
 class StreamContext:
     """Async context manager returned by `OllamaClient.open_stream`; yields an `UpstreamStream`."""
 
-    __slots__ = ("_client", "_request", "_response", "_stream")
+    __slots__ = ("_client", "_path", "_content", "_answer", "_stream")
 
-    def __init__(self, client: OllamaClient, request: httpx.Request) -> None:
+    def __init__(self, client: OllamaClient, path: str, content: bytes) -> None:
         self._client = client
-        self._request = request
-        self._response: httpx.Response | None = None
+        self._path = path
+        self._content = content
+        self._answer: _Answer | None = None
         self._stream: UpstreamStream | None = None
 
     async def __aenter__(self) -> UpstreamStream:
         client = self._client
-        chunks: AsyncGenerator[bytes, None] | None = None
         try:
             with map_errors(client.node, started=False):
                 async with asyncio.timeout(client.first_byte_timeout):
-                    response = self._response = await client._http.send(self._request, stream=True)
-                    if not response.is_success:
-                        raise await _status_error(response, client.node)
-                    chunks = _raw_chunks(response)
+                    # No read timeout below: the stream's own idle timer covers the waits (UpstreamStream).
+                    answer = self._answer = await client._open("POST", self._path, self._content, None)
+                    if not 200 <= answer.status < 300:
+                        raise await _status_error(answer, client.node)
                     try:
-                        first = await chunks.__anext__()
+                        first = await answer.__anext__()
                     except StopAsyncIteration:
                         raise UpstreamProtocolError("upstream sent an empty stream", client.node) from None
-            self._stream = UpstreamStream(client.node, chunks, first, client.idle_timeout)
+            self._stream = UpstreamStream(client.node, answer, first, client.idle_timeout)
         except BaseException:
-            if chunks is not None:
-                await chunks.aclose()
             await self._close()
             raise
         return self._stream
@@ -212,14 +314,13 @@ class StreamContext:
                 stream._stop_timer()
                 if exc_type is None and stream.done and not stream._eof:
                     await stream._drain()
-                await stream._chunks.aclose()
         finally:
             await self._close()
 
     async def _close(self) -> None:
-        response, self._response = self._response, None
-        if response is not None:
-            await response.aclose()
+        answer, self._answer = self._answer, None
+        if answer is not None:
+            await answer.aclose()
 
 
 class UpstreamStream:
@@ -243,7 +344,7 @@ class UpstreamStream:
         "_expired",
     )
 
-    def __init__(self, node: str, chunks: AsyncGenerator[bytes, None], first: bytes, idle_timeout: float) -> None:
+    def __init__(self, node: str, chunks: _Answer, first: bytes, idle_timeout: float) -> None:
         self.node = node
         self.done = False  # a `"done": true` line has been yielded
         self._chunks = chunks
@@ -398,21 +499,18 @@ def translate(exc: Exception, node: str, *, started: bool) -> UpstreamError:
     return UpstreamError(f"request to node {node} failed: {type(exc).__name__}: {detail}", node)
 
 
-async def _status_error(response: httpx.Response, node: str) -> UpstreamStatusError:
+async def _status_error(answer: _Answer, node: str) -> UpstreamStatusError:
+    # The caller closes the answer.
     parts: list[bytes] = []
     size = 0
-    chunks = _raw_chunks(response)
-    try:
-        async for part in chunks:
-            parts.append(part)
-            size += len(part)
-            if size >= _ERROR_BODY_LIMIT:
-                break
-    finally:
-        await chunks.aclose()
+    async for part in answer:
+        parts.append(part)
+        size += len(part)
+        if size >= _ERROR_BODY_LIMIT:
+            break
     body = b"".join(parts)[:_ERROR_BODY_LIMIT]
-    message = _error_message(body) or f"HTTP {response.status_code}"
-    return UpstreamStatusError(message, response.status_code, node)
+    message = _error_message(body) or f"HTTP {answer.status}"
+    return UpstreamStatusError(message, answer.status, node)
 
 
 def _raw_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:

@@ -11,6 +11,11 @@ keeps, per origin, a LIFO stack of idle connections and pays O(1) per request. I
   once on a fresh connection; nothing else is retried: not a fresh connection, not after a byte arrived.
 - Body bytes reach the consumer as they arrive; a slow consumer pauses the socket, not the server's memory.
 
+Two ways in: as an httpx transport (`handle_async_request`), and `send(origin, payload)`, which takes the
+request's bytes as the caller pre-built them and returns a `Reply` (status, headers, body chunks) without
+any httpx object: `providers.ollama.client` uses it for plain-http nodes, skipping httpx's client layers
+(cookies, redirects, auth and event hooks, Request/Response objects), which cost more than this transport.
+
 Failures are raised as the httpx exceptions httpcore would raise, so `providers.ollama.client` maps them
 unchanged: ConnectError, ConnectTimeout, WriteError, WriteTimeout, ReadError, ReadTimeout, RemoteProtocolError.
 """
@@ -22,7 +27,7 @@ import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import cast
+from typing import NamedTuple, cast
 
 import httpx
 
@@ -39,6 +44,20 @@ _METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Body framings and chunked-decoder states.
 _LENGTH, _CHUNKED, _UNTIL_CLOSE = 0, 1, 2
 _SIZE, _DATA, _DATA_END, _TRAILER = 0, 1, 2, 3
+
+
+class Origin(NamedTuple):
+    """Where a request goes: `key` names the origin's idle pool (httpx's `URL.netloc`, e.g. b"10.0.0.5:11434")."""
+
+    key: bytes
+    host: str
+    port: int
+
+    @classmethod
+    def of(cls, url: str | httpx.URL) -> Origin:
+        """The origin of an `http://` URL."""
+        parsed = httpx.URL(url)
+        return cls(parsed.netloc, parsed.host, parsed.port or 80)
 
 
 class _Stale(Exception):
@@ -183,23 +202,41 @@ class FastTransport(httpx.AsyncBaseTransport):
         if url.scheme != "http":
             raise httpx.UnsupportedProtocol(f"FastTransport speaks plain http only, not {url.scheme!r}",
                                             request=request)
-        if self._closed:
-            raise RuntimeError("the transport is closed")
         try:
             body = request.content
         except httpx.RequestNotRead:
             body = await _read_streamed_body(request)
         payload, keep = self._encode(request, body)
         timeouts = request.extensions.get("timeout") or _NO_TIMEOUTS
-        key = url.netloc
+        origin = Origin(url.netloc, url.host, url.port or 80)
+        reply = await self.send(origin, payload, keep=keep, head=request.method == "HEAD",
+                                connect_timeout=timeouts.get("connect"), write_timeout=timeouts.get("write"),
+                                read_timeout=timeouts.get("read"), request=request)
+        return httpx.Response(reply.status, headers=reply.headers, stream=reply,
+                              extensions={"http_version": reply.version, "reason_phrase": reply.reason})
+
+    async def send(self, origin: Origin, payload: bytes, *, keep: bool = True, head: bool = False,
+                   connect_timeout: float | None = None, write_timeout: float | None = None,
+                   read_timeout: float | None = None, request: httpx.Request | None = None) -> Reply:
+        """Send `payload` (a whole HTTP/1.1 request, head and body, as the caller built it) to `origin`; return
+        once the final status and headers arrived. The body streams from the `Reply`, which the caller closes.
+
+        `keep`: the request allows keeping the connection afterwards (no `Connection: close` in it); `head`: a
+        HEAD request (no body follows the answer's head). `read_timeout` bounds each wait for bytes (seconds,
+        None: none). Failures raise the httpx exceptions listed in the module docstring, carrying `request`.
+        """
+        if self._closed:
+            raise RuntimeError("the transport is closed")
+        key = origin.key
         conn = self._checkout(key)
         if conn is not None:
             try:
-                return await self._exchange(conn, key, request, payload, keep, timeouts, True)
+                return await self._exchange(conn, key, request, payload, keep, head, write_timeout, read_timeout,
+                                            True)
             except _Stale:
                 pass
-        conn = await self._connect(request, timeouts.get("connect"))
-        return await self._exchange(conn, key, request, payload, keep, timeouts, False)
+        conn = await self._connect(origin, request, connect_timeout)
+        return await self._exchange(conn, key, request, payload, keep, head, write_timeout, read_timeout, False)
 
     async def aclose(self) -> None:
         """Close every connection, idle or busy; later requests are refused."""
@@ -247,9 +284,9 @@ class FastTransport(httpx.AsyncBaseTransport):
             oldest.idle = False
             oldest.close()
 
-    async def _connect(self, request: httpx.Request, timeout: float | None) -> _Connection:
+    async def _connect(self, origin: Origin, request: httpx.Request | None, timeout: float | None) -> _Connection:
         loop = asyncio.get_running_loop()
-        host, port = request.url.host, request.url.port or 80
+        host, port = origin.host, origin.port
         try:
             async with asyncio.timeout(timeout):
                 _, conn = await loop.create_connection(lambda: _Connection(loop, self._open), host, port)
@@ -283,8 +320,9 @@ class FastTransport(httpx.AsyncBaseTransport):
             raise httpx.LocalProtocolError("a header contains a line break", request=request)
         return payload, keep
 
-    async def _exchange(self, conn: _Connection, key: bytes, request: httpx.Request, payload: bytes, keep: bool,
-                        timeouts: dict[str, float | None], reused: bool) -> httpx.Response:
+    async def _exchange(self, conn: _Connection, key: bytes, request: httpx.Request | None, payload: bytes,
+                        keep: bool, head_only: bool, write_timeout: float | None, read_timeout: float | None,
+                        reused: bool) -> Reply:
         try:
             if not conn.usable():
                 if reused:
@@ -292,9 +330,9 @@ class FastTransport(httpx.AsyncBaseTransport):
                 raise httpx.WriteError("the connection closed before the request was sent", request=request)
             assert conn.transport is not None
             conn.transport.write(payload)
-            if conn.write_paused and not await conn.drain(timeouts.get("write")):
+            if conn.write_paused and not await conn.drain(write_timeout):
                 raise httpx.WriteTimeout("timed out sending the request", request=request)
-            timeout = timeouts.get("read")
+            timeout = read_timeout
             buffer = conn.buffer
             answered = False  # a byte of the answer arrived (an interim 1xx counts)
             start = 0
@@ -326,10 +364,10 @@ class FastTransport(httpx.AsyncBaseTransport):
                 answered = True  # an interim answer (100 Continue, 103 Early Hints): the final one follows
                 start = 0
             status, version, reason, headers, length, chunked, close = head
-            stream = _Body(self, conn, key, request, timeout, keep and not close)
-            stream.frame(status, length, chunked)
-            return httpx.Response(status, headers=headers, stream=stream,
-                                  extensions={"http_version": version, "reason_phrase": reason})
+            reply = Reply(self, conn, key, request, timeout, keep and not close)
+            reply.status, reply.version, reply.reason, reply.headers = status, version, reason, headers
+            reply.frame(head_only, length, chunked)
+            return reply
         except BaseException:
             conn.close()
             raise
@@ -343,7 +381,7 @@ async def _read_streamed_body(request: httpx.Request) -> bytes:
     return (b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)) if body else b"0\r\n\r\n"
 
 
-def _lost(conn: _Connection, request: httpx.Request, message: str) -> httpx.TransportError:
+def _lost(conn: _Connection, request: httpx.Request | None, message: str) -> httpx.TransportError:
     if conn.error is not None:
         return httpx.ReadError(f"{message}: {conn.error}", request=request)
     return httpx.RemoteProtocolError(message, request=request)
@@ -352,7 +390,7 @@ def _lost(conn: _Connection, request: httpx.Request, message: str) -> httpx.Tran
 _Head = tuple[int, bytes, bytes, list[tuple[bytes, bytes]], bytes | None, bool, bool]
 
 
-def _parse_head(head: bytes, request: httpx.Request) -> _Head:
+def _parse_head(head: bytes, request: httpx.Request | None) -> _Head:
     """Status, version, reason, headers, Content-Length, chunked?, close?, from a head without its blank line."""
     first = head.find(b"\r\n")
     status = _STATUS.fullmatch(head, 0, len(head) if first < 0 else first)
@@ -384,26 +422,32 @@ def _parse_head(head: bytes, request: httpx.Request) -> _Head:
     return int(status[2]), version, status[3] or b"", headers, length, chunked, close
 
 
-class _Body(httpx.AsyncByteStream):
-    """The response body as it arrives: Content-Length, chunked, or until the server closes."""
+class Reply(httpx.AsyncByteStream):
+    """One answer: its status and headers, then its body as it arrives (Content-Length, chunked, or until the
+    server closes), as an async iterator of byte chunks. `aclose()` before the end closes the socket."""
 
-    __slots__ = ("_owner", "_conn", "_key", "_request", "_timeout", "_mode", "_left", "_state", "_keep")
+    __slots__ = ("status", "version", "reason", "headers", "read_timeout", "_owner", "_conn", "_key", "_request",
+                 "_mode", "_left", "_state", "_keep")
 
-    def __init__(self, owner: FastTransport, conn: _Connection, key: bytes, request: httpx.Request,
+    def __init__(self, owner: FastTransport, conn: _Connection, key: bytes, request: httpx.Request | None,
                  timeout: float | None, keep: bool) -> None:
+        self.status = 0
+        self.version = b"HTTP/1.1"
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.read_timeout = timeout  # seconds each wait for body bytes may take (None: no limit); settable
         self._owner = owner
         self._conn: _Connection | None = conn
         self._key = key
         self._request = request
-        self._timeout = timeout
         self._keep = keep
         self._mode = _LENGTH
         self._left = 0
         self._state = _SIZE
 
-    def frame(self, status: int, length: bytes | None, chunked: bool) -> None:
+    def frame(self, head_only: bool, length: bytes | None, chunked: bool) -> None:
         """Decide how the body ends (RFC 9112 §6.3)."""
-        if self._request.method == "HEAD" or status in (204, 304):
+        if head_only or self.status in (204, 304):
             self._complete()
         elif chunked:
             self._mode = _CHUNKED
@@ -438,7 +482,7 @@ class _Body(httpx.AsyncByteStream):
                         raise httpx.ReadError(str(conn.error), request=self._request)
                     self._complete()
                     break
-                if not await conn.wait(self._timeout):
+                if not await conn.wait(self.read_timeout):
                     raise httpx.ReadTimeout("timed out reading the response body", request=self._request)
         except BaseException:
             self._abandon()

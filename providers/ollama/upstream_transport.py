@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping
 
 import httpx
 
+from providers.ollama.transport import FastTransport
+
 ProxyLookup = Callable[[httpx.URL], str | None]
 
 
@@ -45,6 +47,15 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         """Origins (`https://host:port`) whose certificates are verified against a PEM file instead of the
         system's CAs; replaced as a whole on every registry reload."""
         self._ca_files = dict(ca_files)
+
+    def direct_for(self, url: str) -> FastTransport | None:
+        """The FastTransport to call without httpx for requests to `url` (a node's base URL): plain http
+        without a proxy, when the fast transport is ours; None otherwise (the request goes through httpx).
+        Decided when a node is configured: the environment's proxies are read once per node, not per request."""
+        parsed = httpx.URL(url)
+        if parsed.scheme != "http" or not isinstance(self._fast, FastTransport) or self._proxy_for(parsed) is not None:
+            return None
+        return self._fast
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url

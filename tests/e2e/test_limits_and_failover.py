@@ -41,6 +41,23 @@ async def test_key_rpm_limits_one_key_and_its_headers_report_it(stack: Stack) ->
     assert [answer.headers["X-RateLimit-Remaining"] for answer in answers] == ["1", "0", "0"]
 
 
+async def test_a_limited_request_gets_its_429_before_any_complaint_about_its_body(stack: Stack) -> None:
+    """The rate-limit call runs while the body is checked (Redis), yet the 429 still comes first."""
+    tenant = await stack.tenant(key_rpm=1)
+    async with httpx.AsyncClient(base_url=stack.v1, timeout=30,
+                                 headers={"Authorization": f"Bearer {tenant.api_key}"}) as client:
+        within = await client.post("/chat/completions", content=b"{not json")
+        bad_json = await client.post("/chat/completions", content=b"{not json")
+        unknown = await client.post("/chat/completions", json={**CHAT, "model": "no/such-model"})
+        unsupported = await client.post("/chat/completions", json={**CHAT, "n": 3})
+        valid = await client.post("/chat/completions", json=CHAT)
+    assert within.status_code == 400 and within.headers["x-ratelimit-remaining-requests"] == "0"
+    for answer in (bad_json, unknown, unsupported, valid):
+        assert answer.status_code == 429, answer.text
+        assert answer.json()["error"]["code"] == "rate_limit_exceeded" and int(answer.headers["retry-after"]) >= 1
+    await stack.settled(tenant.account_id, 0)  # nothing was admitted
+
+
 async def test_two_replicas_share_one_redis_limit(make_settings: Callable[..., Settings], postgres_url: str,
                                                   redis_url: str, tmp_path: Path) -> None:
     """Two gateway apps (separate servers and event loops) on one PostgreSQL and one Redis: one budget."""

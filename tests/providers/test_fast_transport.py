@@ -4,12 +4,16 @@ import asyncio
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
 
 from providers.errors import (
     NodeConnectError,
+    UpstreamError,
+    UpstreamIdleTimeout,
     UpstreamProtocolError,
     UpstreamStatusError,
     UpstreamStreamError,
@@ -630,27 +634,38 @@ async def test_a_line_break_in_a_header_is_refused() -> None:
     assert server.peers == []  # refused before connecting
 
 
-# --- OllamaClient over FastTransport, against the emulator ------------------------------------------
+# --- OllamaClient over FastTransport (through httpx, and direct), against the emulator ----------------
 
 ASK = {"model": "qwen3", "messages": [{"role": "user", "content": "hello"}]}
+MODES = ["httpx", "direct"]
 
 
-async def test_ollama_client_call_shapes_over_fast_transport() -> None:
+@asynccontextmanager
+async def ollama_client(url: str, mode: str, **options: Any) -> AsyncIterator[OllamaClient]:
+    """An OllamaClient over one FastTransport: through httpx.AsyncClient, or calling the transport directly."""
+    transport = FastTransport()
+    async with httpx.AsyncClient(transport=transport) as http:
+        yield OllamaClient(http, url, node=options.pop("node", "fake"), direct=transport if mode == "direct" else None,
+                           **{"first_byte_timeout": 2, "idle_timeout": 2, **options})
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_ollama_client_call_shapes_over_fast_transport(mode: str) -> None:
     fake = create_fake_app()
-    async with aserve_app(fake) as url, httpx.AsyncClient(transport=FastTransport()) as http:
-        client = OllamaClient(http, url, node="fake", first_byte_timeout=2, idle_timeout=2)
+    async with aserve_app(fake) as url, ollama_client(url, mode) as client:
         assert "version" in await client.version()
         async with client.open_stream("/api/chat", ASK) as stream:
             items = [item async for item in stream]
         assert items[-1]["done"] and not any(item["done"] for item in items[:-1])
         assert (await client.chat(ASK))["message"]["content"]
         assert len((await client.embed({"model": "nomic-embed-text", "input": ["a", "b"]}))["embeddings"]) == 2
+        assert "models" in await client.ps()
 
 
-async def test_ollama_client_failures_over_fast_transport_map_to_the_error_tree() -> None:
+@pytest.mark.parametrize("mode", MODES)
+async def test_ollama_client_failures_over_fast_transport_map_to_the_error_tree(mode: str) -> None:
     fake = create_fake_app()
-    async with aserve_app(fake) as url, httpx.AsyncClient(transport=FastTransport()) as http:
-        client = OllamaClient(http, url, node="fake", first_byte_timeout=0.3, idle_timeout=2)
+    async with aserve_app(fake) as url, ollama_client(url, mode, first_byte_timeout=0.3) as client:
         with pytest.raises(UpstreamStreamError):
             async with client.open_stream("/api/chat", {**ASK, "model": "qwen3-midstream-error"}) as stream:
                 [item async for item in stream]
@@ -659,17 +674,23 @@ async def test_ollama_client_failures_over_fast_transport_map_to_the_error_tree(
                 [item async for item in stream]
         with pytest.raises(UpstreamStatusError, match="not found"):
             await client.chat({**ASK, "model": "no-such-model"})
+        with pytest.raises(UpstreamStatusError, match="not found"):
+            async with client.open_stream("/api/chat", {**ASK, "model": "no-such-model"}):
+                pass
         with pytest.raises(UpstreamTimeout):
             await client.chat({**ASK, "model": "qwen3-hang"})
+        with pytest.raises(UpstreamTimeout):
+            async with client.open_stream("/api/chat", {**ASK, "model": "qwen3-hang"}):
+                pass
         with pytest.raises(UpstreamProtocolError):
             await client.chat({**ASK, "model": "qwen3-garbage"})
         assert (await client.chat(ASK))["done"]  # the transport is still fine
 
 
-async def test_ollama_client_leaving_a_stream_early_stops_the_emulator() -> None:
+@pytest.mark.parametrize("mode", MODES)
+async def test_ollama_client_leaving_a_stream_early_stops_the_emulator(mode: str) -> None:
     fake = create_fake_app()
-    async with aserve_app(fake) as url, httpx.AsyncClient(transport=FastTransport()) as http:
-        client = OllamaClient(http, url, node="fake", first_byte_timeout=2, idle_timeout=2)
+    async with aserve_app(fake) as url, ollama_client(url, mode) as client:
         async with client.open_stream("/api/chat", {**ASK, "model": "qwen3-slow"}) as stream:
             async for _ in stream:
                 break
@@ -680,13 +701,128 @@ async def test_ollama_client_leaving_a_stream_early_stops_the_emulator() -> None
         assert (fake.stats.cancelled_streams, fake.stats.completed_streams) == (1, 0)
 
 
-async def test_ollama_client_sees_a_node_that_drops_connections_before_answering() -> None:
+@pytest.mark.parametrize("mode", MODES)
+async def test_ollama_client_sees_a_node_that_drops_connections_before_answering(mode: str) -> None:
     async def serve(peer: Peer) -> None:
         await peer.request()
         peer.close()
 
-    async with RawServer(serve) as server, httpx.AsyncClient(transport=FastTransport()) as http:
-        client = OllamaClient(http, server.url, node="flaky", first_byte_timeout=2, idle_timeout=2)
+    async with RawServer(serve) as server, ollama_client(server.url, mode, node="flaky") as client:
         with pytest.raises(NodeConnectError, match="dropped the connection before answering"):
             await client.chat(ASK)
 
+
+# --- the direct path's own guarantees -----------------------------------------------------------------
+
+
+async def test_direct_requests_carry_the_node_headers_and_no_content_coding() -> None:
+    async with RawServer(answer_each(lambda peer, request: ok(b"{}"))) as server:
+        transport = FastTransport()
+        async with httpx.AsyncClient(transport=transport, headers={"x-trace": "t1"}) as http:
+            client = OllamaClient(http, server.url + "/ollama/", node="n", first_byte_timeout=2, idle_timeout=2,
+                                  headers=(("Authorization", "Bearer node-token"),), direct=transport)
+            assert await client.embed({"model": "e", "input": "x"}) == {}
+            assert await client.version() == {}
+    post, get = server.peers[0].requests  # one connection, kept alive between the two
+    head, body = post.split(b"\r\n\r\n", 1)
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /ollama/api/embed HTTP/1.1"
+    fields = {name.lower(): value for name, _, value in (line.partition(b": ") for line in lines[1:])}
+    assert fields[b"host"] == server.url.removeprefix("http://").encode()
+    assert fields[b"authorization"] == b"Bearer node-token" and fields[b"x-trace"] == b"t1"
+    assert fields[b"accept-encoding"] == b"identity"
+    assert fields[b"content-type"] == b"application/json" and int(fields[b"content-length"]) == len(body)
+    assert body == b'{"model":"e","input":"x"}'
+    assert get.startswith(b"GET /ollama/api/version HTTP/1.1\r\n") and get.endswith(b"\r\n\r\n")
+    assert b"content-length" not in get.lower()
+
+
+async def test_direct_node_asking_connection_close_is_not_reused() -> None:
+    async with RawServer(answer_each(lambda peer, request: ok(b"{}"))) as server:
+        transport = FastTransport()
+        async with httpx.AsyncClient(transport=transport) as http:
+            client = OllamaClient(http, server.url, node="n", first_byte_timeout=2, idle_timeout=2,
+                                  headers=(("Connection", "close"),), direct=transport)
+            await client.version()
+            await client.version()
+    assert len(server.peers) == 2
+
+
+async def test_direct_header_with_a_line_break_is_left_to_httpx_which_refuses_it() -> None:
+    async with RawServer(answer_each(lambda peer, request: ok(b"{}"))) as server:
+        transport = FastTransport()
+        async with httpx.AsyncClient(transport=transport) as http:
+            client = OllamaClient(http, server.url, node="n", first_byte_timeout=2, idle_timeout=2,
+                                  headers=(("X-Evil", "a\r\nInjected: 1"),), direct=transport)
+            with pytest.raises(UpstreamError, match="line break"):
+                await client.version()
+    assert server.peers == []  # refused before connecting
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+async def test_direct_reused_connection_that_died_is_retried_once(how: str) -> None:
+    def serve_json(peer: Peer, request: bytes) -> bytes:
+        return ok(b'{"n":%d}' % peer.index)
+
+    async def serve(peer: Peer) -> None:
+        if peer.index == 0:
+            await peer.request()
+            peer.send(ok(b'{"n":0}'))
+            await peer.request()
+            peer.close() if how == "close" else peer.reset()
+            return
+        await answer_each(serve_json)(peer)
+
+    async with RawServer(serve) as server, ollama_client(server.url, "direct") as client:
+        assert await client.chat(ASK) == {"n": 0}
+        assert await client.chat(ASK) == {"n": 1}
+    assert server.peers[0].requests[1] == server.peers[1].requests[0]
+
+
+async def test_direct_body_stalling_is_idle_timeout_and_closes() -> None:
+    async def serve(peer: Peer) -> None:
+        await peer.request()
+        peer.send(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n{")
+
+    async with RawServer(serve) as server, ollama_client(server.url, "direct", idle_timeout=0.1) as client:
+        with pytest.raises(UpstreamIdleTimeout):
+            await client.chat(ASK)
+        assert await eventually(server.peers[0].gone)
+
+
+async def test_direct_first_byte_deadline_is_not_cut_by_the_idle_timeout() -> None:
+    async def serve(peer: Peer) -> None:
+        await peer.request()
+        await asyncio.sleep(0.3)  # longer than the idle timeout, within the first-byte deadline
+        peer.send(ok(b'{"late":true}'))
+
+    async with RawServer(serve) as server, ollama_client(server.url, "direct", idle_timeout=0.1) as client:
+        assert await client.chat(ASK) == {"late": True}
+
+
+async def test_direct_cancelled_while_waiting_closes_the_socket() -> None:
+    received = asyncio.Event()
+
+    async def serve(peer: Peer) -> None:
+        await peer.request()
+        received.set()
+
+    async with RawServer(serve) as server, ollama_client(server.url, "direct") as client:
+        task = asyncio.create_task(client.chat(ASK))
+        assert await eventually(received)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await eventually(server.peers[0].gone)
+
+
+async def test_direct_refused_connection_is_node_connect_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"  # bound, not listening: refused
+        async with ollama_client(url, "direct") as client:
+            with pytest.raises(NodeConnectError):
+                await client.version()
+            with pytest.raises(NodeConnectError):
+                async with client.open_stream("/api/chat", ASK):
+                    pass

@@ -17,6 +17,7 @@ from providers.errors import (
     UpstreamUnconfigured,
 )
 from providers.ollama.fake import create_fake_app
+from providers.ollama.transport import FastTransport
 from providers.pool import NodeConfig, NodePool
 from tests.support.servers import aserve_app
 
@@ -493,13 +494,21 @@ async def test_connect_error_alone_is_reported_as_node_connect_error() -> None:
 # --- over real loopback HTTP, against the Ollama emulator ------------------------------------------
 
 
-async def test_pool_over_http_fails_over_from_a_dead_node_and_learns_residency() -> None:
+@pytest.mark.parametrize("direct", [False, True], ids=["httpx", "direct"])
+async def test_pool_over_http_fails_over_from_a_dead_node_and_learns_residency(direct: bool) -> None:
     fake = create_fake_app()
+    transport = FastTransport()
+    asked: list[str] = []
+
+    def route(url: str) -> FastTransport | None:
+        asked.append(url)
+        return transport if direct else None
+
     with socket.socket() as dead:
         dead.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
         dead_url = f"http://127.0.0.1:{dead.getsockname()[1]}"
-        async with aserve_app(fake) as url, httpx.AsyncClient() as http:
-            pool = NodePool(http, first_byte_timeout=2, idle_timeout=2, fail_threshold=2)
+        async with aserve_app(fake) as url, httpx.AsyncClient(transport=transport) as http:
+            pool = NodePool(http, first_byte_timeout=2, idle_timeout=2, fail_threshold=2, direct=route)
             pool.configure([NodeConfig("dead", dead_url), NodeConfig("fake", url)])
             ask = {"model": "qwen3", "messages": [{"role": "user", "content": "hello"}]}
             async with pool.open_stream("/api/chat", ask, model_tag="qwen3", nodes=None) as stream:
@@ -514,3 +523,4 @@ async def test_pool_over_http_fails_over_from_a_dead_node_and_learns_residency()
             )
             assert name == "fake" and len(answer["embeddings"]) == 1
             await pool.aclose()
+    assert asked == [dead_url, url]  # decided once per configured node

@@ -74,8 +74,10 @@ async def test_an_upgrade_rereads_the_models() -> None:
 async def test_model_info_asks_on_first_use() -> None:
     nodes = Nodes()
     pool = make_pool(nodes)
+    assert pool.would_ask("qwen3", ["a"])
     info = await pool.model_info("qwen3", ["a"])
     assert info is not None and info.can("thinking") and nodes.shows == [("a", "qwen3:latest")]
+    assert not pool.would_ask("qwen3", ["a"]) and pool.would_ask("qwen3", None)  # b was not asked yet
     await pool.model_info("qwen3", ["a"])
     assert len(nodes.shows) == 1
 

@@ -126,3 +126,28 @@ async def test_plain_http_without_a_proxy_uses_the_fast_transport(monkeypatch: p
     async with _client(UpstreamTransport(Recording())) as http:
         await http.get("http://127.0.0.1:11434/api/version")
     assert used == ["http://127.0.0.1:11434/api/version"]
+
+
+def test_direct_calls_only_for_plain_http_without_a_proxy() -> None:
+    fast = FastTransport()
+    proxied = {"http://via-proxy:11434"}
+    transport = UpstreamTransport(fast, proxy_for=lambda url: "http://proxy:3128" if
+                                  f"{url.scheme}://{url.netloc.decode()}" in proxied else None)
+    assert transport.direct_for("http://gpu-1:11434") is fast
+    assert transport.direct_for("https://gpu-2.example.com") is None  # TLS stays with httpx
+    assert transport.direct_for("http://via-proxy:11434") is None
+    assert UpstreamTransport(httpx.MockTransport(lambda request: httpx.Response(200)),
+                             proxy_for=lambda _: None).direct_for("http://gpu-1:11434") is None
+
+
+async def test_https_node_keeps_working_when_the_pool_offers_direct_calls(tls_node: tuple[str, Path]) -> None:
+    url, ca_pem = tls_node
+    transport = UpstreamTransport(FastTransport(), proxy_for=lambda _: None)
+    transport.set_ca_files({origin_of(url): str(ca_pem)})
+    async with _client(transport) as http:
+        client = OllamaClient(http, url, node="tls", first_byte_timeout=10, idle_timeout=10,
+                              direct=transport.direct_for(url))
+        assert (await client.version())["version"]
+        async with client.open_stream("/api/chat", {"model": "gemma4:latest",
+                                                    "messages": [{"role": "user", "content": "hi"}]}) as stream:
+            assert [item async for item in stream][-1]["done"] is True

@@ -31,8 +31,10 @@ async def client(redis_url: str) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-def limiter(client: Redis) -> RedisLimiter:
-    return RedisLimiter(client, prefix=PREFIX, timeout=5.0)
+async def limiter(client: Redis) -> AsyncIterator[RedisLimiter]:
+    limiter = RedisLimiter(client, prefix=PREFIX, timeout=5.0)
+    yield limiter
+    await limiter.aclose()
 
 
 async def keys(client: Redis) -> list[bytes]:
@@ -66,8 +68,12 @@ async def test_two_replicas_with_their_own_clients_share_one_limit(redis_url: st
     first, second = create_client(redis_url, timeout=5.0), create_client(redis_url, timeout=5.0)
     replicas = [RedisLimiter(first, prefix=PREFIX, timeout=5.0), RedisLimiter(second, prefix=PREFIX, timeout=5.0)]
     try:
+        for replica in replicas:  # both connected before the race, so their calls interleave
+            await replica.hit([Limit("rpm", "acct:warm-up:rpm", 1000, 60.0)])
         decisions = await asyncio.gather(*(replicas[index % 2].hit([limit]) for index in range(200)))
     finally:
+        for replica in replicas:
+            await replica.aclose()
         await first.aclose()
         await second.aclose()
 
@@ -160,6 +166,27 @@ async def test_an_unreachable_redis_admits_flags_and_reports(unreachable: Redis,
     assert "s3cret" not in caplog.text and "127.0.0.1" not in caplog.text
 
 
+async def test_hit_soon_fails_open_like_hit(unreachable: Redis) -> None:
+    errors: list[Exception] = []
+    limiter = RedisLimiter(unreachable, on_error=errors.append)
+    decision = await limiter.hit_soon([RPM5])
+    assert decision.allowed and decision.degraded and len(errors) == 1
+
+
+async def test_hit_soon_writes_its_command_before_returning(client: Redis, limiter: RedisLimiter) -> None:
+    await limiter.hit([RPD])  # the limiter's connection is up
+    pending = limiter.hit_soon([RPM5])
+    await asyncio.sleep(0.05)  # Redis runs the script meanwhile, though nobody awaited the task's result yet
+    assert await client.exists(limiter.redis_key(RPM5)) == 1
+    assert (await pending).remaining == 4
+
+
+async def test_a_hit_soon_cancelled_before_it_ran_leaves_the_connection_in_order(limiter: RedisLimiter) -> None:
+    await limiter.hit([RPD])
+    limiter.hit_soon([RPM5]).cancel()
+    assert (await limiter.hit([RPM5])).remaining == 3  # the cancelled call was counted, its reply skipped
+
+
 async def test_after_an_error_redis_is_left_alone_for_the_cooldown(unreachable: Redis,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
     errors: list[Exception] = []
@@ -195,7 +222,9 @@ async def test_a_redis_that_never_answers_costs_at_most_the_timeout() -> None:
         decision = await limiter.hit([RPM5])
         elapsed = time.perf_counter() - started
     finally:
+        await limiter.aclose()
         await redis.aclose()
+        await asyncio.sleep(0.05)  # the server's handler sees the client leave and closes its side
         server.close()
         await server.wait_closed()
 
@@ -210,6 +239,7 @@ async def test_a_redis_error_of_any_kind_fails_open(client: Redis) -> None:
     await client.set(limiter.redis_key(RPM5), "not a hash")
 
     decision = await limiter.hit([RPM5])
+    await limiter.aclose()
 
     assert decision.degraded and decision.allowed
     assert len(errors) == 1 and isinstance(errors[0], ResponseError)

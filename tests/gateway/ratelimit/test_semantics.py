@@ -91,6 +91,19 @@ async def test_limit_exactly_reached_then_refused(backend: Backend) -> None:
     assert refused.reset_seconds == pytest.approx(60.0, abs=backend.slack + 0.001)
 
 
+async def test_hit_soon_decides_as_hit_does_even_when_started_together(backend: Backend) -> None:
+    started = [backend.limiter.hit_soon([rpm(5)]) for _ in range(7)]  # all written before any is awaited
+    decisions = [await pending for pending in started]
+    assert [d.allowed for d in decisions] == [True] * 5 + [False] * 2
+    assert [d.remaining for d in decisions[:5]] == [4, 3, 2, 1, 0]
+    assert all(d.refused_by == "rpm" and not d.degraded for d in decisions[5:])
+
+
+async def test_hit_soon_refuses_bad_calls_at_once(backend: Backend) -> None:
+    with pytest.raises(ValueError, match="at least one limit"):
+        backend.limiter.hit_soon([])
+
+
 async def test_refused_request_passes_once_retry_after_has_passed(backend: Backend) -> None:
     await hits(backend.limiter, [rpm(5)], 5)
     refused = await backend.limiter.hit([rpm(5)])
