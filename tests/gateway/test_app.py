@@ -78,8 +78,7 @@ def _probe_app(max_body: int = 64) -> Starlette:
 
     from gateway.app import _gateway_error, _http_exception
     from gateway.errors import GatewayError
-    from gateway.middleware.body_limit import BodyLimitMiddleware
-    from gateway.middleware.request_id import RequestIdMiddleware
+    from gateway.middleware.edge import EdgeMiddleware
 
     async def echo(request: Request) -> JSONResponse:
         return JSONResponse(await read_json(request))
@@ -88,7 +87,7 @@ def _probe_app(max_body: int = 64) -> Starlette:
         raise RuntimeError("secret internals")
 
     return Starlette(routes=[Route("/echo", echo, methods=["POST"]), Route("/boom", boom)],
-                     middleware=[Middleware(RequestIdMiddleware), Middleware(BodyLimitMiddleware, max_bytes=max_body)],
+                     middleware=[Middleware(EdgeMiddleware, max_bytes=max_body)],
                      exception_handlers={HTTPException: _http_exception, GatewayError: _gateway_error})
 
 
