@@ -61,7 +61,8 @@ class Probe:
 
         self.app = Starlette(
             routes=[Route("/items/{item_id}", item, methods=["GET"]), Route("/boom", boom), Route("/slow", slow),
-                    Route("/stream", stream), Route("/echo", echo, methods=["POST"]), Route("/health", health), Route("/health/readiness", health),
+                    Route("/stream", stream), Route("/echo", echo, methods=["POST"]),
+                    Route("/health", health), Route("/health/readiness", health),
                     Route("/metrics", health),
                     Mount("/v9", routes=[Route("/things/{thing_id}", health, methods=["GET"])])],
             middleware=[Middleware(EdgeMiddleware, metrics=self.metrics)],
