@@ -104,7 +104,7 @@ def _choice(form: Form) -> dict[str, str]:
 
 
 def _away(url: str) -> Response:
-    """303 to the payment provider's own page (another host: RootPathMiddleware leaves it alone)."""
+    """303 to the payment provider's own page (another host: the edge middleware leaves it alone)."""
     return add_security_headers(RedirectResponse(url, status_code=303))
 
 
