@@ -97,7 +97,9 @@ class GatewayApp(Starlette):
         self.edge = edge
 
     def build_middleware_stack(self) -> ASGIApp:
-        inner = ExceptionMiddleware(self.router, handlers=self.exception_handlers)
+        inner: ASGIApp = ExceptionMiddleware(self.router, handlers=self.exception_handlers)
+        for cls, args, kwargs in reversed(self.user_middleware):  # none today; honoured if one is added
+            inner = cls(inner, *args, **kwargs)
         return EdgeMiddleware(inner, exception_handlers=self.exception_handlers, **self.edge)
 
 
