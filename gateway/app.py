@@ -6,18 +6,20 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from gateway import recovery, web
 from gateway.auth.attempts import redeem_throttle, reset_throttle
@@ -33,13 +35,8 @@ from gateway.context import AppContext
 from gateway.db.engine import create_engine, session_factory
 from gateway.errors import GatewayError, error_response, from_provider
 from gateway.metrics import Metrics, forget_dead_workers
-from gateway.middleware.access_log import AccessLogMiddleware
-from gateway.middleware.body_limit import BodyLimitMiddleware
-from gateway.middleware.input_guard import InputGuardMiddleware
-from gateway.middleware.ip_limit import IpLimitMiddleware
-from gateway.middleware.metrics import MetricsMiddleware
-from gateway.middleware.request_id import RequestIdMiddleware
-from gateway.middleware.root_path import RootPathMiddleware, check_root_path
+from gateway.middleware.edge import EdgeMiddleware, Endpoint
+from gateway.middleware.root_path import check_root_path
 from gateway.model_overheads import learn_overheads
 from gateway.ratelimit.base import Limiter
 from gateway.ratelimit.memory import MemoryLimiter
@@ -86,6 +83,30 @@ ROUTES: list[BaseRoute] = [
     *web.routes,
     *docs.routes,
 ]
+
+
+class GatewayApp(Starlette):
+    """Starlette whose middleware stack is `EdgeMiddleware` around the exception middleware and router.
+
+    Starlette's own outermost ServerErrorMiddleware is left out: `EdgeMiddleware` already turns every
+    unhandled exception into a 500 in the envelope, and each layer would wrap `send` once more.
+    """
+
+    def __init__(self, *, edge: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.edge = edge
+
+    def build_middleware_stack(self) -> ASGIApp:
+        inner: ASGIApp = ExceptionMiddleware(self.router, handlers=self.exception_handlers)
+        for cls, args, kwargs in reversed(self.user_middleware):  # none today; honoured if one is added
+            inner = cls(inner, *args, **kwargs)
+        return EdgeMiddleware(inner, exception_handlers=self.exception_handlers, **self.edge)
+
+
+def direct_routes(routes: Sequence[BaseRoute]) -> dict[str, Endpoint]:
+    """The POST-only routes without path parameters (the /v1 inference endpoints), by path."""
+    return {route.path: route.endpoint for route in routes
+            if isinstance(route, Route) and route.methods == {"POST"} and "{" not in route.path}
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
@@ -185,17 +206,12 @@ def create_app(settings: Settings, *, registry: Registry | None = None,
                 await redis.aclose()
             await engine.dispose()
 
-    return Starlette(
+    edge = {"metrics": app_metrics, "root_path": settings.root_path, "trusted_proxies": settings.trusted_proxies,
+            "ip_rpm": settings.ip_rpm, "max_bytes": settings.max_body_bytes, "body_timeout": settings.body_timeout,
+            "direct": direct_routes(v1.routes)}
+    return GatewayApp(
+        edge=edge,
         routes=ROUTES,
-        middleware=[
-            Middleware(RootPathMiddleware, root_path=settings.root_path),
-            Middleware(RequestIdMiddleware),
-            Middleware(MetricsMiddleware, metrics=app_metrics),
-            Middleware(AccessLogMiddleware, trusted_proxies=settings.trusted_proxies),
-            Middleware(IpLimitMiddleware, rpm=settings.ip_rpm, trusted_proxies=settings.trusted_proxies),
-            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout),
-            Middleware(InputGuardMiddleware),
-        ],
         exception_handlers={
             HTTPException: _http_exception,
             GatewayError: _gateway_error,

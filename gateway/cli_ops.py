@@ -13,21 +13,14 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 import orjson
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
+
+if TYPE_CHECKING:  # rich is imported by the commands that print with it: `serve` never loads it
+    from rich.progress import TaskID
+    from rich.table import Table
 
 from gateway import nodes, smoke, usage_export
 from gateway.registry import Node, Registry, load
@@ -91,6 +84,8 @@ def cmd_nodes(args: argparse.Namespace) -> None:
     if args.json:
         print(orjson.dumps({"items": [status.as_json() for status in statuses]}, option=orjson.OPT_INDENT_2).decode())
     else:
+        from rich.console import Console
+
         Console().print(nodes_table(statuses))
     if not all(status.inspection.up for status in statuses):
         raise CheckFailed(1)
@@ -111,6 +106,8 @@ async def _server_nodes(http: httpx.AsyncClient, url: str, token: str | None) ->
 
 def nodes_table(statuses: list[nodes.NodeStatus]) -> Table:
     """The `privaterouter nodes` table (also used for `--url` answers of the admin API)."""
+    from rich.table import Table
+
     table = Table(title="GPU nodes")
     for column in ("node", "state", "latency", "ollama", "in flight", "resident models (size, VRAM, expires)"):
         table.add_column(column)
@@ -136,6 +133,9 @@ def cmd_models_check(args: argparse.Namespace) -> None:
     if args.json:
         print(orjson.dumps({"items": [item.as_json() for item in presences]}, option=orjson.OPT_INDENT_2).decode())
     else:
+        from rich.console import Console
+        from rich.table import Table
+
         table = Table(title="Models on nodes")
         for column in ("model", "tag", "node", "digest"):
             table.add_column(column)
@@ -165,6 +165,15 @@ def cmd_models_pull(args: argparse.Namespace) -> None:
 
 
 async def _pull_with_bars(http: httpx.AsyncClient, targets: list[tuple[Node, str]]) -> list[nodes.PullEvent]:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     failures: list[nodes.PullEvent] = []
     bars: dict[tuple[str, str, str], TaskID] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),

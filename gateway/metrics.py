@@ -23,6 +23,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client import values as prometheus_values
@@ -129,6 +130,29 @@ class Metrics:
 
         self._nodes: set[tuple[str, str]] = set()
         self._registry_version: str | None = None
+        # Label children by their values: `labels()` validates and locks on every call; these series
+        # are never removed, and their label values are bounded (methods, route templates, statuses).
+        self._in_flight_children: dict[tuple[str, str], Any] = {}
+        self._done_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    # --- HTTP -----------------------------------------------------------------------------------
+
+    def http_in_flight_child(self, method: str, route: str) -> Any:
+        """The in-flight gauge of (method, route), to `inc()` when a request starts and `dec()` when it ends."""
+        child = self._in_flight_children.get((method, route))
+        if child is None:
+            child = self._in_flight_children[(method, route)] = self.http_in_flight.labels(method, route)
+        return child
+
+    def http_request_done(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered request and its duration (`seconds`, to the last byte)."""
+        children = self._done_children.get((method, route, status))
+        if children is None:
+            labels = (method, route, str(status))
+            children = self._done_children[(method, route, status)] = (
+                self.http_requests.labels(*labels), self.http_duration.labels(*labels))
+        children[0].inc()
+        children[1].observe(seconds)
 
     # --- LLM and domain -------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ uvicorn times out idle keep-alive connections but not a client that sends a requ
 byte at a time (slowloris): each such connection holds a file descriptor forever, and a few hundred
 take the server down. Here a request's headers must be complete within `HEADER_TIMEOUT` seconds of
 the connection opening (or of the request's first byte on a kept-alive connection); otherwise the
-connection is closed. Bodies get their own deadline in `gateway.middleware.body_limit`, and
+connection is closed. Bodies get their own deadline in `gateway.middleware.edge`, and
 `MAX_CONNECTIONS` (uvicorn's `limit_concurrency`) caps what is served at once.
 
 `header_timeout` is set by `gateway.app.app_from_env` in each worker process before it serves

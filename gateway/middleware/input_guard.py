@@ -1,13 +1,9 @@
-"""Refuses a request whose path or query string holds U+0000, before any route sees it.
-
-PostgreSQL cannot store or compare U+0000 in text (SQLSTATE 22021), so an id, a filter or a search
-term carrying it would fail inside the database — a 500 — instead of being a bad request. Bodies are
-checked where they are parsed (`gateway.http.read_json`).
-"""
+"""NUL characters (U+0000) in a request's path or query: a 400 before any route runs (`edge.py`)."""
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import Scope
 
 from gateway.errors import error_body
 
@@ -26,18 +22,8 @@ def has_nul(scope: Scope) -> str | None:
     return None
 
 
-class InputGuardMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (where := has_nul(scope)) is not None:
-            body = error_body("invalid_request_error", "invalid_body",
-                              f"The request {where} contains a NUL character (U+0000), which is never valid here.",
-                              None)
-            await send({"type": "http.response.start", "status": 400,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
-            return
-        await self.app(scope, receive, send)
+def nul_refusal(where: str) -> Response:
+    """The 400 `invalid_body` naming the part (`path` or `query`) that holds U+0000."""
+    body = error_body("invalid_request_error", "invalid_body",
+                      f"The request {where} contains a NUL character (U+0000), which is never valid here.", None)
+    return Response(body, status_code=400, media_type="application/json")

@@ -1,19 +1,17 @@
 """ROOT_PATH: serve under a path prefix behind a reverse proxy (e.g. `/api/litellm`, as seed 003 does).
 
 Whether the proxy strips the prefix (`proxy_pass http://gateway/;`) or forwards it as is, the
-routes, middleware and handlers inside see the path without it, and `scope["root_path"]` holds
+routes and handlers inside see the path without it, and `scope["root_path"]` holds
 the prefix, so `request.url_for(...)` builds prefixed URLs. Redirects are fixed on the way out:
 a `Location` on this host without the prefix gets it (what nginx's `proxy_redirect` would do),
 so a page's `RedirectResponse("/login")` and Starlette's trailing-slash redirects stay behind the
-proxy.
+proxy. `gateway.middleware.edge` does both; this module holds the rules.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from urllib.parse import urlsplit, urlunsplit
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.settings import SettingsError
 
@@ -36,41 +34,14 @@ def with_prefix(location: str, root_path: str) -> str:
     return urlunsplit(parts._replace(path=root_path + parts.path))
 
 
-class RootPathMiddleware:
-    """Strips `root_path` from incoming paths (when present), records it, and prefixes outgoing redirects."""
-
-    def __init__(self, app: ASGIApp, root_path: str) -> None:
-        self.app = app
-        self.root_path = root_path.rstrip("/")
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        root = self.root_path
-        if not root or scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        if path == root or path.startswith(root + "/"):
-            scope["path"] = path[len(root):] or "/"
-            raw = scope.get("raw_path")
-            if isinstance(raw, bytes) and raw.startswith(root.encode()):
-                scope["raw_path"] = raw[len(root):] or b"/"
-        scope["root_path"] = root
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        host = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"host"), "")
-
-        async def send_prefixed(message: Message) -> None:
-            if message["type"] == "http.response.start" and 300 <= message["status"] < 400:
-                headers = []
-                for name, value in message.get("headers", []):
-                    if name.lower() == b"location":
-                        location = value.decode("latin-1")
-                        target = urlsplit(location)
-                        if not target.netloc or target.netloc == host:
-                            value = with_prefix(location, root).encode("latin-1")
-                    headers.append((name, value))
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_prefixed)
+def prefix_redirect(headers: list[tuple[bytes, bytes]], root_path: str, host: str) -> list[tuple[bytes, bytes]]:
+    """A redirect's headers with its `Location` prefixed when it points to this host (`host`) without it."""
+    fixed = []
+    for name, value in headers:
+        if name.lower() == b"location":
+            location = value.decode("latin-1")
+            target = urlsplit(location)
+            if not target.netloc or target.netloc == host:
+                value = with_prefix(location, root_path).encode("latin-1")
+        fixed.append((name, value))
+    return fixed

@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from gateway import email_flows
 from gateway.auth.deps import current_user
-from gateway.billing import btcpay, ledger, policy, redemption, stripe_payments, stripe_subscriptions, trials
+from gateway.billing import btcpay, ledger, policy, redemption, trials
 from gateway.billing.payments import Outcome
 from gateway.billing.topup import mock_offer, top_up
 from gateway.context import AppContext, context
@@ -70,6 +70,8 @@ async def topup(request: Request) -> Response:
 async def checkout(request: Request) -> Response:
     """Start a Stripe Checkout for an allowed amount or pack: `{"amount_usd"}` or `{"pack"}` ->
     `{"payment_id", "session_id", "checkout_url"}`; 403 `payments_disabled` unless stripe is enabled."""
+    from gateway.billing import stripe_payments  # the Stripe SDK (~5 MB) only once Stripe is used
+
     member = await current_user(request)
     ctx = context(request)
     billing = ctx.registry.current.billing
@@ -81,6 +83,8 @@ async def checkout(request: Request) -> Response:
 
 async def subscribe(request: Request) -> Response:
     """Buy a paid plan through a Stripe subscription: `{"plan"}` -> `{"session_id", "checkout_url"}`."""
+    from gateway.billing import stripe_subscriptions  # the Stripe SDK (~5 MB) only once Stripe is used
+
     member = await current_user(request)
     ctx = context(request)
     policy.require_provider(ctx.settings, "stripe")
@@ -92,6 +96,8 @@ async def subscribe(request: Request) -> Response:
 
 async def stripe_webhook(request: Request) -> Response:
     """Stripe's deliveries: signature checked first (400 otherwise, nothing applied), then applied once."""
+    from gateway.billing import stripe_payments  # the Stripe SDK (~5 MB) only once Stripe is used
+
     ctx = context(request)
     policy.require_provider(ctx.settings, "stripe")
     assert ctx.settings.stripe_webhook_secret is not None

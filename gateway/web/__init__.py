@@ -18,7 +18,7 @@ STATIC_PREFIX = "/static"
 
 
 class PrefixedStaticFiles(StaticFiles):
-    """StaticFiles under ROOT_PATH too. RootPathMiddleware strips the prefix from `path` and records it in
+    """StaticFiles under ROOT_PATH too. The edge middleware strips the prefix from `path` and records it in
     `root_path`; Starlette's StaticFiles expects `path` to still begin with `root_path` (the mount's), and
     under a prefix it would look for `static/static/...`. Our path is always `/static/<file>` here."""
 

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from gateway.billing import btcpay, ledger, policy, redemption, stripe_payments, stripe_subscriptions, trials
+from gateway.billing import btcpay, ledger, policy, redemption, trials
 from gateway.billing.money import format_usd
 from gateway.billing.topup import mock_offer, top_up
 from gateway.context import context
@@ -104,7 +104,7 @@ def _choice(form: Form) -> dict[str, str]:
 
 
 def _away(url: str) -> Response:
-    """303 to the payment provider's own page (another host: RootPathMiddleware leaves it alone)."""
+    """303 to the payment provider's own page (another host: the edge middleware leaves it alone)."""
     return add_security_headers(RedirectResponse(url, status_code=303))
 
 
@@ -125,6 +125,8 @@ async def topup(request: Request) -> Response:
 async def checkout(request: Request) -> Response:
     """Stripe Checkout for an offered amount or pack (as POST /api/billing/checkout): 303 to Stripe's page,
     which sends the buyer back to `/billing?checkout=success|cancelled`."""
+    from gateway.billing import stripe_payments  # the Stripe SDK (~5 MB) only once Stripe is used
+
     web, form = await _posted(request)
     ctx = context(request)
     billing_config = ctx.registry.current.billing
@@ -149,6 +151,8 @@ async def btcpay_invoice(request: Request) -> Response:
 @page
 async def subscribe(request: Request) -> Response:
     """A Stripe subscription for a paid plan (as POST /api/billing/subscribe): 303 to Stripe's page."""
+    from gateway.billing import stripe_subscriptions  # the Stripe SDK (~5 MB) only once Stripe is used
+
     web, form = await _posted(request)
     ctx = context(request)
     policy.require_provider(ctx.settings, "stripe")

@@ -9,9 +9,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -25,6 +24,9 @@ log = logging.getLogger("pr.web")
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 HTMX = "htmx-2.0.11.min.js"
+
+if TYPE_CHECKING:
+    import jinja2
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -56,11 +58,18 @@ def _number(value: int | None) -> str:
     return "—" if value is None else f"{value:,}"
 
 
-ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
-                         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-ENV.filters.update(money=_money, dollars=dollars, when=_when, number=_number, epoch=_epoch)
-ENV.globals.update(css=_fingerprint("app.css"), js=_fingerprint("app.js"), htmx=f"/static/{HTMX}",
-                   csrf_field=CSRF_FIELD)
+@functools.cache
+def environment() -> jinja2.Environment:
+    """The pages' Jinja environment, built on the first page: a gateway serving only the API never loads
+    Jinja (issue #16: nothing loaded at start that a request never needs)."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(money=_money, dollars=dollars, when=_when, number=_number, epoch=_epoch)
+    env.globals.update(css=_fingerprint("app.css"), js=_fingerprint("app.js"), htmx=f"/static/{HTMX}",
+                       csrf_field=CSRF_FIELD)
+    return env
 
 
 def render(request: Request, template: str, web: WebSession | None, *, status: int = 200,
@@ -69,9 +78,9 @@ def render(request: Request, template: str, web: WebSession | None, *, status: i
 
     `root` is ROOT_PATH as the request carries it (`scope["root_path"]`, "" without one): every link, form
     action, asset and fetch in the templates starts with it, so pages work behind a prefixing proxy.
-    Redirects need nothing: RootPathMiddleware prefixes every Location on this host.
+    Redirects need nothing: the edge middleware prefixes every Location on this host.
     """
-    html = ENV.get_template(template).render(web=web, path=request.url.path, csrf=web.csrf if web else "",
+    html = environment().get_template(template).render(web=web, path=request.url.path, csrf=web.csrf if web else "",
                                              root=root_of(request), **values)
     response = HTMLResponse(html, status_code=status)
     add_security_headers(response)

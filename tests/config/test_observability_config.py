@@ -181,6 +181,16 @@ def _alert_tests() -> list[dict[str, Any]]:
          "input_series": [_series("pr_http_requests_total", "0+995x30", **ok),
                           _series("pr_http_requests_total", "0+5x30", **failed)],
          "alert_rule_test": [{"eval_time": "20m", "alertname": "PrivateRouterHigh5xxRate", "exp_alerts": []}]},
+        {"interval": "1m",  # half the clients give up (499, client closed request): no server error
+         "input_series": [_series("pr_http_requests_total", "0+50x30", **ok),
+                          _series("pr_http_requests_total", "0+50x30", **{**ok, "status": "499"})],
+         "alert_rule_test": [{"eval_time": "20m", "alertname": "PrivateRouterHigh5xxRate", "exp_alerts": []}]},
+        {"interval": "1m",  # 10 % of the answered requests fail while as many clients give up: still 10 %
+         "input_series": [_series("pr_http_requests_total", "0+90x30", **ok),
+                          _series("pr_http_requests_total", "0+10x30", **failed),
+                          _series("pr_http_requests_total", "0+400x30", **{**ok, "status": "499"})],
+         "alert_rule_test": [{"eval_time": "15m", "alertname": "PrivateRouterHigh5xxRate",
+                              "exp_alerts": [{"exp_labels": {"severity": "critical"}}]}]},
         {"interval": "1m",  # dashboard API requests all between 1 s and 2.5 s
          "input_series": [_series(bucket, "0x30", le="1.0", **api), _series(bucket, "0+10x30", le="2.5", **api),
                           _series(bucket, "0+10x30", le="+Inf", **api)],

@@ -51,6 +51,32 @@ async def test_unknown_v1_route_is_endpoint_not_supported(client: httpx.AsyncCli
     assert envelope(response)["code"] == "endpoint_not_supported"
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"])
+async def test_inference_routes_answer_other_methods_with_405(client: httpx.AsyncClient, path: str) -> None:
+    # POSTs to these skip the router (a dict lookup in the edge middleware); other methods still get its 405.
+    response = await client.get(path)
+    assert response.status_code == 405
+    assert envelope(response)["code"] == "method_not_allowed"
+    assert "POST" in response.headers["allow"]
+    assert len(response.headers["x-request-id"]) == 32
+
+
+async def test_inference_post_without_a_key_is_401_with_request_id(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/chat/completions", json={}, headers={"X-Request-ID": "direct-1"})
+    assert response.status_code == 401
+    assert envelope(response)["code"] == "invalid_api_key"
+    assert response.headers["x-request-id"] == "direct-1"
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_only_the_inference_posts_skip_the_router() -> None:
+    from gateway.app import direct_routes
+    from gateway.routes import v1
+
+    assert set(direct_routes(v1.routes)) == {"/v1/chat/completions", "/v1/completions", "/v1/embeddings",
+                                             "/v1/responses"}
+
+
 async def test_unknown_route_is_not_found_envelope(client: httpx.AsyncClient) -> None:
     response = await client.get("/nope")
     assert response.status_code == 404
@@ -78,8 +104,7 @@ def _probe_app(max_body: int = 64) -> Starlette:
 
     from gateway.app import _gateway_error, _http_exception
     from gateway.errors import GatewayError
-    from gateway.middleware.body_limit import BodyLimitMiddleware
-    from gateway.middleware.request_id import RequestIdMiddleware
+    from gateway.middleware.edge import EdgeMiddleware
 
     async def echo(request: Request) -> JSONResponse:
         return JSONResponse(await read_json(request))
@@ -88,7 +113,7 @@ def _probe_app(max_body: int = 64) -> Starlette:
         raise RuntimeError("secret internals")
 
     return Starlette(routes=[Route("/echo", echo, methods=["POST"]), Route("/boom", boom)],
-                     middleware=[Middleware(RequestIdMiddleware), Middleware(BodyLimitMiddleware, max_bytes=max_body)],
+                     middleware=[Middleware(EdgeMiddleware, max_bytes=max_body)],
                      exception_handlers={HTTPException: _http_exception, GatewayError: _gateway_error})
 
 

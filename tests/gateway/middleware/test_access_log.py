@@ -18,8 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.app import create_app
-from gateway.middleware.access_log import AccessLogMiddleware
-from gateway.middleware.request_id import RequestIdMiddleware
+from gateway.middleware.edge import EdgeMiddleware
 from gateway.settings import IPNetwork, Settings
 from tests.support.servers import serve_app
 
@@ -60,8 +59,7 @@ def probe_app(trusted: Sequence[IPNetwork] = ()) -> Starlette:
 
     return Starlette(routes=[Route("/items/{item_id}", item), Route("/v1/chat/completions", chat, methods=["POST"]),
                              Route("/boom", boom)],
-                     middleware=[Middleware(RequestIdMiddleware),
-                                 Middleware(AccessLogMiddleware, trusted_proxies=trusted)])
+                     middleware=[Middleware(EdgeMiddleware, trusted_proxies=trusted)])
 
 
 def client_for(app: Starlette, peer: str = "127.0.0.1") -> httpx.AsyncClient:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,15 +18,15 @@ from starlette.routing import Mount, Route
 
 from gateway.app import create_app
 from gateway.metrics import Metrics
-from gateway.middleware.metrics import MetricsMiddleware, match_template
-from gateway.middleware.request_id import RequestIdMiddleware
+from gateway.middleware.edge import EdgeMiddleware
+from gateway.middleware.metrics import match_template
 from gateway.settings import Settings
 from tests.support.metrics import METRICS_AUTH, METRICS_TOKEN, Scrape
 from tests.support.servers import serve_app
 
 
 class Probe:
-    """A small app behind RequestId + Metrics middleware, with hooks to hold requests open."""
+    """A small app behind the edge middleware, with hooks to hold requests open."""
 
     def __init__(self) -> None:
         self.metrics = Metrics()
@@ -54,12 +56,16 @@ class Probe:
         async def health(request: Request) -> Response:
             return JSONResponse({"status": "ok"})
 
+        async def echo(request: Request) -> Response:
+            return Response(await request.body())
+
         self.app = Starlette(
             routes=[Route("/items/{item_id}", item, methods=["GET"]), Route("/boom", boom), Route("/slow", slow),
-                    Route("/stream", stream), Route("/health", health), Route("/health/readiness", health),
+                    Route("/stream", stream), Route("/echo", echo, methods=["POST"]),
+                    Route("/health", health), Route("/health/readiness", health),
                     Route("/metrics", health),
                     Mount("/v9", routes=[Route("/things/{thing_id}", health, methods=["GET"])])],
-            middleware=[Middleware(RequestIdMiddleware), Middleware(MetricsMiddleware, metrics=self.metrics)],
+            middleware=[Middleware(EdgeMiddleware, metrics=self.metrics)],
         )
         self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://t")
 
@@ -118,6 +124,34 @@ async def test_answered_errors_are_not_exceptions(probe: Probe) -> None:
     await probe.client.get("/nope")
     await probe.client.delete("/items/1")
     assert probe.scrape().series("pr_http_exceptions_total") == []
+
+
+async def test_a_client_that_leaves_before_its_answer_is_499_not_500(probe: Probe,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    # What wrk's closing connections did in the benchmark: the client is gone when the handler reads
+    # the body (uvicorn then says `http.disconnect`), nothing is answered, and the 5xx alert must not see it.
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/echo", "raw_path": b"/echo", "query_string": b"",
+             "headers": [(b"content-length", b"2")], "http_version": "1.1", "scheme": "http",
+             "server": ("t", 80), "client": ("127.0.0.1", 1), "root_path": ""}
+    with caplog.at_level(logging.INFO):
+        await probe.app(scope, receive, send)
+    assert sent == []
+    result = probe.scrape()
+    assert result.value("pr_http_requests_total", method="POST", route="/echo", status="499") == 1
+    assert result.value("pr_http_requests_total", method="POST", route="/echo", status="500") is None
+    assert result.series("pr_http_exceptions_total") == []
+    assert result.value("pr_http_requests_in_flight", method="POST", route="/echo") == 0
+    (line,) = [json.loads(r.getMessage()) for r in caplog.records if r.name == "pr.access"]
+    assert line["status"] == 499
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
 async def test_in_flight_covers_the_whole_request(probe: Probe) -> None:
@@ -210,15 +244,16 @@ async def test_template_cache_stays_bounded_under_a_path_scan() -> None:
         pass
 
     app = Starlette(routes=[Route("/items/{item_id}", answer)])
-    middleware = MetricsMiddleware(answer, Metrics())
+    middleware = EdgeMiddleware(answer, metrics=Metrics())
     for number in range(module.TEMPLATE_CACHE_SIZE + 500):
         scope = {"type": "http", "path": f"/scan/{number}", "method": "GET", "root_path": "", "headers": [],
                  "app": app}
         await middleware(scope, receive, send)
-        assert len(middleware._templates) <= module.TEMPLATE_CACHE_SIZE  # noqa: SLF001
+        assert len(middleware.templates.templates) <= module.TEMPLATE_CACHE_SIZE
     item = {"type": "http", "path": "/items/9", "method": "GET", "root_path": "", "headers": [], "app": app}
     await middleware(item, receive, send)
     await middleware(dict(item), receive, send)  # from the cache this time
+    assert middleware.metrics is not None
     result = Scrape.parse(middleware.metrics.render()[0])
     assert result.value("pr_http_requests_total", method="GET", route="/items/{item_id}", status="404") == 2
     assert result.value("pr_http_requests_total", method="GET", route="<unmatched>", status="404") == \
