@@ -2,6 +2,7 @@
 
     place_worst_case_hold()  PostgreSQL hot path: one autocommit statement
     place_hold()             one transaction: account (and key monthly limit) conditional UPDATE + holds row
+    place_hold_sqlite()      SQLite: place_hold as one job of the database's writer thread
     settlement.settle_batch  closes requests: see gateway/billing/settlement.py
 
 Every condition lives inside the UPDATE's WHERE clause, so concurrent requests serialise on the
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from gateway.db.availability import is_database_unavailable
 from gateway.db.models import Account, ApiKey, Hold, UsageEvent, utcnow
+from gateway.db.sqlite_writer import SqliteWriter
 
 log = logging.getLogger("pr.billing")
 
@@ -154,6 +156,16 @@ async def place_hold(session: AsyncSession, *, request_id: str, account_id: str,
             raise HoldRefused("Your credit balance cannot pay for this request's prompt and a minimal answer.")
         amount = min(quote.worst_case, available)
     raise HoldRefused("Your balance is changing too quickly to reserve credits; retry.")
+
+
+async def place_hold_sqlite(writer: SqliteWriter, *, request_id: str, account_id: str, key_id: str | None,
+                            key_has_limit: bool, quote: Quote, origin: HoldOrigin = NO_ORIGIN) -> PlacedHold:
+    """`place_hold` on SQLite: the whole transaction (retries and the fits-or-less reads included) runs
+    as one job of the writer thread (gateway/db/sqlite_writer.py), so the write lock is never held
+    across event-loop turns and the loop pays one thread hop. Raises HoldRefused as place_hold does."""
+    return await writer.run(lambda session: place_hold(
+        session, request_id=request_id, account_id=account_id, key_id=key_id, key_has_limit=key_has_limit,
+        quote=quote, origin=origin))
 
 
 # PostgreSQL, autocommit: the conditional UPDATE and the holds row in ONE statement (one round trip,
