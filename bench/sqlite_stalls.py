@@ -29,7 +29,7 @@ from bench import checks, profile
 from bench.procs import Child, privaterouter, run_checked
 from bench.stack import CHAT_MODEL, EMBED_MODEL, create_tenant, gateway_env, new_secret, registry_text
 from bench.system import cpu_ticks, free_port, load_average, raise_nofile, ticks_to_ms
-from bench.wrk import gateway_scenarios, run_wrk
+from bench.wrk import direct_scenarios, gateway_scenarios, run_wrk
 
 GATEWAY_CORE, LOAD_CORE = 1, 0
 
@@ -84,6 +84,20 @@ async def main(args: argparse.Namespace) -> int:
         ids_dir = tmp / "ids"
         ids_dir.mkdir()
         scenarios = {s.kind: s for s in gateway_scenarios("sqlite", CHAT_MODEL, EMBED_MODEL)}
+        if args.direct:  # the machine's own tail: the emulator alone under the same load, same cores
+            for scenario in direct_scenarios():
+                if scenario.kind not in args.kinds.split(","):
+                    continue
+                body = tmp / f"direct-{scenario.kind}.json"
+                body.write_text(json.dumps(scenario.body))
+                for connections in args.concurrency:
+                    runs = [await one_run(f"http://127.0.0.1:{port_up}", scenario, body, connections, args.seconds,
+                                          emulator.pid, None, ()) for _ in range(args.reps)]
+                    p50, p99 = (statistics.median(r[name] for r in runs) for name in ("p50", "p99"))
+                    log(f"direct {scenario.kind:6} c={connections:<3} p50 {p50:.2f}  p99 {p99:.2f}  max "
+                        f"{[r['max'] for r in runs]} ms")
+                    results["runs"].append({"kind": f"direct-{scenario.kind}", "concurrency": connections,
+                                            "runs": runs})
         profiled = False
         for kind in args.kinds.split(","):
             scenario = scenarios[kind]
@@ -159,6 +173,8 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--direct", action="store_true",
+                        help="first measure the emulator directly (the machine's own tail)")
     parser.add_argument("--profile", help="py-spy collapsed stacks of the first measured run go here")
     parser.add_argument("--env", action="append", default=[], help="extra NAME=value for the gateway")
     parser.add_argument("--output", help="write every run as JSON here")

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from gateway.auth.apikeys import hash_key, is_well_formed, matches
+from gateway.db.engine import write_transaction
 from gateway.db.models import Account, ApiKey, User
 from gateway.fields import as_utc
 
@@ -109,10 +110,13 @@ class KeyResolver:
             .where(sa.or_(table.c.last_used_at.is_(None), table.c.last_used_at < sa.bindparam("used_at")))
             .values(last_used_at=sa.bindparam("used_at"))
         )
+        params = [{"key_id": key, "used_at": used} for key, used in batch.items()]
+
+        async def write(session: AsyncSession) -> None:
+            await session.execute(statement, params)
+
         try:
-            async with self._sessions() as session:
-                await session.execute(statement, [{"key_id": key, "used_at": used} for key, used in batch.items()])
-                await session.commit()
+            await write_transaction(self._sessions, write)  # on SQLite: the writer, no busy-waiting
         except Exception:
             for key, used in batch.items():  # a newer touch during the failed flush wins
                 self._touched.setdefault(key, used)

@@ -10,7 +10,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from gateway.db.sqlite_writer import SqliteWriter
+from gateway.db.sqlite_writer import Job, SqliteWriter, T
 
 # The writer of each file-backed SQLite engine (see sqlite_writer.py), keyed by its sync engine.
 _writers: weakref.WeakKeyDictionary[Engine, SqliteWriter] = weakref.WeakKeyDictionary()
@@ -71,6 +71,20 @@ def sessions_writer(sessions: async_sessionmaker[AsyncSession]) -> SqliteWriter 
     """The writer of the engine a session factory is bound to (see `sqlite_writer`)."""
     bind = getattr(sessions, "kw", {}).get("bind")  # tests may pass a plain callable
     return sqlite_writer(bind) if isinstance(bind, AsyncEngine) else None
+
+
+async def write_transaction(sessions: async_sessionmaker[AsyncSession], job: Job[T], *, durable: bool = False) -> T:
+    """Run `job(session)` as one write transaction and commit it: on file-backed SQLite through the
+    engine's SqliteWriter (never waiting in SQLite's busy handler, never holding the write lock across
+    event-loop turns), elsewhere in a session of `sessions`. `durable` (SQLite): see SqliteWriter.run.
+    Raises what the job or the database raises, after rolling back."""
+    writer = sessions_writer(sessions)
+    if writer is not None:
+        return await writer.run(job, durable=durable)
+    async with sessions() as session:
+        result = await job(session)
+        await session.commit()
+        return result
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
