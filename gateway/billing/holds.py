@@ -2,7 +2,7 @@
 
     place_worst_case_hold()  PostgreSQL hot path: one autocommit statement
     place_hold()             one transaction: account (and key monthly limit) conditional UPDATE + holds row
-    place_hold_sqlite()      SQLite: place_hold as one job of the database's writer thread
+    place_hold_sqlite()      SQLite: the same through the database's writer (plain SQL for the worst case)
     settlement.settle_batch  closes requests: see gateway/billing/settlement.py
 
 Every condition lives inside the UPDATE's WHERE clause, so concurrent requests serialise on the

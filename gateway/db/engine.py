@@ -22,11 +22,14 @@ def create_engine(url: str, *, pool_size: int = 20, connect_timeout: float | Non
     file-backed SQLite database a `SqliteWriter` for the hot path's transactions (`sqlite_writer()`),
     closed when the engine is disposed.
 
-    SQLite's durability: WAL with synchronous=NORMAL. A commit is not fsynced; the WAL is, at each
-    checkpoint. A process crash loses nothing (the WAL is in the OS's cache); an OS crash or power
-    loss can lose the last commits, never corrupt the database. What such a loss could drop from the
-    money is covered elsewhere: settlements are journaled and fsynced before they are committed
-    (gateway/billing/journal.py), and a lost hold only frees credit, it never charges.
+    SQLite's durability: WAL with synchronous=NORMAL. A commit is not fsynced; the WAL is at each
+    checkpoint and after each settlement batch (`SqliteWriter.run(durable=True)`, before the journal
+    marks the batch done). A process crash loses nothing (the WAL is in the OS's cache); an OS crash or
+    power loss can lose the commits since the last fsync (at most one batch interval, ~50 ms), never
+    corrupt the database. Settlements are on disk in the journal before they are committed
+    (gateway/billing/journal.py) and replay; what such a loss can still drop is a hold placed in that
+    window: its credit is freed, and a replayed settlement of that request finds no hold and is not
+    charged (nor recorded), as with any settlement whose hold is gone.
 
     `hide_parameters`: failed statements are rendered without their bound values (see gateway/logs.py).
     PostgreSQL bounds (seconds; None = the driver's default, as migrations want): `connect_timeout` for

@@ -16,7 +16,7 @@ for 35 ms. SQLite never waits here (busy_timeout=0): when another connection (we
 key last-use, a CLI command, another process) holds the lock, `run` waits with the loop free and
 retries, up to 30 s, as the busy timeout did.
 
-Jobs are the project's own async transaction code (`place_hold`, `settle_batch`) run over a
+Jobs are the project's own async transaction code (`place_hold`, `settle_batch`) run over an
 `InlineSession`: the slice of AsyncSession they use, over a synchronous Session, whose coroutines
 complete without ever suspending, so `run_coroutine` drives them to the end at once.
 
