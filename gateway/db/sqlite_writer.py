@@ -212,7 +212,7 @@ class SqliteWriter:
         if self._engine is not None:
             with contextlib.suppress(Exception):
                 self._engine.dispose()
-        self._checkpointer, self._checkpoint_connection, self._engine = None, None, None
+        self._checkpointer, self._checkpoint_connection, self._engine, self._dbapi = None, None, None, None
 
 
 def _is_busy(error: Exception) -> bool:

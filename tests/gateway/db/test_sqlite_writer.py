@@ -173,3 +173,12 @@ async def test_write_transaction_uses_the_writer_on_sqlite(engine: AsyncEngine,
     monkeypatch.setattr(writer, "run", counting)
     await write_transaction(session_factory(engine), lambda session: session.execute(_lease("a")))
     assert calls == [False] and await _names(engine) == ["a"]
+
+
+async def test_a_closed_writer_reopens_on_the_next_job(engine: AsyncEngine) -> None:
+    writer = _writer(engine)
+    await writer.run_sql(lambda connection: connection.execute("SELECT 1").fetchone())
+    writer.close()  # what the engine's dispose does
+    assert await writer.run_sql(lambda connection: connection.execute("SELECT 2").fetchone()) == (2,)
+    await writer.run(lambda session: session.execute(_lease("a")))
+    assert await _names(engine) == ["a"]
