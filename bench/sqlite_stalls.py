@@ -10,6 +10,19 @@ emulator (core 0) and SQLite gateway (core 1, `privaterouter serve --no-migrate`
 limiter, INFO JSON logs) as `python -m bench` does, and checks the money afterwards (one usage
 event per 2xx, ledger = balance, nothing held). `--profile FILE` records py-spy (collapsed stacks)
 on the gateway during the first measured run of the first scenario; `--keep` keeps the temp folder.
+
+Issue #16, item 6 (2026-11-30, shared 2-core machine at load ~5, back to back, chat, 3 x 5 s):
+
+    c=16  before (6d6c5a2)  118 req/s  p50 55  p90 892  p99 2043  max 2573 (worst 3285) ms  3.78 ms CPU/req
+          after             214 req/s  p50 75  p90  91  p99  137  max  161 (worst  192) ms  1.22 ms CPU/req
+    c=64  before            107 req/s  p50 460  p99 1864  max 2724 ms  3.96 ms CPU/req
+          after             285 req/s  p50 194  p99  893  max 1249 ms  1.14 ms CPU/req
+
+What stalled, found with this script and instrumented aiosqlite / writer / a loop-lag probe: holds
+busy-waiting in SQLite's busy handler for the write lock (up to 4.6 s), the lock held across event-
+loop hops, aiosqlite overflow connections opened per burst, full GC collections of 90-260 ms, and at
+c=64 the API-key cache expiring for every request in flight at once (up to 3.9 s for a connection).
+At c=64 the remaining tail is outside the handlers (server-side max 191 ms while wrk saw 1.2 s).
 """
 
 from __future__ import annotations
