@@ -23,11 +23,20 @@ from gateway import idempotency
 from gateway.accounts import Member
 from gateway.auth.keyresolver import KeyPrincipal
 from gateway.billing.bound import PromptShape, prompt_shape
-from gateway.billing.holds import HoldOrigin, HoldRefused, PlacedHold, Quote, place_hold, place_worst_case_hold
+from gateway.billing.holds import (
+    HoldOrigin,
+    HoldRefused,
+    PlacedHold,
+    Quote,
+    place_hold,
+    place_hold_sqlite,
+    place_worst_case_hold,
+)
 from gateway.billing.leases import INSTANCE_LOST, INTERRUPTED
 from gateway.billing.money import cost
 from gateway.billing.settlement import Settlement
 from gateway.context import AppContext, context
+from gateway.db.engine import sqlite_writer
 from gateway.db.models import utcnow
 from gateway.errors import GatewayError, from_provider, invalid_body
 from gateway.http import read_json, unique_request_id
@@ -229,6 +238,11 @@ class Call:
 async def _hold(ctx: AppContext, request_id: str, principal: KeyPrincipal, quote: Quote,
                 origin: HoldOrigin) -> PlacedHold:
     key_has_limit = principal.monthly_limit_pico is not None
+    writer = sqlite_writer(ctx.engine) if ctx.settings.is_sqlite else None
+    if writer is not None:
+        return await place_hold_sqlite(writer, request_id=request_id, account_id=principal.account_id,
+                                       key_id=principal.key_id, key_has_limit=key_has_limit, quote=quote,
+                                       origin=origin)
     if not ctx.settings.is_sqlite and not key_has_limit:
         placed = await place_worst_case_hold(ctx.engine, request_id=request_id,
                                              account_id=principal.account_id, quote=quote, origin=origin)

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.billing.journal import Journal
 from gateway.billing.settlement import Settlement, settle_batch
+from gateway.db.engine import sessions_writer
 
 log = logging.getLogger("pr.usage")
 ISOLATE_AFTER_FAILURES = 3
@@ -33,6 +34,7 @@ class UsageWriter:
                  on_written: Callable[[list[Settlement], list[int | None]], None] | None = None,
                  on_failure: Callable[[Exception], None] | None = None, journal: Journal | None = None) -> None:
         self._sessions = sessions
+        self._sqlite = sessions_writer(sessions)  # SQLite: batches go through its one writer thread
         self.journal = journal
         self._batch_size = batch_size
         self._interval = interval
@@ -72,9 +74,13 @@ class UsageWriter:
         batch = self._queue[: self._batch_size]
         if self.journal is not None:
             await self.journal.sync()  # on disk before the database: a failure after this is replayed
-        async with self._sessions() as session:
-            charges = await settle_batch(session, batch)
-            await session.commit()
+        if self._sqlite is not None:
+            # Durable commit: the journal marks the batch done next, so it must survive a power loss.
+            charges = await self._sqlite.run(lambda session: settle_batch(session, batch), durable=True)
+        else:
+            async with self._sessions() as session:
+                charges = await settle_batch(session, batch)
+                await session.commit()
         del self._queue[: len(batch)]
         if self.journal is not None:
             self.journal.mark_done(item.request_id for item in batch)

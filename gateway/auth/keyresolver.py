@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from gateway.auth.apikeys import hash_key, is_well_formed, matches
+from gateway.db.engine import write_transaction
 from gateway.db.models import Account, ApiKey, User
 from gateway.fields import as_utc
 
@@ -71,6 +72,7 @@ class KeyResolver:
         self._clock = clock
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._touched: dict[str, datetime] = {}
+        self._loading: dict[str, asyncio.Future[_Entry]] = {}  # reads in flight, by key digest
 
     async def resolve(self, raw_key: str) -> KeyPrincipal | None:
         """The key's principal; None for malformed/unknown/disabled/deleted/expired keys and disabled users."""
@@ -82,7 +84,7 @@ class KeyResolver:
         if cached is not None and cached.expires > now:
             self._cache.move_to_end(digest)
         else:
-            cached = await self._load(digest, raw_key, now + self._ttl)
+            cached = await self._load_shared(digest, raw_key, now + self._ttl)
             self._remember(digest, cached)
         principal = cached.principal
         if principal is not None and principal.expired(datetime.now(UTC)):
@@ -109,10 +111,13 @@ class KeyResolver:
             .where(sa.or_(table.c.last_used_at.is_(None), table.c.last_used_at < sa.bindparam("used_at")))
             .values(last_used_at=sa.bindparam("used_at"))
         )
+        params = [{"key_id": key, "used_at": used} for key, used in batch.items()]
+
+        async def write(session: AsyncSession) -> None:
+            await session.execute(statement, params)
+
         try:
-            async with self._sessions() as session:
-                await session.execute(statement, [{"key_id": key, "used_at": used} for key, used in batch.items()])
-                await session.commit()
+            await write_transaction(self._sessions, write)  # on SQLite: the writer, no busy-waiting
         except Exception:
             for key, used in batch.items():  # a newer touch during the failed flush wins
                 self._touched.setdefault(key, used)
@@ -138,6 +143,25 @@ class KeyResolver:
     def _forget(self, predicate: Callable[[_Entry], bool]) -> None:
         for digest in [digest for digest, entry in self._cache.items() if predicate(entry)]:
             del self._cache[digest]
+        self._loading.clear()  # a read begun before the change must not answer requests that come after it
+
+    async def _load_shared(self, digest: str, raw_key: str, expires: float) -> _Entry:
+        """`_load`, once per key at a time: when a busy key's entry expires, every request in flight
+        misses together; they now wait for one read instead of each queueing its own for a pooled
+        connection (at 64 concurrent requests on SQLite: 55 reads a second, up to 3.9 s waiting for a
+        connection). A waiter that is cancelled does not cancel the read for the others."""
+        loading = self._loading.get(digest)
+        if loading is None:
+            loading = asyncio.ensure_future(self._load(digest, raw_key, expires))
+            self._loading[digest] = loading
+            loading.add_done_callback(lambda done: self._loaded(digest, done))
+        return await asyncio.shield(loading)
+
+    def _loaded(self, digest: str, done: asyncio.Future[_Entry]) -> None:
+        if self._loading.get(digest) is done:
+            del self._loading[digest]
+        if not done.cancelled():
+            done.exception()  # marks it retrieved: the waiters re-raise it
 
     def _remember(self, digest: str, entry: _Entry) -> None:
         self._cache[digest] = entry

@@ -2,6 +2,7 @@
 
     place_worst_case_hold()  PostgreSQL hot path: one autocommit statement
     place_hold()             one transaction: account (and key monthly limit) conditional UPDATE + holds row
+    place_hold_sqlite()      SQLite: the same through the database's writer (plain SQL for the worst case)
     settlement.settle_batch  closes requests: see gateway/billing/settlement.py
 
 Every condition lives inside the UPDATE's WHERE clause, so concurrent requests serialise on the
@@ -11,14 +12,17 @@ account row and can never take the free balance (balance minus holds) below zero
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from gateway.db.availability import is_database_unavailable
 from gateway.db.models import Account, ApiKey, Hold, UsageEvent, utcnow
+from gateway.db.sqlite_writer import SqliteWriter
 
 log = logging.getLogger("pr.billing")
 
@@ -27,6 +31,7 @@ _accounts = Account.__table__  # type: ignore[attr-defined]
 _keys = ApiKey.__table__  # type: ignore[attr-defined]
 _holds = Hold.__table__  # type: ignore[attr-defined]
 _events = UsageEvent.__table__  # type: ignore[attr-defined]
+_sqlite_dialect = SQLiteDialect_pysqlite()
 
 
 class HoldRefused(Exception):
@@ -154,6 +159,44 @@ async def place_hold(session: AsyncSession, *, request_id: str, account_id: str,
             raise HoldRefused("Your credit balance cannot pay for this request's prompt and a minimal answer.")
         amount = min(quote.worst_case, available)
     raise HoldRefused("Your balance is changing too quickly to reserve credits; retry.")
+
+
+async def place_hold_sqlite(writer: SqliteWriter, *, request_id: str, account_id: str, key_id: str | None,
+                            key_has_limit: bool, quote: Quote, origin: HoldOrigin = NO_ORIGIN) -> PlacedHold:
+    """`place_hold` on SQLite, through the database's writer (gateway/db/sqlite_writer.py): never holding
+    the write lock across event-loop turns. The worst case for a key without a monthly limit is held in
+    plain SQL (`_sqlite_worst_case`); anything else runs `place_hold` itself as one writer job. Raises
+    HoldRefused as place_hold does."""
+    if not key_has_limit:
+        created = _SQLITE_TIME(utcnow())
+        taken = await writer.run_sql(lambda connection: _sqlite_worst_case(
+            connection, quote.worst_case, account_id, request_id, created, origin))
+        if taken:
+            return PlacedHold(request_id, quote.worst_case, quote.max_output_tokens, False)
+    return await writer.run(lambda session: place_hold(
+        session, request_id=request_id, account_id=account_id, key_id=key_id, key_has_limit=key_has_limit,
+        quote=quote, origin=origin))
+
+
+# SQLite, inside the writer's BEGIN IMMEDIATE: the two statements of place_hold's common case, without
+# SQLAlchemy's session and compiler (which cost several times SQLite's own work here).
+_SQLITE_TAKE = ("UPDATE accounts SET held_pico = held_pico + ? WHERE id = ? AND balance_pico - held_pico >= ?"
+                " RETURNING id")
+_SQLITE_INSERT_HOLD = (
+    "INSERT INTO holds (request_id, account_id, api_key_id, amount_pico, created_at, owner, key_id,"
+    " model_public_name, endpoint) VALUES (?, ?, NULL, ?, ?, ?, ?, ?, ?)")
+# created_at exactly as SQLAlchemy stores it on SQLite (a text timestamp), so both paths' rows compare alike
+_SQLITE_TIME = _holds.c.created_at.type.dialect_impl(_sqlite_dialect).bind_processor(_sqlite_dialect)
+
+
+def _sqlite_worst_case(connection: sqlite3.Connection, amount: int, account_id: str, request_id: str,
+                       created: str, origin: HoldOrigin) -> bool:
+    """Hold `amount` on the account and record the hold; False (nothing written) when it does not fit."""
+    if connection.execute(_SQLITE_TAKE, (amount, account_id, amount)).fetchone() is None:
+        return False
+    connection.execute(_SQLITE_INSERT_HOLD, (request_id, account_id, amount, created, origin.owner, origin.key_id,
+                                             origin.model_public_name, origin.endpoint))
+    return True
 
 
 # PostgreSQL, autocommit: the conditional UPDATE and the holds row in ONE statement (one round trip,

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.billing.settlement import Settlement, settle_batch
+from gateway.db.engine import write_transaction
 from gateway.db.models import Account, Hold, InstanceLease, utcnow
 
 log = logging.getLogger("pr.billing")
@@ -67,14 +68,16 @@ class Lease:
     async def renew(self) -> None:
         """Extend the lease to now + ttl (re-inserting it if it was reaped). Raises on database errors."""
         expires = utcnow() + self.ttl
-        async with self._sessions() as session:
+
+        async def extend(session: AsyncSession) -> None:
             updated = await session.execute(sa.update(_leases).where(_leases.c.instance_id == self.instance_id)
                                             .values(expires_at=expires).returning(_leases.c.instance_id))
             if updated.first() is None:
                 await session.execute(sa.insert(_leases).values(
                     instance_id=self.instance_id, host=socket.gethostname()[:255], pid=os.getpid(),
                     started_at=self._started, expires_at=expires))
-            await session.commit()
+
+        await write_transaction(self._sessions, extend)
 
     async def release(self) -> None:
         """Delete the lease (after a clean drain: this process holds nothing any more)."""
@@ -96,7 +99,7 @@ async def settle_dead_owners(sessions: async_sessionmaker[AsyncSession], *, skip
     if skip_owners:
         dead.append(_holds.c.owner.not_in(list(skip_owners)))
         lapsed.append(_leases.c.instance_id.not_in(list(skip_owners)))
-    async with sessions() as session:
+    async def settle(session: AsyncSession) -> list[Settlement]:
         rows = (await session.execute(
             sa.select(_holds.c.request_id, _holds.c.account_id, _holds.c.key_id, _holds.c.model_public_name,
                       _holds.c.endpoint, _holds.c.created_at, _accounts.c.user_id)
@@ -105,7 +108,9 @@ async def settle_dead_owners(sessions: async_sessionmaker[AsyncSession], *, skip
         if items:
             await settle_batch(session, items)
         await session.execute(sa.delete(_leases).where(*lapsed))
-        await session.commit()
+        return items
+
+    items = await write_transaction(sessions, settle)
     for item in items:
         log.warning("settled request %s of a lost instance as interrupted, without charge", item.request_id)
     return len(items)

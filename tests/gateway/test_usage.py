@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.billing.holds import Quote, place_hold
 from gateway.billing.settlement import Settlement
+from gateway.db.engine import sessions_writer
 from gateway.db.models import UsageEvent, utcnow
 from gateway.usage import UsageWriter
 from tests.support.accounts import make_account
@@ -97,3 +98,24 @@ async def test_a_poisoned_item_is_set_aside_not_blocking_the_queue(sessions: asy
     await writer.aclose()
     assert await _event_count(sessions) == 2
     assert writer.rejected == [poisoned] and "no-such-account" in caplog.text
+
+
+async def test_sqlite_batches_commit_durably_through_the_writer(sessions: async_sessionmaker[AsyncSession],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    sqlite = sessions_writer(sessions)
+    if sqlite is None:
+        pytest.skip("SQLite only")
+    durable: list[bool] = []
+    run = sqlite.run
+
+    async def recording(job, **kwargs):  # type: ignore[no-untyped-def]
+        durable.append(kwargs.get("durable", False))
+        return await run(job, **kwargs)
+
+    monkeypatch.setattr(sqlite, "run", recording)
+    writer = UsageWriter(sessions, batch_size=5, interval=10.0)
+    for item in await _admitted(sessions, 7):
+        writer.submit(item)
+    await writer.flush()
+    # each batch committed durably (the journal marks it done next), before the usage events are counted
+    assert durable == [True, True] and await _event_count(sessions) == 7

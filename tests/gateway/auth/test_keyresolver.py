@@ -99,6 +99,45 @@ async def test_answers_are_cached_for_ttl_then_reread(sessions: async_sessionmak
     assert counting.opened == 2
 
 
+async def test_concurrent_misses_share_one_read(sessions: async_sessionmaker[AsyncSession],
+                                                registry: Registry) -> None:
+    raw, key = await _user_with_key(sessions, registry)
+    clock, counting = Clock(), CountingSessions(sessions)
+    resolver = KeyResolver(counting, SECRET, ttl=1.0, clock=clock)  # type: ignore[arg-type]
+    answers = await asyncio.gather(*(resolver.resolve(raw) for _ in range(20)))
+    assert {answer.key_id if answer else None for answer in answers} == {key.id}
+    assert counting.opened == 1  # every request in flight when the entry expires waits for the same read
+    clock.now += 1.1
+    await asyncio.gather(*(resolver.resolve(raw) for _ in range(20)))
+    assert counting.opened == 2
+
+
+async def test_a_cancelled_waiter_does_not_cancel_the_shared_read(sessions: async_sessionmaker[AsyncSession],
+                                                                  registry: Registry) -> None:
+    raw, key = await _user_with_key(sessions, registry)
+    resolver = KeyResolver(sessions, SECRET)
+    first = asyncio.create_task(resolver.resolve(raw))
+    second = asyncio.create_task(resolver.resolve(raw))
+    await asyncio.sleep(0)
+    first.cancel()
+    principal = await second
+    assert principal is not None and principal.key_id == key.id
+
+
+async def test_a_change_during_a_read_is_not_hidden_by_it(sessions: async_sessionmaker[AsyncSession],
+                                                          registry: Registry) -> None:
+    raw, key = await _user_with_key(sessions, registry)
+    counting = CountingSessions(sessions)
+    resolver = KeyResolver(counting, SECRET)  # type: ignore[arg-type]
+    before = asyncio.create_task(resolver.resolve(raw))
+    await asyncio.sleep(0)
+    await _set(sessions, ApiKey, key.id, status="disabled")
+    resolver.forget_key(key.id)  # what disabling a key does in this replica
+    assert await resolver.resolve(raw) is None  # a fresh read, not the one begun before the change
+    await before
+    assert counting.opened == 2
+
+
 async def test_negative_answers_are_cached_too(sessions: async_sessionmaker[AsyncSession],
                                                registry: Registry) -> None:
     raw, key = await _user_with_key(sessions, registry, status="disabled")

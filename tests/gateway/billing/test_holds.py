@@ -11,15 +11,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.billing.holds import (
     FLOOR_PICO,
+    HoldOrigin,
     HoldRefused,
     Quote,
     place_hold,
+    place_hold_sqlite,
     place_worst_case_hold,
     release_stale_holds,
 )
-from gateway.billing.settlement import Settlement, settle
-from gateway.db.engine import create_engine, session_factory
+from gateway.billing.settlement import Settlement, settle, settle_batch
+from gateway.db.engine import create_engine, session_factory, sessions_writer
 from gateway.db.models import Account, ApiKey, Hold, UsageEvent, utcnow
+from gateway.db.sqlite_writer import SqliteWriter
 from tests.support.accounts import ledger_sum, make_account
 
 USD = 10**12
@@ -155,3 +158,83 @@ async def test_single_statement_hold_on_postgres(postgres_url: str) -> None:
             assert len((await session.execute(sa.select(Hold))).all()) == 3
     finally:
         await engine.dispose()
+
+
+def _writer(sessions: async_sessionmaker[AsyncSession]) -> SqliteWriter:
+    writer = sessions_writer(sessions)
+    if writer is None:
+        pytest.skip("SQLite only: PostgreSQL holds go through place_worst_case_hold / place_hold")
+    return writer
+
+
+async def test_sqlite_hold_records_the_worst_case_as_place_hold_does(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    _, account, key = await make_account(sessions, credits_pico=USD)
+    quote = Quote(prompt_pico=1000, output_pico_per_token=300_000, max_output_tokens=100)
+    origin = HoldOrigin(owner="instance-1", key_id=key, model_public_name="privaterouter/fast",
+                        endpoint="chat.completions")
+    hold = await place_hold_sqlite(_writer(sessions), request_id="r1", account_id=account, key_id=key,
+                                   key_has_limit=False, quote=quote, origin=origin)
+    assert (hold.amount_pico, hold.output_tokens, hold.key_held) == (quote.worst_case, 100, False)
+    async with sessions() as session:
+        row = await session.get(Hold, "r1")
+        assert row is not None
+        assert (row.account_id, row.api_key_id, row.amount_pico, row.owner, row.key_id, row.model_public_name,
+                row.endpoint) == (account, None, quote.worst_case, "instance-1", key, "privaterouter/fast",
+                                  "chat.completions")
+        assert abs((row.created_at.replace(tzinfo=None) - utcnow().replace(tzinfo=None)).total_seconds()) < 60
+    assert (await _account(sessions, account)).held_pico == quote.worst_case
+    async with sessions() as session:  # and the stale-hold sweep reads its timestamp like any other
+        assert await release_stale_holds(session, older_than=timedelta(hours=1)) == 0
+
+
+async def test_sqlite_hold_holds_what_is_free_or_refuses(sessions: async_sessionmaker[AsyncSession]) -> None:
+    _, account, key = await make_account(sessions, credits_pico=2 * FLOOR_PICO)
+    writer = _writer(sessions)
+    quote = Quote(prompt_pico=FLOOR_PICO // 2, output_pico_per_token=FLOOR_PICO // 10, max_output_tokens=1000)
+    hold = await place_hold_sqlite(writer, request_id="r1", account_id=account, key_id=key, key_has_limit=False,
+                                   quote=quote)
+    assert hold.amount_pico == 2 * FLOOR_PICO and hold.output_tokens == 15
+    with pytest.raises(HoldRefused, match="too low"):
+        await place_hold_sqlite(writer, request_id="r2", account_id=account, key_id=key, key_has_limit=False,
+                                quote=quote)
+    async with sessions() as session:
+        assert await session.get(Hold, "r2") is None
+
+
+async def test_sqlite_hold_enforces_the_key_monthly_limit(sessions: async_sessionmaker[AsyncSession]) -> None:
+    _, account, key = await make_account(sessions, credits_pico=USD, key_limit_pico=5 * FLOOR_PICO)
+    writer = _writer(sessions)
+    quote = Quote(prompt_pico=FLOOR_PICO, output_pico_per_token=FLOOR_PICO, max_output_tokens=100)
+    hold = await place_hold_sqlite(writer, request_id="r1", account_id=account, key_id=key, key_has_limit=True,
+                                   quote=quote)
+    assert hold.amount_pico == 5 * FLOOR_PICO and hold.key_held
+    with pytest.raises(HoldRefused, match="monthly spending limit"):
+        await place_hold_sqlite(writer, request_id="r2", account_id=account, key_id=key, key_has_limit=True,
+                                quote=quote)
+
+
+async def test_sqlite_concurrent_holds_and_settlements_keep_the_ledger(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    user, account, key = await make_account(sessions, credits_pico=10 * FLOOR_PICO)
+    writer = _writer(sessions)
+    quote = Quote(prompt_pico=FLOOR_PICO, output_pico_per_token=0, max_output_tokens=0)
+
+    async def attempt(index: int) -> bool:
+        try:
+            await place_hold_sqlite(writer, request_id=f"r{index}", account_id=account, key_id=key,
+                                    key_has_limit=False, quote=quote)
+        except HoldRefused:
+            return False
+        return True
+
+    results = await asyncio.gather(*(attempt(i) for i in range(40)))
+    assert sum(results) == 10
+    admitted = [_settlement(f"r{index}", user, account, key, cost=FLOOR_PICO)
+                for index, ok in enumerate(results) if ok]
+    await asyncio.gather(*(writer.run(lambda session, item=item: settle_batch(session, [item]))  # type: ignore[misc]
+                           for item in admitted))
+    async with sessions() as session:
+        after = await session.get(Account, account)
+        assert after is not None and (after.balance_pico, after.held_pico) == (0, 0)
+        assert await ledger_sum(session, account) == 0
