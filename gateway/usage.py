@@ -73,7 +73,7 @@ class UsageWriter:
     async def _write_batch(self) -> None:
         batch = self._queue[: self._batch_size]
         if self.journal is not None:
-            await self.journal.sync()  # on disk before the database: a failure after this is replayed
+            await self.journal.make_durable()  # on disk before the database: a failure after this is replayed
         charges = await self._settle(batch)
         del self._queue[: len(batch)]
         if self.journal is not None:
