@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from gateway.db.availability import is_database_unavailable
+from gateway.db.direct import direct_connection
 from gateway.db.models import Account, ApiKey, Hold, UsageEvent, utcnow
 
 log = logging.getLogger("pr.billing")
@@ -175,21 +175,15 @@ async def place_worst_case_hold(engine: AsyncEngine, *, request_id: str, account
     """The critical-path fast path (PostgreSQL, keys without a monthly limit): hold the worst case in
     one round trip, or return None when it does not fit (the caller falls back to `place_hold`).
 
-    The statement goes straight to the asyncpg connection (outside any transaction, so it commits on
-    its own): SQLAlchemy's statement machinery cost four times the round trip itself here. Because this
-    bypasses SQLAlchemy's error handling, a connection that fails here (a server restart, a timeout) is
-    invalidated explicitly, so the pool never hands it out again.
+    The statement goes straight to a kept asyncpg connection (gateway/db/direct.py; outside any
+    transaction, so it commits on its own): SQLAlchemy's statement machinery cost four times the round
+    trip itself here, and its per-use checkout about as much again. A connection that fails here is
+    discarded, never handed out again.
     """
-    async with engine.connect() as connection:
-        raw = await connection.get_raw_connection()
-        try:
-            taken = await raw.driver_connection.fetchval(  # type: ignore[union-attr]
-                _HOLD_IN_ONE_STATEMENT, quote.worst_case, account_id, request_id, utcnow(),
-                origin.owner, origin.key_id, origin.model_public_name, origin.endpoint)
-        except Exception as exc:
-            if is_database_unavailable(exc):
-                await connection.invalidate(exc)
-            raise
+    async with direct_connection(engine) as raw:
+        taken = await raw.fetchval(
+            _HOLD_IN_ONE_STATEMENT, quote.worst_case, account_id, request_id, utcnow(),
+            origin.owner, origin.key_id, origin.model_public_name, origin.endpoint)
     if taken is None:
         return None
     return PlacedHold(request_id, quote.worst_case, quote.max_output_tokens, False)

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.billing.settlement import Plan, Settlement, plan_batch
-from gateway.db.availability import is_database_unavailable
+from gateway.db.direct import direct_connection
 from gateway.db.models import utcnow
 
 # One row per hold deleted ('h', request id, amount, 1 when it also held on the key, NULL) and per
@@ -83,25 +83,17 @@ async def settle_batch_pg(engine: AsyncEngine, items: list[Settlement]) -> list[
     """Settle and commit `items` on PostgreSQL; for each item the pico-USD charged, or None when its
     request was already settled (also a repeat within the batch). Idempotent by request id.
 
-    Raises what asyncpg raises (nothing is committed then); a connection that failed is invalidated,
-    so the pool never hands it out again.
+    Raises what asyncpg raises (nothing is committed then); a connection that failed is discarded
+    (gateway/db/direct.py), never handed out again.
     """
     ids = list(dict.fromkeys(item.request_id for item in items))
     if not ids:
         return []
     accounts = sorted({item.account_id for item in items})
-    async with engine.connect() as connection:
-        raw = (await connection.get_raw_connection()).driver_connection
-        assert raw is not None
-        try:
-            async with raw.transaction():
-                plan = await _release_and_plan(raw, items, ids, accounts)
-                if plan.events:
-                    await _write(raw, plan)
-        except Exception as exc:
-            if is_database_unavailable(exc):
-                await connection.invalidate(exc)
-            raise
+    async with direct_connection(engine) as raw, raw.transaction():
+        plan = await _release_and_plan(raw, items, ids, accounts)
+        if plan.events:
+            await _write(raw, plan)
     return plan.results
 
 
