@@ -243,9 +243,10 @@ async def _hold(ctx: AppContext, request_id: str, principal: KeyPrincipal, quote
         return await place_hold_sqlite(writer, request_id=request_id, account_id=principal.account_id,
                                        key_id=principal.key_id, key_has_limit=key_has_limit, quote=quote,
                                        origin=origin)
-    if not ctx.settings.is_sqlite and not key_has_limit:
-        placed = await place_worst_case_hold(ctx.engine, request_id=request_id,
-                                             account_id=principal.account_id, quote=quote, origin=origin)
+    if not ctx.settings.is_sqlite and (principal.key_id is not None or not key_has_limit):
+        placed = await place_worst_case_hold(ctx.engine, request_id=request_id, account_id=principal.account_id,
+                                             quote=quote, origin=origin,
+                                             limited_key_id=principal.key_id if key_has_limit else None)
         if placed is not None:
             return placed
     async with ctx.sessions() as session:

@@ -18,10 +18,11 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.billing.journal import Journal
 from gateway.billing.settlement import Settlement, settle_batch
+from gateway.billing.settlement_pg import settle_batch_pg
 from gateway.db.engine import sessions_writer
 
 log = logging.getLogger("pr.usage")
@@ -34,7 +35,8 @@ class UsageWriter:
                  on_written: Callable[[list[Settlement], list[int | None]], None] | None = None,
                  on_failure: Callable[[Exception], None] | None = None, journal: Journal | None = None) -> None:
         self._sessions = sessions
-        self._sqlite = sessions_writer(sessions)  # SQLite: batches go through its one writer thread
+        self._postgres = _postgres_engine(sessions)  # batches go straight to asyncpg there
+        self._sqlite = sessions_writer(sessions)  # SQLite: batches go through its one writer connection
         self.journal = journal
         self._batch_size = batch_size
         self._interval = interval
@@ -73,19 +75,25 @@ class UsageWriter:
     async def _write_batch(self) -> None:
         batch = self._queue[: self._batch_size]
         if self.journal is not None:
-            await self.journal.sync()  # on disk before the database: a failure after this is replayed
-        if self._sqlite is not None:
-            # Durable commit: the journal marks the batch done next, so it must survive a power loss.
-            charges = await self._sqlite.run(lambda session: settle_batch(session, batch), durable=True)
-        else:
-            async with self._sessions() as session:
-                charges = await settle_batch(session, batch)
-                await session.commit()
+            await self.journal.make_durable()  # on disk before the database: a failure after this is replayed
+        charges = await self._settle(batch)
         del self._queue[: len(batch)]
         if self.journal is not None:
             self.journal.mark_done(item.request_id for item in batch)
         if self._on_written is not None:
             self._on_written(batch, charges)
+
+    async def _settle(self, batch: list[Settlement]) -> list[int | None]:
+        """Settle and commit one batch: asyncpg directly on PostgreSQL, a session elsewhere."""
+        if self._postgres is not None:
+            return await settle_batch_pg(self._postgres, batch)
+        if self._sqlite is not None:
+            # Durable commit: the journal marks the batch done next, so it must survive a power loss.
+            return await self._sqlite.run(lambda session: settle_batch(session, batch), durable=True)
+        async with self._sessions() as session:
+            charges = await settle_batch(session, batch)
+            await session.commit()
+        return charges
 
     async def _isolate_failures(self) -> None:
         """After repeated batch failures, write the next batch item by item. If the database takes some
@@ -96,9 +104,7 @@ class UsageWriter:
         refused: list[tuple[Settlement, Exception]] = []
         for item in batch:
             try:
-                async with self._sessions() as session:
-                    [charge] = await settle_batch(session, [item])
-                    await session.commit()
+                [charge] = await self._settle([item])
             except Exception as exc:
                 refused.append((item, exc))
                 continue
@@ -149,3 +155,9 @@ class UsageWriter:
                     log.critical("shutdown: %d usage events could not be written: %s", len(self._queue), exc)
                     raise
                 await asyncio.sleep(0.5)
+
+
+def _postgres_engine(sessions: Callable[[], AsyncSession]) -> AsyncEngine | None:
+    """The PostgreSQL engine a session factory is bound to; None for SQLite or anything else."""
+    bind = getattr(sessions, "kw", {}).get("bind")
+    return bind if isinstance(bind, AsyncEngine) and bind.dialect.name == "postgresql" else None

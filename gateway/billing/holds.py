@@ -1,6 +1,6 @@
 """Credit holds: reserve a request's worst case before calling upstream, settle the exact cost after.
 
-    place_worst_case_hold()  PostgreSQL hot path: one autocommit statement
+    place_worst_case_hold()  PostgreSQL hot path: one statement straight to asyncpg
     place_hold()             one transaction: account (and key monthly limit) conditional UPDATE + holds row
     place_hold_sqlite()      SQLite: the same through the database's writer (plain SQL for the worst case)
     settlement.settle_batch  closes requests: see gateway/billing/settlement.py
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from gateway.db.availability import is_database_unavailable
+from gateway.db.direct import direct_connection
 from gateway.db.models import Account, ApiKey, Hold, UsageEvent, utcnow
 from gateway.db.sqlite_writer import SqliteWriter
 
@@ -213,29 +213,64 @@ _HOLD_IN_ONE_STATEMENT = """
 """
 
 
-async def place_worst_case_hold(engine: AsyncEngine, *, request_id: str, account_id: str,
-                                quote: Quote, origin: HoldOrigin = NO_ORIGIN) -> PlacedHold | None:
-    """The critical-path fast path (PostgreSQL, keys without a monthly limit): hold the worst case in
-    one round trip, or return None when it does not fit (the caller falls back to `place_hold`).
+# The same for a key with a monthly limit: the key's limit is reserved too, and the holds row names the
+# key. Lock order accounts -> api_keys, as in place_hold and settlement. Not atomic on its own (the
+# account can be taken while the key is not), so it runs in a transaction that is rolled back when the
+# statement returns nothing.
+_HOLD_WITH_KEY_LIMIT = """
+    WITH taken AS (
+        UPDATE accounts SET held_pico = held_pico + $1
+        WHERE id = $2 AND balance_pico - held_pico >= $1
+        RETURNING id),
+    key_taken AS (
+        UPDATE api_keys SET held_pico = held_pico + $1,
+               spend_pico = CASE WHEN spend_month = $9 THEN spend_pico ELSE 0 END, spend_month = $9
+        WHERE id = $10 AND EXISTS (SELECT 1 FROM taken)
+          AND monthly_limit_pico - CASE WHEN spend_month = $9 THEN spend_pico ELSE 0 END - held_pico >= $1
+        RETURNING id)
+    INSERT INTO holds (request_id, account_id, api_key_id, amount_pico, created_at,
+                       owner, key_id, model_public_name, endpoint)
+    SELECT $3, taken.id, key_taken.id, $1, $4, $5, $6, $7, $8 FROM taken, key_taken
+    RETURNING request_id
+"""
 
-    The statement goes straight to the asyncpg connection (outside any transaction, so it commits on
-    its own): SQLAlchemy's statement machinery cost four times the round trip itself here. Because this
-    bypasses SQLAlchemy's error handling, a connection that fails here (a server restart, a timeout) is
-    invalidated explicitly, so the pool never hands it out again.
+
+async def place_worst_case_hold(engine: AsyncEngine, *, request_id: str, account_id: str,
+                                quote: Quote, origin: HoldOrigin = NO_ORIGIN,
+                                limited_key_id: str | None = None) -> PlacedHold | None:
+    """The critical-path fast path (PostgreSQL): hold the worst case, or return None when it does not
+    fit (the caller falls back to `place_hold`, which holds what is free). With `limited_key_id` (a key
+    with a monthly limit) the key's limit is reserved too, as `place_hold` does.
+
+    The statement goes straight to a kept asyncpg connection (gateway/db/direct.py): SQLAlchemy's
+    statement machinery cost four times the round trip itself here, and its per-use checkout about as
+    much again. Without a key limit it runs outside any transaction (one round trip, atomic on its own);
+    with one, inside BEGIN ... COMMIT (three). A connection that fails here is discarded.
     """
-    async with engine.connect() as connection:
-        raw = await connection.get_raw_connection()
-        try:
-            taken = await raw.driver_connection.fetchval(  # type: ignore[union-attr]
-                _HOLD_IN_ONE_STATEMENT, quote.worst_case, account_id, request_id, utcnow(),
+    now = utcnow()
+    async with direct_connection(engine) as raw:
+        if limited_key_id is None:
+            taken = await raw.fetchval(
+                _HOLD_IN_ONE_STATEMENT, quote.worst_case, account_id, request_id, now,
                 origin.owner, origin.key_id, origin.model_public_name, origin.endpoint)
-        except Exception as exc:
-            if is_database_unavailable(exc):
-                await connection.invalidate(exc)
-            raise
+        else:
+            transaction = raw.transaction()
+            await transaction.start()
+            try:
+                taken = await raw.fetchval(
+                    _HOLD_WITH_KEY_LIMIT, quote.worst_case, account_id, request_id, now,
+                    origin.owner, origin.key_id, origin.model_public_name, origin.endpoint,
+                    current_month(now), limited_key_id)
+            except BaseException:
+                await transaction.rollback()
+                raise
+            if taken is None:
+                await transaction.rollback()  # the account may have been taken without the key
+            else:
+                await transaction.commit()
     if taken is None:
         return None
-    return PlacedHold(request_id, quote.worst_case, quote.max_output_tokens, False)
+    return PlacedHold(request_id, quote.worst_case, quote.max_output_tokens, limited_key_id is not None)
 
 
 async def release_stale_holds(session: AsyncSession, *, older_than: timedelta) -> int:

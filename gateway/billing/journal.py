@@ -10,7 +10,9 @@ holding an exclusive `flock` on them while alive. One JSON object a line:
 
 Appends are buffered and written + fsynced by a background task every few milliseconds
 (`SYNC_INTERVAL`); the usage writer also waits for the journal to be durable before it writes a
-batch, so a settlement reaches the database only after it reached the disk.
+batch, so a settlement reaches the database only after it reached the disk. Done marks need no
+fsync of their own (a lost one only makes a replay repeat an idempotent settlement): they are
+written with the next round that settlements or progress lines start, and at close.
 
 At start, `replay()` reads the journals of dead processes (those whose lock it can take), and
 returns for each request not marked done its last settlement, or else its last progress record.
@@ -48,12 +50,14 @@ PROGRESS_SECONDS = 2.0  # how often a stream journals what it has relayed
 ROTATE_BYTES = 64 * 2**20
 
 
-def settlement_record(kind: str, item: Settlement) -> dict[str, Any]:
-    """A journal line for `item` (`kind` "s" or "r")."""
-    record = dataclasses.asdict(item)
-    record["created_at"] = item.created_at.isoformat()
-    record["t"] = kind
-    return record
+def settlement_line(kind: str, item: Settlement) -> bytes:
+    """A journal line for `item` (`kind` "s" or "r"), newline included.
+
+    orjson serialises the dataclass itself (its fields in order, `created_at` as ISO 8601, which
+    `datetime.fromisoformat` reads back): about 5x cheaper than going through `dataclasses.asdict`,
+    which deep-copies every field, and this runs once per request.
+    """
+    return b'{"t":"%s",' % kind.encode() + orjson.dumps(item)[1:] + b"\n"
 
 
 def settlement_from(record: dict[str, Any]) -> Settlement:
@@ -88,6 +92,7 @@ class Journal:
         self._segments = [self._open_segment()]
         # (line, the request id it leaves outstanding, the request ids it marks done), in order
         self._pending: list[tuple[bytes, str | None, tuple[str, ...]]] = []
+        self._durable_pending = False  # whether a settlement or progress line waits (done marks alone need no fsync)
         self._lock = asyncio.Lock()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -111,21 +116,33 @@ class Journal:
 
     def append_settlement(self, item: Settlement) -> None:
         """Journal a settlement (before it is queued for the database)."""
-        self._append(settlement_record("s", item), item.request_id)
+        self._append(settlement_line("s", item), item.request_id)
 
     def append_progress(self, item: Settlement) -> None:
         """Journal what a stream has relayed so far (an `interrupted` settlement, replayed after a crash)."""
-        self._append(settlement_record("r", item), item.request_id)
+        self._append(settlement_line("r", item), item.request_id)
 
     def mark_done(self, request_ids: Iterable[str]) -> None:
-        """These requests are committed: a replay skips them."""
+        """These requests are committed: a replay skips them.
+
+        The mark is written with the next settlement's round (or at close), without a round of its own:
+        a mark lost in a crash only makes the replay settle those requests again, which finds their
+        holds gone and writes nothing (settling is idempotent by request id)."""
         ids = tuple(request_ids)
         if ids:
-            self._append({"t": "d", "ids": ids}, None, ids)
+            self._pending.append((orjson.dumps({"t": "d", "ids": ids}) + b"\n", None, ids))
 
-    def _append(self, record: dict[str, Any], request_id: str | None, done: tuple[str, ...] = ()) -> None:
-        self._pending.append((orjson.dumps(record) + b"\n", request_id, done))
-        self._wakeup.set()
+    def _append(self, line: bytes, request_id: str) -> None:
+        self._pending.append((line, request_id, ()))
+        if not self._durable_pending:
+            self._durable_pending = True
+            self._wakeup.set()
+
+    async def make_durable(self) -> None:
+        """Make every settlement and progress line appended so far durable (what the usage writer waits
+        for before a batch); returns at once when only done marks are pending."""
+        if self._durable_pending:
+            await self.sync()
 
     async def sync(self) -> None:
         """Write and fsync everything appended so far (in a thread: the disk never blocks the loop),
@@ -134,6 +151,7 @@ class Journal:
             if not self._pending:
                 return
             pending, self._pending = self._pending, []
+            self._durable_pending = False
             segment = self._segments[-1]
             data = b"".join(line for line, _, _ in pending)
             await asyncio.to_thread(_write, segment.fd, data)
@@ -156,7 +174,7 @@ class Journal:
             self._wakeup.clear()
             await asyncio.sleep(SYNC_INTERVAL)  # gather what the next few ms append into one fsync
             try:
-                await self.sync()
+                await self.make_durable()
             except OSError as exc:
                 log.critical("the settlement journal cannot be written (%s): %s", self.path, exc)
 
@@ -176,7 +194,7 @@ class Journal:
 
 def _write(fd: int, data: bytes) -> None:
     os.write(fd, data)
-    os.fsync(fd)
+    os.fdatasync(fd)  # the data and the file's new size; no need to wait for its timestamps
 
 
 def _discard(segment: _Segment) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -86,32 +86,77 @@ async def settle_batch(session: AsyncSession, items: list[Settlement]) -> list[i
     open_holds = {row.request_id: (int(row.amount_pico), row.api_key_id is not None) for row in await session.execute(
         sa.delete(_holds).where(_holds.c.request_id.in_(ids))
         .returning(_holds.c.request_id, _holds.c.amount_pico, _holds.c.api_key_id))}
-    todo = []
-    for item in items:
-        found = open_holds.pop(item.request_id, None)  # popped: a repeat in the batch is not settled twice
-        if found is not None:
-            todo.append((item, found[0], found[1]))
-    if not todo:
+    if not open_holds:
         return [None] * len(items)
-    return await _apply(session, items, todo)
-
-
-async def _apply(session: AsyncSession, items: list[Settlement],
-                 todo: list[tuple[Settlement, int, bool]]) -> list[int | None]:
-    account_ids = sorted({item.account_id for item, _, _ in todo})
+    account_ids = sorted({item.account_id for item in items if item.request_id in open_holds})
     rows = (await session.execute(
         sa.select(_accounts.c.id, _accounts.c.balance_pico, _accounts.c.held_pico, _accounts.c.trial_pico)
         .where(_accounts.c.id.in_(account_ids)).order_by(_accounts.c.id).with_for_update())).all()
-    balance = {row.id: int(row.balance_pico) for row in rows}
-    held = {row.id: int(row.held_pico) for row in rows}
-    trial = {row.id: int(row.trial_pico) for row in rows}  # the trial bucket is spent first
+    plan = plan_batch(items, open_holds, {row.id: (int(row.balance_pico), int(row.held_pico), int(row.trial_pico))
+                                          for row in rows}, utcnow())
+    if not plan.accounts:
+        return plan.results
+    await session.execute(_UPDATE_ACCOUNT, [{"account": account, "charged": charged, "released": released,
+                                             "trial_used": trial_used, "now": plan.now}
+                                            for account, charged, released, trial_used in plan.accounts])
+    if plan.ledger:
+        await session.execute(sa.insert(_ledger), [{
+            "account_id": account, "kind": "usage", "amount_pico": amount, "trial_pico": trial,
+            "balance_after_pico": after, "request_id": request_id, "note": None, "actor_user_id": None,
+            "created_at": plan.now} for account, amount, trial, after, request_id in plan.ledger])
+    if plan.keys:
+        await session.execute(_UPDATE_KEY, [{"key": key, "month": month, "charged": spent, "released": freed}
+                                            for key, month, spent, freed in plan.keys])
+    await session.execute(sa.insert(_events), [_event_row(item, charge) for item, charge in plan.events])
+    return plan.results
+
+
+@dataclass
+class Plan:
+    """What settling a batch writes, computed from its open holds and its locked account rows.
+
+    accounts: (account id, charged, hold released, taken from the trial bucket), in id order
+    ledger:   (account id, amount (negative), trial part (negative), balance after, request id), in batch order
+    keys:     (key id, month "YYYY-MM", charged, key hold released), one per key and month
+    events:   (settlement, charged) of each request settled now
+    results:  per item of the batch, the pico-USD charged, or None (already settled, or a repeat)
+    """
+
+    now: datetime
+    accounts: list[tuple[str, int, int, int]] = field(default_factory=list)
+    ledger: list[tuple[str, int, int, int, str]] = field(default_factory=list)
+    keys: list[tuple[str, str, int, int]] = field(default_factory=list)
+    events: list[tuple[Settlement, int]] = field(default_factory=list)
+    results: list[int | None] = field(default_factory=list)
+
+
+def plan_batch(items: list[Settlement], open_holds: dict[str, tuple[int, bool]],
+               locked: dict[str, tuple[int, int, int]], now: datetime) -> Plan:
+    """The writes that settle `items` (the money rules, shared by both database paths).
+
+    `open_holds`: request id -> (hold in pico-USD, whether it also holds on the key) of the holds just
+    deleted; `locked`: account id -> (balance, held, trial) read under lock. Items without an open hold
+    (already settled, or a repeat in the batch) are skipped. Raises KeyError when an item's account is
+    not in `locked` (its row does not exist): the caller's transaction must then fail.
+    """
+    plan = Plan(now)
+    todo = []
+    remaining = dict(open_holds)
+    for item in items:
+        found = remaining.pop(item.request_id, None)  # popped: a repeat in the batch is not settled twice
+        if found is not None:
+            todo.append((item, found[0], found[1]))
+    if not todo:
+        plan.results = [None] * len(items)
+        return plan
+    balance = {account: values[0] for account, values in locked.items()}
+    held = {account: values[1] for account, values in locked.items()}
+    trial = {account: values[2] for account, values in locked.items()}  # the trial bucket is spent first
     trial_used: dict[str, int] = defaultdict(int)
     charged: dict[str, int] = defaultdict(int)
     released: dict[str, int] = defaultdict(int)
     key_updates: dict[tuple[str, str], list[int]] = {}
-    ledger_rows, event_rows = [], []
     charges: dict[str, int] = {}
-    now = utcnow()
     for item, hold, key_held in todo:
         account = item.account_id
         held[account] -= hold
@@ -127,27 +172,18 @@ async def _apply(session: AsyncSession, items: list[Settlement],
         trial[account] -= from_trial
         trial_used[account] += from_trial
         if charge:
-            ledger_rows.append({"account_id": account, "kind": "usage", "amount_pico": -charge,
-                                "trial_pico": -from_trial, "balance_after_pico": balance[account],
-                                "request_id": item.request_id, "note": None, "actor_user_id": None, "created_at": now})
+            plan.ledger.append((account, -charge, -from_trial, balance[account], item.request_id))
         if item.api_key_id is not None:
             entry = key_updates.setdefault((item.api_key_id, item.created_at.strftime("%Y-%m")), [0, 0])
             entry[0] += charge
             entry[1] += hold if key_held else 0
-        event_rows.append(_event_row(item, charge))
-    await session.execute(_UPDATE_ACCOUNT, [{"account": account, "charged": charged[account],
-                                             "released": released[account], "trial_used": trial_used[account],
-                                             "now": now} for account in account_ids])
-    if ledger_rows:
-        await session.execute(sa.insert(_ledger), ledger_rows)
-    if key_updates:
-        await session.execute(_UPDATE_KEY, [{"key": key, "month": month, "charged": spent, "released": freed}
-                                            for (key, month), (spent, freed) in key_updates.items()])
-    await session.execute(sa.insert(_events), event_rows)
-    results: list[int | None] = []
+        plan.events.append((item, charge))
+    plan.accounts = [(account, charged[account], released[account], trial_used[account])
+                     for account in sorted(released)]
+    plan.keys = [(key, month, spent, freed) for (key, month), (spent, freed) in key_updates.items()]
     for item in items:
-        results.append(charges.pop(item.request_id, None))  # a repeat in the batch gets None
-    return results
+        plan.results.append(charges.pop(item.request_id, None))  # a repeat in the batch gets None
+    return plan
 
 
 def _event_row(item: Settlement, charge: int) -> dict[str, object]:

@@ -238,3 +238,33 @@ async def test_sqlite_concurrent_holds_and_settlements_keep_the_ledger(
         after = await session.get(Account, account)
         assert after is not None and (after.balance_pico, after.held_pico) == (0, 0)
         assert await ledger_sum(session, account) == 0
+
+
+async def test_single_statement_hold_reserves_a_key_monthly_limit_too(postgres_url: str) -> None:
+    engine = create_engine(postgres_url)
+    sessions = session_factory(engine)
+    try:
+        user, account, key = await make_account(sessions, credits_pico=10 * FLOOR_PICO, key_limit_pico=2 * FLOOR_PICO)
+        quote = Quote(prompt_pico=FLOOR_PICO, output_pico_per_token=0, max_output_tokens=0)
+        placed = [await place_worst_case_hold(engine, request_id=f"r{i}", account_id=account, quote=quote,
+                                              limited_key_id=key) for i in range(3)]
+        assert [hold is not None and hold.key_held for hold in placed] == [True, True, False]
+        # the third fit the account but not the key: nothing of it stays held anywhere
+        assert (await _account(sessions, account)).held_pico == 2 * FLOOR_PICO
+        async with sessions() as session:
+            key_row = await session.get(ApiKey, key)
+            assert key_row is not None and (key_row.held_pico, key_row.spend_month) == (2 * FLOOR_PICO,
+                                                                                         utcnow().strftime("%Y-%m"))
+            assert {row.api_key_id for row in (await session.execute(sa.select(Hold))).scalars()} == {key}
+            assert await settle(session, _settlement("r0", user, account, key, cost=FLOOR_PICO // 2)) == FLOOR_PICO // 2
+            await session.commit()
+            key_row = await session.get(ApiKey, key, populate_existing=True)
+            assert key_row is not None and (key_row.held_pico, key_row.spend_pico) == (FLOOR_PICO, FLOOR_PICO // 2)
+        assert await place_worst_case_hold(engine, request_id="r3", account_id=account, quote=quote,
+                                           limited_key_id=key) is None  # half a floor is left under the limit
+        async with sessions() as session:
+            with pytest.raises(HoldRefused, match="monthly spending limit"):  # the fallback refuses it too
+                await place_hold(session, request_id="r3", account_id=account, key_id=key, key_has_limit=True,
+                                 quote=quote)
+    finally:
+        await engine.dispose()

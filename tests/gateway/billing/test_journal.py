@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -77,5 +78,29 @@ async def test_segments_rotate_and_a_drained_one_is_deleted(tmp_path: Path, monk
     assert not first.exists()  # drained: deleted
     await journal.aclose()
     found = replay(tmp_path)  # "b" survives in its own segment, across the rotation
+    assert [item.request_id for item in found.items] == ["b"]
+    found.release(delete=True)
+
+
+async def test_a_done_mark_rides_with_the_next_settlement_not_a_round_of_its_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rounds: list[bytes] = []
+
+    def counted(fd: int, data: bytes) -> None:
+        rounds.append(data)
+        os.write(fd, data)
+
+    monkeypatch.setattr(journal_module, "_write", counted)
+    journal = Journal(tmp_path, "quiet")
+    journal.append_settlement(_item("a"))
+    await journal.make_durable()
+    journal.mark_done(["a"])
+    await journal.make_durable()  # nothing the database waits for: no write, no fsync
+    assert len(rounds) == 1
+    journal.append_settlement(_item("b"))
+    await journal.make_durable()
+    assert len(rounds) == 2 and b'"t":"d"' in rounds[1] and b'"request_id":"b"' in rounds[1]
+    await journal.aclose()
+    found = replay(tmp_path)
     assert [item.request_id for item in found.items] == ["b"]
     found.release(delete=True)
