@@ -36,6 +36,22 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 BACKENDS = ["sqlite"] + (["postgres"] if TEST_DATABASE_URL else [])
 
 
+# Parameter combinations that do not exist, dropped at collection instead of skipped (a skip would
+# look like a gap): the asyncpg settlement path is PostgreSQL's.
+_IMPOSSIBLE = [{"database_url": "sqlite", "settle": "asyncpg"}]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def impossible(item: pytest.Item) -> bool:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        return any(all(params.get(name) == value for name, value in combo.items()) for combo in _IMPOSSIBLE)
+
+    dropped = [item for item in items if impossible(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not impossible(item)]
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     if not IN_CI:
         return

@@ -100,11 +100,11 @@ async def test_a_poisoned_item_is_set_aside_not_blocking_the_queue(sessions: asy
     assert writer.rejected == [poisoned] and "no-such-account" in caplog.text
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_sqlite_batches_commit_durably_through_the_writer(sessions: async_sessionmaker[AsyncSession],
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     sqlite = sessions_writer(sessions)
-    if sqlite is None:
-        pytest.skip("SQLite only")
+    assert sqlite is not None
     durable: list[bool] = []
     run = sqlite.run
 

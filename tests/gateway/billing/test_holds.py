@@ -160,13 +160,16 @@ async def test_single_statement_hold_on_postgres(postgres_url: str) -> None:
         await engine.dispose()
 
 
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
 def _writer(sessions: async_sessionmaker[AsyncSession]) -> SqliteWriter:
     writer = sessions_writer(sessions)
-    if writer is None:
-        pytest.skip("SQLite only: PostgreSQL holds go through place_worst_case_hold / place_hold")
+    assert writer is not None, "SQLite only: PostgreSQL holds go through place_worst_case_hold / place_hold"
     return writer
 
 
+@SQLITE_ONLY
 async def test_sqlite_hold_records_the_worst_case_as_place_hold_does(
         sessions: async_sessionmaker[AsyncSession]) -> None:
     _, account, key = await make_account(sessions, credits_pico=USD)
@@ -188,6 +191,7 @@ async def test_sqlite_hold_records_the_worst_case_as_place_hold_does(
         assert await release_stale_holds(session, older_than=timedelta(hours=1)) == 0
 
 
+@SQLITE_ONLY
 async def test_sqlite_hold_holds_what_is_free_or_refuses(sessions: async_sessionmaker[AsyncSession]) -> None:
     _, account, key = await make_account(sessions, credits_pico=2 * FLOOR_PICO)
     writer = _writer(sessions)
@@ -202,6 +206,7 @@ async def test_sqlite_hold_holds_what_is_free_or_refuses(sessions: async_session
         assert await session.get(Hold, "r2") is None
 
 
+@SQLITE_ONLY
 async def test_sqlite_hold_enforces_the_key_monthly_limit(sessions: async_sessionmaker[AsyncSession]) -> None:
     _, account, key = await make_account(sessions, credits_pico=USD, key_limit_pico=5 * FLOOR_PICO)
     writer = _writer(sessions)
@@ -214,6 +219,7 @@ async def test_sqlite_hold_enforces_the_key_monthly_limit(sessions: async_sessio
                                 quote=quote)
 
 
+@SQLITE_ONLY
 async def test_sqlite_concurrent_holds_and_settlements_keep_the_ledger(
         sessions: async_sessionmaker[AsyncSession]) -> None:
     user, account, key = await make_account(sessions, credits_pico=10 * FLOOR_PICO)
