@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import errno
 import getpass
+import logging
 import os
 import signal
 import socket
@@ -17,6 +18,8 @@ from pathlib import Path
 from gateway import __version__, cli_ops
 from gateway.registry import RegistryError, load
 from gateway.settings import Settings, SettingsError, describe
+
+log = logging.getLogger("pr.serve")
 
 
 class CliError(Exception):
@@ -55,6 +58,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
         raise CliError(f"WORKERS={workers} needs REDIS_URL: without Redis each worker keeps its own rate limits "
                        f"and login throttle, multiplying every limit by {workers}; set REDIS_URL or use one worker")
     prepare_multiprocess_dir(settings.data_dir, workers)  # the workers inherit PROMETHEUS_MULTIPROC_DIR
+    from gateway.serving import connection_cap
+
+    max_connections = connection_cap(settings.max_connections)
+    if max_connections < settings.max_connections:
+        log.warning("MAX_CONNECTIONS=%d lowered to %d: the open-file limit (ulimit -n) carries two descriptors "
+                    "per connection; raise it to serve more at once", settings.max_connections, max_connections)
     pid_file = _pid_file(settings)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(str(os.getpid()))
@@ -62,7 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         uvicorn.run("gateway.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                     log_config=None, access_log=False, proxy_headers=False, server_header=False,
                     timeout_graceful_shutdown=DRAIN_SECONDS, http="gateway.serving:HeaderDeadlineProtocol",
-                    limit_concurrency=settings.max_connections, timeout_keep_alive=settings.keepalive_timeout)
+                    limit_concurrency=max_connections, timeout_keep_alive=settings.keepalive_timeout)
     finally:
         pid_file.unlink(missing_ok=True)
 

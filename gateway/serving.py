@@ -14,10 +14,33 @@ connection is closed. Bodies get their own deadline in `gateway.middleware.edge`
 from __future__ import annotations
 
 import asyncio
+import resource
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 header_timeout = 10.0
+DESCRIPTORS_PER_CONNECTION = 2  # the client's socket and, while it streams, its upstream connection
+RESERVED_DESCRIPTORS = 64  # database and Redis pools, logs, the journal, listening sockets
+
+
+def connection_cap(max_connections: int) -> int:
+    """The connection cap this process can honour: `max_connections` (MAX_CONNECTIONS), lowered to
+    what the open-file limit carries at two descriptors per connection.
+
+    First raises the soft RLIMIT_NOFILE to the hard limit (the workers inherit it): a default soft limit
+    of 1,024 would otherwise run out of descriptors below the cap, and uvicorn would fail accepting
+    instead of answering 503. Returns a count of connections (≥ 1); never raises.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_connections * DESCRIPTORS_PER_CONNECTION + RESERVED_DESCRIPTORS
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return max(1, min(max_connections, (soft - RESERVED_DESCRIPTORS) // DESCRIPTORS_PER_CONNECTION))
 
 
 class HeaderDeadlineProtocol(HttpToolsProtocol):

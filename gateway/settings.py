@@ -159,8 +159,9 @@ SETTINGS: tuple[Setting, ...] = (
             "disconnected).", _positive_float),
     Setting("BODY_TIMEOUT", "30", "Seconds a client has to send a request's body (408 after).", _positive_float),
     Setting("KEEPALIVE_TIMEOUT", "5", "Seconds an idle keep-alive connection stays open.", _positive_int),
-    Setting("MAX_CONNECTIONS", "1000", "Connections and requests served at once per worker; beyond it new "
-            "requests get 503 at once (uvicorn's limit_concurrency).", _positive_int),
+    Setting("MAX_CONNECTIONS", "4096", "Connections and requests served at once per worker; beyond it new "
+            "requests get 503 at once (uvicorn's limit_concurrency). Lowered at start to what the process's "
+            "file descriptors carry (two per stream), with a warning.", _positive_int),
     Setting("MAX_BODY_BYTES", "10485760", "Largest accepted request body, in bytes (413 above).", _positive_int),
     Setting("DB_CONNECT_TIMEOUT", "5", "Seconds to open a PostgreSQL connection (503 after).", _positive_float),
     Setting("DB_STATEMENT_TIMEOUT", "15", "Seconds a PostgreSQL statement may run, enforced by the server and by "

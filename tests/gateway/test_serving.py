@@ -105,3 +105,29 @@ def test_a_trickled_body_gets_408(server: str) -> None:
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 408"), answer
     assert b"request_timeout" in answer or b"content-length" in answer.lower()
+
+
+def _cap_with_descriptors(limit: int, requested: int) -> tuple[int, int]:
+    """connection_cap() run in a child whose open-file limit is `limit` (soft and hard)."""
+    code = ("import resource; from gateway.serving import connection_cap; "
+            f"cap = connection_cap({requested}); print(cap, resource.getrlimit(resource.RLIMIT_NOFILE)[0])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)))
+    cap, soft = result.stdout.split()
+    return int(cap), int(soft)
+
+
+def test_the_connection_cap_fits_the_open_file_limit() -> None:
+    assert _cap_with_descriptors(256, 4096) == ((256 - 64) // 2, 256)  # two descriptors per connection
+
+
+def test_the_soft_open_file_limit_is_raised_for_the_cap() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2 * 100 + 64:
+        pytest.fail(f"this machine's hard open-file limit {hard} is too low for the test")
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (100, resource.getrlimit("
+            "resource.RLIMIT_NOFILE)[1])); from gateway.serving import connection_cap; "
+            "print(connection_cap(100), resource.getrlimit(resource.RLIMIT_NOFILE)[0])")
+    cap, raised = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 check=True).stdout.split()
+    assert (int(cap), int(raised)) == (100, 2 * 100 + 64)
