@@ -18,12 +18,12 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.billing.journal import Journal
 from gateway.billing.settlement import Settlement, settle_batch
 from gateway.billing.settlement_pg import settle_batch_pg
-from gateway.db.engine import sessions_writer
+from gateway.db.engine import postgres_engine, sessions_writer
 
 log = logging.getLogger("pr.usage")
 ISOLATE_AFTER_FAILURES = 3
@@ -35,7 +35,7 @@ class UsageWriter:
                  on_written: Callable[[list[Settlement], list[int | None]], None] | None = None,
                  on_failure: Callable[[Exception], None] | None = None, journal: Journal | None = None) -> None:
         self._sessions = sessions
-        self._postgres = _postgres_engine(sessions)  # batches go straight to asyncpg there
+        self._postgres = postgres_engine(sessions)  # batches go straight to asyncpg there
         self._sqlite = sessions_writer(sessions)  # SQLite: batches go through its one writer connection
         self.journal = journal
         self._batch_size = batch_size
@@ -156,8 +156,3 @@ class UsageWriter:
                     raise
                 await asyncio.sleep(0.5)
 
-
-def _postgres_engine(sessions: Callable[[], AsyncSession]) -> AsyncEngine | None:
-    """The PostgreSQL engine a session factory is bound to; None for SQLite or anything else."""
-    bind = getattr(sessions, "kw", {}).get("bind")
-    return bind if isinstance(bind, AsyncEngine) and bind.dialect.name == "postgresql" else None

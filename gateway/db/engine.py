@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +72,21 @@ def sqlite_writer(engine: AsyncEngine | None) -> SqliteWriter | None:
     return None if engine is None else _writers.get(engine.sync_engine)
 
 
-def sessions_writer(sessions: async_sessionmaker[AsyncSession]) -> SqliteWriter | None:
+def bound_engine(sessions: Callable[[], AsyncSession]) -> AsyncEngine | None:
+    """The engine a session factory is bound to; None for anything else (tests may pass a plain callable)."""
+    bind = getattr(sessions, "kw", {}).get("bind")
+    return bind if isinstance(bind, AsyncEngine) else None
+
+
+def postgres_engine(sessions: Callable[[], AsyncSession]) -> AsyncEngine | None:
+    """The PostgreSQL engine a session factory is bound to; None for SQLite or anything else."""
+    engine = bound_engine(sessions)
+    return engine if engine is not None and engine.dialect.name == "postgresql" else None
+
+
+def sessions_writer(sessions: Callable[[], AsyncSession]) -> SqliteWriter | None:
     """The writer of the engine a session factory is bound to (see `sqlite_writer`)."""
-    bind = getattr(sessions, "kw", {}).get("bind")  # tests may pass a plain callable
-    return sqlite_writer(bind) if isinstance(bind, AsyncEngine) else None
+    return sqlite_writer(bound_engine(sessions))
 
 
 async def write_transaction(sessions: async_sessionmaker[AsyncSession], job: Job[T], *, durable: bool = False) -> T:

@@ -244,21 +244,6 @@ async def test_failed_flush_keeps_the_uses() -> None:
     assert resolver.pending_last_used("key-1") is not None
 
 
-async def test_requests_that_miss_together_share_one_read(sessions: async_sessionmaker[AsyncSession],
-                                                          registry: Registry) -> None:
-    raw, key = await _user_with_key(sessions, registry)
-    counting = CountingSessions(sessions)
-    resolver = KeyResolver(counting, SECRET)  # type: ignore[arg-type]
-    first = asyncio.create_task(resolver.resolve(raw))
-    await asyncio.sleep(0)  # its read is in flight
-    first.cancel()  # a client that left does not cancel the read for the others
-    answers = await asyncio.gather(*(resolver.resolve(raw) for _ in range(8)))
-    assert {principal.key_id for principal in answers if principal is not None} == {key.id} and None not in answers
-    assert counting.opened == 1
-    with pytest.raises(asyncio.CancelledError):
-        await first
-
-
 async def test_a_failed_shared_read_fails_every_waiter_and_the_next_one_retries(
         sessions: async_sessionmaker[AsyncSession], registry: Registry) -> None:
     raw, key = await _user_with_key(sessions, registry)
