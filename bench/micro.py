@@ -229,8 +229,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     async def upstream_raw() -> None:
         await rawhttp.post("/api/chat", chat)
 
-    found.append(await measure("upstream POST /api/chat with httpx (what OllamaClient uses for https and proxied nodes)", upstream_httpx, n)
-                 | {"group": "upstream"})
+    httpx_label = "upstream POST /api/chat with httpx (what OllamaClient uses for https and proxied nodes)"
+    found.append(await measure(httpx_label, upstream_httpx, n) | {"group": "upstream"})
     found.append(await measure("upstream POST /api/chat, minimal asyncio HTTP/1.1 client (floor)", upstream_raw, n)
                  | {"group": "upstream"})
     await client.aclose()
