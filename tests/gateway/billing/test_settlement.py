@@ -3,6 +3,7 @@ PostgreSQL both paths: through a session, and straight to asyncpg as the usage w
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 
@@ -108,6 +109,20 @@ async def test_a_request_whose_hold_was_lost_is_settled_once(sessions: async_ses
         assert row.balance_pico == await ledger_sum(session, account)
         key_row = await session.get(ApiKey, key)
         assert key_row is not None and (key_row.spend_pico, key_row.held_pico) == (9000, 0)
+
+
+async def test_a_lost_hold_settled_twice_at_once_is_charged_once(sessions: async_sessionmaker[AsyncSession],
+                                                                  settle: Settle) -> None:
+    """Two settlements of the same hold-less request in flight together: the second waits for the
+    first's lock on the account, then finds its event (no second charge, no duplicate-key error)."""
+    user, account, key = await make_account(sessions, credits_pico=USD)
+    lost = _item("twice", user, account, key, cost=7000)
+    results = await asyncio.gather(settle(sessions, [lost]), settle(sessions, [lost]))
+    assert sorted(results, key=str) == [[7000], [None]]
+    assert len(await _events_of(sessions, "twice")) == 1
+    async with sessions() as session:
+        row = await session.get(Account, account)
+        assert row is not None and row.balance_pico == USD - 7000 == await ledger_sum(session, account)
 
 
 async def test_a_request_without_a_hold_but_with_its_event_is_skipped(sessions: async_sessionmaker[AsyncSession],
