@@ -15,12 +15,21 @@ read in id order still sum to the balance. A request is never charged more than 
 hold was reserved within both the account's free balance and the key's monthly limit, so neither
 can be overrun. When Ollama's counts cost more (a prompt above its bound, see bound.py), the hold
 is charged and the rest is recorded on the event as `cost_capped_pico`.
+
+A request whose hold is gone was settled already, unless it has no usage event: then its hold was
+lost (SQLite on power loss or an OS crash loses its last ~50 ms of commits, the holds among them,
+while the settlement journal keeps the settlements; see gateway/db/engine.py). Such a request is
+settled now, charged within the free balance (`balance - held`, never below zero) with the rest
+recorded as `cost_capped_pico`. Only hold-less items cost the extra lookup (one query for them all),
+made after their accounts are locked: whoever settled the request before holds its account's row
+until it commits, so the lookup sees its event and a request is never settled twice.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -86,14 +95,15 @@ async def settle_batch(session: AsyncSession, items: list[Settlement]) -> list[i
     open_holds = {row.request_id: (int(row.amount_pico), row.api_key_id is not None) for row in await session.execute(
         sa.delete(_holds).where(_holds.c.request_id.in_(ids))
         .returning(_holds.c.request_id, _holds.c.amount_pico, _holds.c.api_key_id))}
-    if not open_holds:
-        return [None] * len(items)
-    account_ids = sorted({item.account_id for item in items if item.request_id in open_holds})
+    missing = [request_id for request_id in ids if request_id not in open_holds]
+    # Hold-less items may have lost their hold and be settled now: their accounts are locked too.
+    account_ids = sorted({item.account_id for item in items if missing or item.request_id in open_holds})
     rows = (await session.execute(
         sa.select(_accounts.c.id, _accounts.c.balance_pico, _accounts.c.held_pico, _accounts.c.trial_pico)
         .where(_accounts.c.id.in_(account_ids)).order_by(_accounts.c.id).with_for_update())).all()
+    lost = await unrecorded(session, missing) if missing else set()
     plan = plan_batch(items, open_holds, {row.id: (int(row.balance_pico), int(row.held_pico), int(row.trial_pico))
-                                          for row in rows}, utcnow())
+                                          for row in rows}, utcnow(), lost)
     if not plan.accounts:
         return plan.results
     await session.execute(_UPDATE_ACCOUNT, [{"account": account, "charged": charged, "released": released,
@@ -109,6 +119,13 @@ async def settle_batch(session: AsyncSession, items: list[Settlement]) -> list[i
                                             for key, month, spent, freed in plan.keys])
     await session.execute(sa.insert(_events), [_event_row(item, charge) for item, charge in plan.events])
     return plan.results
+
+
+async def unrecorded(session: AsyncSession, request_ids: list[str]) -> set[str]:
+    """Which of `request_ids` have no usage event (one query). Run with their accounts locked."""
+    recorded = set((await session.execute(
+        sa.select(_events.c.request_id).where(_events.c.request_id.in_(request_ids)))).scalars())
+    return set(request_ids) - recorded
 
 
 @dataclass
@@ -131,21 +148,28 @@ class Plan:
 
 
 def plan_batch(items: list[Settlement], open_holds: dict[str, tuple[int, bool]],
-               locked: dict[str, tuple[int, int, int]], now: datetime) -> Plan:
+               locked: dict[str, tuple[int, int, int]], now: datetime, lost: Collection[str] = ()) -> Plan:
     """The writes that settle `items` (the money rules, shared by both database paths).
 
     `open_holds`: request id -> (hold in pico-USD, whether it also holds on the key) of the holds just
-    deleted; `locked`: account id -> (balance, held, trial) read under lock. Items without an open hold
-    (already settled, or a repeat in the batch) are skipped. Raises KeyError when an item's account is
-    not in `locked` (its row does not exist): the caller's transaction must then fail.
+    deleted; `locked`: account id -> (balance, held, trial) read under lock; `lost`: request ids without
+    a hold and without a usage event (their hold was lost, so they were never settled). Items of
+    `lost` are settled with no hold to release, charged at most the free balance (balance - held).
+    Other items without an open hold (already settled, or a repeat in the batch) are skipped. Raises
+    KeyError when a settled item's account is not in `locked` (its row does not exist): the caller's
+    transaction must then fail.
     """
     plan = Plan(now)
-    todo = []
+    todo: list[tuple[Settlement, int | None, bool]] = []  # (item, its hold or None when lost, key held)
     remaining = dict(open_holds)
+    unsettled = set(lost) - remaining.keys()
     for item in items:
         found = remaining.pop(item.request_id, None)  # popped: a repeat in the batch is not settled twice
         if found is not None:
             todo.append((item, found[0], found[1]))
+        elif item.request_id in unsettled and item.account_id in locked:  # no account row: nothing to charge
+            unsettled.discard(item.request_id)
+            todo.append((item, None, False))
     if not todo:
         plan.results = [None] * len(items)
         return plan
@@ -159,12 +183,19 @@ def plan_batch(items: list[Settlement], open_holds: dict[str, tuple[int, bool]],
     charges: dict[str, int] = {}
     for item, hold, key_held in todo:
         account = item.account_id
-        held[account] -= hold
-        released[account] += hold
-        charge = min(item.cost_pico, hold, max(0, balance[account] - held[account]))
-        if charge < item.cost_pico:
-            log.warning("request %s cost %d pico-USD, above its hold of %d; charging %d", item.request_id,
-                        item.cost_pico, hold, charge)
+        if hold is None:  # lost: nothing to release, the free balance bounds the charge
+            released[account] += 0  # the account row is still written (and listed in plan.accounts)
+            charge = min(item.cost_pico, max(0, balance[account] - held[account]))
+            log.warning("request %s had lost its hold; settling it now, charging %d of its %d pico-USD",
+                        item.request_id, charge, item.cost_pico)
+            hold = 0
+        else:
+            held[account] -= hold
+            released[account] += hold
+            charge = min(item.cost_pico, hold, max(0, balance[account] - held[account]))
+            if charge < item.cost_pico:
+                log.warning("request %s cost %d pico-USD, above its hold of %d; charging %d", item.request_id,
+                            item.cost_pico, hold, charge)
         balance[account] -= charge
         charged[account] += charge
         charges[item.request_id] = charge

@@ -5,6 +5,8 @@
                        (in id order: no deadlock between replicas), in one statement
     write              UPDATE accounts, INSERT credit_transactions, UPDATE api_keys, INSERT usage_events,
                        each from arrays (unnest), as data-modifying CTEs of one statement
+    lost holds         only when some hold was not found: SELECT which of those requests have a usage event
+                       (the accounts are locked by then; see `settlement` on lost holds)
     COMMIT
 
 The money rules are those of `settlement.plan_batch`, shared with the SQLAlchemy path
@@ -38,6 +40,8 @@ _RELEASE_AND_LOCK = """
     UNION ALL
     SELECT 'a', id, balance_pico, held_pico, trial_pico FROM locked
 """
+
+_RECORDED = "SELECT request_id FROM usage_events WHERE request_id = ANY($1::varchar[])"
 
 # Every write of the batch in one statement. Data-modifying CTEs run once and to completion whether or
 # not the outer statement reads them; each touches another table, so none sees another's rows. The ledger
@@ -105,7 +109,11 @@ async def _release_and_plan(raw: Any, items: list[Settlement], ids: list[str], a
             open_holds[key] = (a, bool(b))
         else:
             locked[key] = (a, b, c)
-    return plan_batch(items, open_holds, locked, utcnow())
+    missing = [request_id for request_id in ids if request_id not in open_holds]
+    lost: set[str] = set()
+    if missing:  # never on the normal path, where every item has its hold
+        lost = set(missing) - {row[0] for row in await raw.fetch(_RECORDED, missing)}
+    return plan_batch(items, open_holds, locked, utcnow(), lost)
 
 
 async def _write(raw: Any, plan: Plan) -> None:

@@ -29,8 +29,11 @@ def create_engine(url: str, *, pool_size: int = 20, connect_timeout: float | Non
     power loss can lose the commits since the last fsync (at most one batch interval, ~50 ms), never
     corrupt the database. Settlements are on disk in the journal before they are committed
     (gateway/billing/journal.py) and replay; what such a loss can still drop is a hold placed in that
-    window: its credit is freed, and a replayed settlement of that request finds no hold and is not
-    charged (nor recorded), as with any settlement whose hold is gone.
+    window. A replayed settlement of such a request finds no hold and no usage event, so it is
+    settled then (gateway/billing/settlement.py): its event is written and its cost charged within
+    the free balance, the rest recorded as `cost_capped_pico`. Only a request that had journaled
+    nothing yet (admitted in that window and cut by the crash before it finished or streamed for
+    PROGRESS_SECONDS) leaves no trace, and no charge.
 
     `hide_parameters`: failed statements are rendered without their bound values (see gateway/logs.py).
     PostgreSQL bounds (seconds; None = the driver's default, as migrations want): `connect_timeout` for

@@ -1,9 +1,12 @@
-"""Crash recovery with real processes on PostgreSQL: `serve` killed with streams in flight.
+"""Crash recovery with real processes: `serve` killed with streams in flight.
 
-Failing input 8: after `kill -9` of the process group (or SIGTERM then SIGKILL, a container stop
-timeout), the holds stayed open for two hours with no usage event. Now the restarted process
-replays the dead one's journal (billing what its streams had relayed), and any process settles
-what is left as `interrupted` once the dead process's lease lapses.
+Failing input 8 (PostgreSQL): after `kill -9` of the process group (or SIGTERM then SIGKILL, a
+container stop timeout), the holds stayed open for two hours with no usage event. Now the restarted
+process replays the dead one's journal (billing what its streams had relayed), and any process
+settles what is left as `interrupted` once the dead process's lease lapses.
+
+Power loss on embedded SQLite: the holds committed in the last ~50 ms (not yet fsynced) are lost
+while the journal kept the settlements; the restart bills those requests anyway (once each).
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
@@ -19,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -183,3 +189,60 @@ async def test_one_of_two_workers_killed_is_settled_by_the_other(
             assert all(event.status == "cancelled" for event in events if event.status != "interrupted")
     finally:
         gateway.stop()
+
+
+def _journaled(data_dir: Path) -> set[str]:
+    """The request ids the settlement journals under `data_dir` hold as not yet in the database."""
+    ids, done = set(), set()
+    for path in (data_dir / "journal").glob("*.ndjson"):
+        for line in path.read_bytes().splitlines():
+            record = orjson.loads(line)
+            if record["t"] == "d":
+                done.update(record["ids"])
+            else:
+                ids.add(record["request_id"])
+    return ids - done
+
+
+async def test_holds_lost_with_sqlites_last_writes_are_billed_from_the_journal(
+        tmp_path: Path, upstream: tuple[ScriptedOllama, Path]) -> None:
+    """Power loss on SQLite: the database comes back as it was before the streams were admitted (their
+    holds were in the unsynced WAL tail), the journal still has what they relayed; the restart bills
+    each of them once, within the balance, and the ledger sums to the balance."""
+    fake, models = upstream
+    database = tmp_path / "gateway.db"
+    url = f"sqlite+aiosqlite:///{database}"
+    env = {"DATABASE_URL": url, "MODELS_FILE": str(models), "INSTANCE_LEASE_SECONDS": LEASE}
+    gateway = GatewayProcess(tmp_path, env).start()  # migrates the database
+    async with engine_for(url) as engine, AsyncExitStack() as streams:
+        tenant = await _tenant(engine, "0.0125")
+        before = tmp_path / "before-the-holds.db"
+        with contextlib.closing(sqlite3.connect(database)) as source, \
+                contextlib.closing(sqlite3.connect(before)) as copy:
+            source.backup(copy)  # the last durable state: the tenant, no holds yet
+        try:
+            lines = await _open_streams(streams, gateway.url, tenant.api_key, STREAMS)
+            assert await _counts(engine, tenant.account_id) == (STREAMS, 0)
+            await asyncio.sleep(PROGRESS_SECONDS + 1)  # the streams journal what they relayed
+        finally:
+            gateway.kill()
+        await engine.dispose()
+        for suffix in ("-wal", "-shm"):  # the WAL tail is what the power loss takes
+            Path(f"{database}{suffix}").unlink(missing_ok=True)
+        shutil.copyfile(before, database)
+        assert len(lines) == STREAMS
+        journaled = _journaled(tmp_path / "data")
+        assert len(journaled) == STREAMS
+        assert await _counts(engine, tenant.account_id) == (0, 0)  # what a power loss used to leave: no bill
+        restarted = GatewayProcess(tmp_path, env).start()
+        try:
+            await _wait_settled(engine, tenant.account_id, STREAMS, within=60)
+            events = await _assert_books(engine, tenant, to_pico("0.0125"), STREAMS)
+            assert {event.request_id for event in events} == journaled
+            assert all(event.output_tokens > 0 and event.cost_pico > 0 for event in events)
+            restarted.stop()
+            again = GatewayProcess(tmp_path, env).start()  # a second restart replays nothing new
+            again.stop()
+            await _assert_books(engine, tenant, to_pico("0.0125"), STREAMS)
+        finally:
+            restarted.stop()

@@ -3,6 +3,7 @@ PostgreSQL both paths: through a session, and straight to asyncpg as the usage w
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 
@@ -82,6 +83,81 @@ async def test_a_batch_across_accounts_settles_each_once(sessions: async_session
         assert key_row is not None and (key_row.spend_pico, key_row.held_pico) == (1000 + 3000 + 5000, 0)
         events = (await session.execute(sa.select(UsageEvent))).scalars().all()
         assert sorted(event.request_id for event in events) == [f"r{index}" for index in range(5)]
+
+
+async def _events_of(sessions: async_sessionmaker[AsyncSession], request_id: str) -> list[UsageEvent]:
+    async with sessions() as session:
+        return list((await session.execute(sa.select(UsageEvent).where(UsageEvent.request_id == request_id)))
+                    .scalars())
+
+
+async def test_a_request_whose_hold_was_lost_is_settled_once(sessions: async_sessionmaker[AsyncSession],
+                                                              settle: Settle) -> None:
+    """No hold and no usage event: the hold was lost (SQLite's last writes on power loss), so the
+    request was never settled; it is charged now, once, even when replayed again or repeated."""
+    user, account, key = await make_account(sessions, credits_pico=USD, key_limit_pico=USD)
+    await _hold(sessions, "kept", account, key, FLOOR_PICO, key_limited=True)
+    lost = _item("lost", user, account, key, cost=7000)
+    assert await settle(sessions, [lost, _item("kept", user, account, key, cost=2000), lost]) == [7000, 2000, None]
+    assert await settle(sessions, [lost]) == [None]  # replayed again: its event exists now
+    assert await settle(sessions, [lost]) == [None]
+    [event] = await _events_of(sessions, "lost")
+    assert (event.cost_pico, event.cost_capped_pico) == (7000, 0)
+    async with sessions() as session:
+        row = await session.get(Account, account)
+        assert row is not None and (row.balance_pico, row.held_pico) == (USD - 9000, 0)
+        assert row.balance_pico == await ledger_sum(session, account)
+        key_row = await session.get(ApiKey, key)
+        assert key_row is not None and (key_row.spend_pico, key_row.held_pico) == (9000, 0)
+
+
+async def test_a_lost_hold_settled_twice_at_once_is_charged_once(sessions: async_sessionmaker[AsyncSession],
+                                                                  settle: Settle) -> None:
+    """Two settlements of the same hold-less request in flight together: the second waits for the
+    first's lock on the account, then finds its event (no second charge, no duplicate-key error)."""
+    user, account, key = await make_account(sessions, credits_pico=USD)
+    lost = _item("twice", user, account, key, cost=7000)
+    results = await asyncio.gather(settle(sessions, [lost]), settle(sessions, [lost]))
+    assert sorted(results, key=str) == [[7000], [None]]
+    assert len(await _events_of(sessions, "twice")) == 1
+    async with sessions() as session:
+        row = await session.get(Account, account)
+        assert row is not None and row.balance_pico == USD - 7000 == await ledger_sum(session, account)
+
+
+async def test_a_request_without_a_hold_but_with_its_event_is_skipped(sessions: async_sessionmaker[AsyncSession],
+                                                                      settle: Settle) -> None:
+    """Settled before (by its writer, or as interrupted by a dead owner's settlement): a replay of its
+    journaled settlement changes nothing."""
+    user, account, key = await make_account(sessions, credits_pico=USD)
+    await _hold(sessions, "done", account, key, FLOOR_PICO)
+    interrupted = dataclasses.replace(_item("done", user, account, key, cost=0), status="interrupted")
+    assert await settle(sessions, [interrupted]) == [0]
+    assert await settle(sessions, [_item("done", user, account, key, cost=5000)]) == [None]
+    [event] = await _events_of(sessions, "done")
+    assert (event.status, event.cost_pico) == ("interrupted", 0)
+    async with sessions() as session:
+        row = await session.get(Account, account)
+        assert row is not None and (row.balance_pico, row.held_pico) == (USD, 0)
+
+
+async def test_a_lost_hold_is_charged_within_the_free_balance(sessions: async_sessionmaker[AsyncSession],
+                                                              settle: Settle) -> None:
+    """With no hold to bound it, a request is charged at most the balance not held by others; the rest
+    is recorded as capped and the ledger still sums to the balance."""
+    user, account, key = await make_account(sessions, credits_pico=FLOOR_PICO)
+    await _hold(sessions, "open", account, key, FLOOR_PICO // 4)  # stays open: its credits are not free
+    [charge] = await settle(sessions, [_item("lost", user, account, key, cost=2 * FLOOR_PICO)])
+    assert charge == FLOOR_PICO - FLOOR_PICO // 4
+    [event] = await _events_of(sessions, "lost")
+    assert (event.cost_pico, event.cost_capped_pico) == (charge, 2 * FLOOR_PICO - charge)
+    assert await settle(sessions, [_item("broke", user, account, key, cost=10)]) == [0]  # nothing free: no ledger row
+    async with sessions() as session:
+        row = await session.get(Account, account)
+        assert row is not None and (row.balance_pico, row.held_pico) == (FLOOR_PICO // 4, FLOOR_PICO // 4)
+        assert row.balance_pico == await ledger_sum(session, account)
+    [broke] = await _events_of(sessions, "broke")
+    assert (broke.cost_pico, broke.cost_capped_pico) == (0, 10)
 
 
 async def test_a_cost_above_the_hold_charges_the_hold_and_records_the_rest(
