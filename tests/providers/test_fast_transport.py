@@ -457,12 +457,22 @@ def dies_on_reuse(how: str, *, partial: bytes = b"") -> Serve:
 
 
 @pytest.mark.parametrize("how", ["close", "reset"])
-async def test_a_reused_connection_that_dies_before_answering_is_retried_once_on_a_fresh_one(how: str) -> None:
+async def test_a_reused_connection_that_dies_before_answering_a_get_is_retried_once_on_a_fresh_one(how: str) -> None:
     async with RawServer(dies_on_reuse(how)) as server, client(server) as http:
         assert (await http.get("/")).content == b"0"
-        assert (await http.post("/", content=b"body")).content == b"1"
+        assert (await http.get("/again")).content == b"1"
     assert [len(peer.requests) for peer in server.peers] == [2, 1]
     assert server.peers[0].requests[1] == server.peers[1].requests[0]  # the same request, sent again
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+async def test_a_post_is_never_sent_twice_when_a_reused_connection_dies_after_taking_it(how: str) -> None:
+    # The server read the POST and died without a byte of answer: it may have started generating.
+    async with RawServer(dies_on_reuse(how)) as server, client(server) as http:
+        assert (await http.get("/")).content == b"0"
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            await http.post("/", content=b"body")
+    assert [len(peer.requests) for peer in server.peers] == [2]
 
 
 async def test_no_retry_once_a_byte_of_the_answer_arrived() -> None:
@@ -759,8 +769,9 @@ async def test_direct_header_with_a_line_break_is_left_to_httpx_which_refuses_it
     assert server.peers == []  # refused before connecting
 
 
-@pytest.mark.parametrize("how", ["close", "reset"])
-async def test_direct_reused_connection_that_died_is_retried_once(how: str) -> None:
+def dies_on_second_request(how: str) -> Serve:
+    """Connection 0 answers one request, reads the next and dies without answering; others answer each."""
+
     def serve_json(peer: Peer, request: bytes) -> bytes:
         return ok(b'{"n":%d}' % peer.index)
 
@@ -773,10 +784,26 @@ async def test_direct_reused_connection_that_died_is_retried_once(how: str) -> N
             return
         await answer_each(serve_json)(peer)
 
-    async with RawServer(serve) as server, ollama_client(server.url, "direct") as client:
-        assert await client.chat(ASK) == {"n": 0}
-        assert await client.chat(ASK) == {"n": 1}
+    return serve
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+async def test_direct_reused_connection_that_died_is_retried_once_for_a_get(how: str) -> None:
+    async with RawServer(dies_on_second_request(how)) as server, ollama_client(server.url, "direct") as client:
+        assert await client.version() == {"n": 0}
+        assert await client.version() == {"n": 1}
     assert server.peers[0].requests[1] == server.peers[1].requests[0]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("how", ["close", "reset"])
+async def test_a_chat_the_node_took_and_died_on_is_not_sent_twice(mode: str, how: str) -> None:
+    # Ollama answers a non-streaming chat only when it is generated: dying before a byte may be mid-generation.
+    async with RawServer(dies_on_second_request(how)) as server, ollama_client(server.url, mode) as client:
+        assert await client.chat(ASK) == {"n": 0}
+        with pytest.raises(UpstreamError):
+            await client.chat(ASK)
+    assert [len(peer.requests) for peer in server.peers] == [2]
 
 
 async def test_direct_body_stalling_is_idle_timeout_and_closes() -> None:
