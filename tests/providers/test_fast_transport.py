@@ -747,6 +747,18 @@ async def test_direct_requests_carry_the_node_headers_and_no_content_coding() ->
     assert b"content-length" not in get.lower()
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_node_header_naming_the_host_is_sent_as_the_host(mode: str) -> None:
+    # e.g. a name-based virtual host in front of Ollama, reached by address
+    async with RawServer(answer_each(lambda peer, request: ok(b"{}"))) as server:
+        async with ollama_client(server.url, mode, headers=(("Host", "ollama.internal"),)) as client:
+            await client.version()
+            await client.chat(ASK)
+    for request in server.peers[0].requests:
+        assert [line for line in request.split(b"\r\n") if line.lower().startswith(b"host:")] == [
+            b"Host: ollama.internal"]
+
+
 async def test_direct_node_asking_connection_close_is_not_reused() -> None:
     async with RawServer(answer_each(lambda peer, request: ok(b"{}"))) as server:
         transport = FastTransport()
