@@ -143,7 +143,8 @@ class OllamaClient:
         self._head_lines = b""
         self._keep = True
         self._connect_timeout, self._write_timeout = timeout.connect, timeout.write
-        if direct is not None and self._base.startswith("http://"):
+        # Credentials in the URL (http://user:pass@host) are sent by httpx as Basic auth: left to it.
+        if direct is not None and self._base.startswith("http://") and not httpx.URL(self._base).userinfo:
             self._use_direct(direct)
 
     def _use_direct(self, direct: FastTransport) -> None:

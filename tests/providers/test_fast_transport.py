@@ -759,6 +759,17 @@ async def test_a_node_header_naming_the_host_is_sent_as_the_host(mode: str) -> N
             b"Host: ollama.internal"]
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_credentials_in_a_node_url_are_sent_as_basic_auth(mode: str) -> None:
+    async with RawServer(answer_each(lambda peer, request: ok(b"{}"))) as server:
+        async with ollama_client(server.url.replace("http://", "http://user:pa%40ss@"), mode) as client:
+            await client.version()
+            await client.chat(ASK)
+    for request in server.peers[0].requests:
+        assert b"\r\nAuthorization: Basic dXNlcjpwYUBzcw==\r\n" in request  # user:pa@ss
+        assert b"user" not in request.split(b"\r\n")[0]  # not in the request line
+
+
 async def test_direct_node_asking_connection_close_is_not_reused() -> None:
     async with RawServer(answer_each(lambda peer, request: ok(b"{}"))) as server:
         transport = FastTransport()
