@@ -12,8 +12,11 @@ connections, checked out of the engine's own pool once, are kept here and handed
 At most KEEP connections stay idle here; a caller that finds none checks one out of the engine's pool
 (so it waits, and fails, exactly as a SQLAlchemy user would) and keeps it afterwards if there is room.
 A connection that failed, was cancelled mid-statement, or is left in a transaction is discarded
-(terminated), never reused. `engine.dispose()` closes the idle ones (an `engine_disposed` listener),
-so nothing outlives the engine.
+(terminated), never reused. One the server closed while it sat idle (a database restart, a killed
+backend: asyncpg sees the close at once) is discarded at checkout, unused, whether it was kept here or
+in the engine's pool: a restart costs reconnections, not a failed request per connection (SQLAlchemy's
+own path fails one request, then invalidates its pool). `engine.dispose()` closes the idle ones (an
+`engine_disposed` listener), so nothing outlives the engine.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ class DirectConnections:
     async def connection(self) -> AsyncIterator[Any]:
         """An asyncpg connection for a few statements. Raises what the engine's checkout or asyncpg raise."""
         generation = self._generation
-        fairy = self._idle.pop() if self._idle else await self._engine.raw_connection()
+        fairy = await self._checkout()
         raw: Any = fairy.driver_connection
         try:
             yield raw
@@ -57,15 +60,35 @@ class DirectConnections:
             raise
         await self._give_back(fairy, generation, discard=raw.is_closed() or raw.is_in_transaction())
 
+    async def _checkout(self) -> PoolProxiedConnection:
+        """The most recently kept idle connection, else one from the engine's pool; any the server has
+        closed are discarded on the way (each discarded pool connection reconnects at its next checkout,
+        so this ends)."""
+        while self._idle:
+            fairy = self._idle.pop()
+            if not _closed(fairy):
+                return fairy
+            await self._discard(fairy, None)
+        while True:
+            fairy = await self._engine.raw_connection()
+            if not _closed(fairy):
+                return fairy
+            await self._discard(fairy, None)
+
+    async def _discard(self, fairy: PoolProxiedConnection, error: Exception | None) -> None:
+        await greenlet_spawn(fairy.invalidate, error)  # terminated, so the pool opens a fresh one in its place
+        await greenlet_spawn(fairy.close)
+
     async def _give_back(self, fairy: PoolProxiedConnection, generation: int, *, discard: bool,
                          error: Exception | None = None) -> None:
         stale = generation != self._generation  # checked out of a pool disposed since: close it too
         if not discard and not stale and len(self._idle) < self._keep:
             self._idle.append(fairy)
             return
-        if discard or stale:  # terminated, so the pool opens a fresh one in its place
-            await greenlet_spawn(fairy.invalidate, error)
-        await greenlet_spawn(fairy.close)
+        if discard or stale:
+            await self._discard(fairy, error)
+        else:
+            await greenlet_spawn(fairy.close)
 
     def dispose(self) -> None:
         """Close the idle connections (called inside `engine.dispose()`'s greenlet)."""
@@ -74,6 +97,11 @@ class DirectConnections:
         for fairy in idle:
             fairy.invalidate()  # closes the asyncpg connection; its pool is being disposed
             fairy.close()
+
+
+def _closed(fairy: PoolProxiedConnection) -> bool:
+    raw: Any = fairy.driver_connection
+    return raw is None or bool(raw.is_closed())
 
 
 _ATTRIBUTE = "_privaterouter_direct"  # the engine's DirectConnections, kept on the engine itself

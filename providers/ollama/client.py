@@ -143,13 +143,17 @@ class OllamaClient:
         self._head_lines = b""
         self._keep = True
         self._connect_timeout, self._write_timeout = timeout.connect, timeout.write
-        if direct is not None and self._base.startswith("http://"):
+        # Credentials in the URL (http://user:pass@host) are sent by httpx as Basic auth: left to it.
+        if direct is not None and self._base.startswith("http://") and not httpx.URL(self._base).userinfo:
             self._use_direct(direct)
 
     def _use_direct(self, direct: FastTransport) -> None:
         """Pre-build what every direct request repeats: the header lines, as httpx would encode them."""
         origin = Origin.of(self._base)
-        lines = [b"Host: " + origin.key + b"\r\n"]
+        # The node's own Host (models.yaml `headers:`, e.g. a name-based virtual host behind a proxy) wins
+        # over the URL's, as httpx sends it.
+        host = self._get_headers.get("host")
+        lines = [b"Host: " + (origin.key if host is None else host.encode("latin-1")) + b"\r\n"]
         keep = True
         for name, value in self._get_headers.raw:
             lower = name.lower()

@@ -7,8 +7,11 @@ keeps, per origin, a LIFO stack of idle connections and pays O(1) per request. I
   and neither side said `Connection: close`. Any other ending (early `aclose`, an error, a cancellation)
   closes the socket: that is how Ollama learns to stop generating.
 - Idle connections older than `idle_expiry` (kept below the server's keep-alive) are dropped at checkout.
-- A reused connection that dies before any byte of the answer (the server closed it while idle) is retried
-  once on a fresh connection; nothing else is retried: not a fresh connection, not after a byte arrived.
+- A reused connection found closed before the request was written is replaced by a fresh one. One that dies
+  after the write but before any byte of the answer (the server closed it while idle, or crashed while
+  working on the request) is retried once on a fresh connection only for a safe method (GET, HEAD,
+  OPTIONS): a POST may have started a generation, and must not be sent twice. Nothing else is retried:
+  not a fresh connection, not after a byte arrived.
 - Body bytes reach the consumer as they arrive; a slow consumer pauses the socket, not the server's memory.
 
 Two ways in: as an httpx transport (`handle_async_request`), and `send(origin, payload)`, which takes the
@@ -62,6 +65,10 @@ class Origin(NamedTuple):
 
 class _Stale(Exception):
     """A reused connection died before any byte of the answer: the request may be sent again."""
+
+
+# Requests that may be sent again once written (RFC 9110 §9.2.1 safe methods), by their request line.
+_SAFE = (b"GET ", b"HEAD ", b"OPTIONS ")
 
 
 class _Connection(asyncio.Protocol):
@@ -344,7 +351,7 @@ class FastTransport(httpx.AsyncBaseTransport):
                     if conn.eof:
                         if buffer or answered:
                             raise _lost(conn, request, "the server disconnected in the middle of the response head")
-                        if reused:
+                        if reused and payload.startswith(_SAFE):
                             raise _Stale
                         if conn.error is not None:
                             raise httpx.ReadError(str(conn.error) or type(conn.error).__name__, request=request)

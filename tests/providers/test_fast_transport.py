@@ -457,12 +457,22 @@ def dies_on_reuse(how: str, *, partial: bytes = b"") -> Serve:
 
 
 @pytest.mark.parametrize("how", ["close", "reset"])
-async def test_a_reused_connection_that_dies_before_answering_is_retried_once_on_a_fresh_one(how: str) -> None:
+async def test_a_reused_connection_that_dies_before_answering_a_get_is_retried_once_on_a_fresh_one(how: str) -> None:
     async with RawServer(dies_on_reuse(how)) as server, client(server) as http:
         assert (await http.get("/")).content == b"0"
-        assert (await http.post("/", content=b"body")).content == b"1"
+        assert (await http.get("/again")).content == b"1"
     assert [len(peer.requests) for peer in server.peers] == [2, 1]
     assert server.peers[0].requests[1] == server.peers[1].requests[0]  # the same request, sent again
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+async def test_a_post_is_never_sent_twice_when_a_reused_connection_dies_after_taking_it(how: str) -> None:
+    # The server read the POST and died without a byte of answer: it may have started generating.
+    async with RawServer(dies_on_reuse(how)) as server, client(server) as http:
+        assert (await http.get("/")).content == b"0"
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            await http.post("/", content=b"body")
+    assert [len(peer.requests) for peer in server.peers] == [2]
 
 
 async def test_no_retry_once_a_byte_of_the_answer_arrived() -> None:
@@ -737,6 +747,29 @@ async def test_direct_requests_carry_the_node_headers_and_no_content_coding() ->
     assert b"content-length" not in get.lower()
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_node_header_naming_the_host_is_sent_as_the_host(mode: str) -> None:
+    # e.g. a name-based virtual host in front of Ollama, reached by address
+    async with RawServer(answer_each(lambda peer, request: ok(b"{}"))) as server:
+        async with ollama_client(server.url, mode, headers=(("Host", "ollama.internal"),)) as client:
+            await client.version()
+            await client.chat(ASK)
+    for request in server.peers[0].requests:
+        assert [line for line in request.split(b"\r\n") if line.lower().startswith(b"host:")] == [
+            b"Host: ollama.internal"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_credentials_in_a_node_url_are_sent_as_basic_auth(mode: str) -> None:
+    async with RawServer(answer_each(lambda peer, request: ok(b"{}"))) as server:
+        async with ollama_client(server.url.replace("http://", "http://user:pa%40ss@"), mode) as client:
+            await client.version()
+            await client.chat(ASK)
+    for request in server.peers[0].requests:
+        assert b"\r\nAuthorization: Basic dXNlcjpwYUBzcw==\r\n" in request  # user:pa@ss
+        assert b"user" not in request.split(b"\r\n")[0]  # not in the request line
+
+
 async def test_direct_node_asking_connection_close_is_not_reused() -> None:
     async with RawServer(answer_each(lambda peer, request: ok(b"{}"))) as server:
         transport = FastTransport()
@@ -759,8 +792,9 @@ async def test_direct_header_with_a_line_break_is_left_to_httpx_which_refuses_it
     assert server.peers == []  # refused before connecting
 
 
-@pytest.mark.parametrize("how", ["close", "reset"])
-async def test_direct_reused_connection_that_died_is_retried_once(how: str) -> None:
+def dies_on_second_request(how: str) -> Serve:
+    """Connection 0 answers one request, reads the next and dies without answering; others answer each."""
+
     def serve_json(peer: Peer, request: bytes) -> bytes:
         return ok(b'{"n":%d}' % peer.index)
 
@@ -773,10 +807,26 @@ async def test_direct_reused_connection_that_died_is_retried_once(how: str) -> N
             return
         await answer_each(serve_json)(peer)
 
-    async with RawServer(serve) as server, ollama_client(server.url, "direct") as client:
-        assert await client.chat(ASK) == {"n": 0}
-        assert await client.chat(ASK) == {"n": 1}
+    return serve
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+async def test_direct_reused_connection_that_died_is_retried_once_for_a_get(how: str) -> None:
+    async with RawServer(dies_on_second_request(how)) as server, ollama_client(server.url, "direct") as client:
+        assert await client.version() == {"n": 0}
+        assert await client.version() == {"n": 1}
     assert server.peers[0].requests[1] == server.peers[1].requests[0]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("how", ["close", "reset"])
+async def test_a_chat_the_node_took_and_died_on_is_not_sent_twice(mode: str, how: str) -> None:
+    # Ollama answers a non-streaming chat only when it is generated: dying before a byte may be mid-generation.
+    async with RawServer(dies_on_second_request(how)) as server, ollama_client(server.url, mode) as client:
+        assert await client.chat(ASK) == {"n": 0}
+        with pytest.raises(UpstreamError):
+            await client.chat(ASK)
+    assert [len(peer.requests) for peer in server.peers] == [2]
 
 
 async def test_direct_body_stalling_is_idle_timeout_and_closes() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import timedelta
 
 import pytest
@@ -20,7 +21,8 @@ from gateway.billing.holds import (
     release_stale_holds,
 )
 from gateway.billing.settlement import Settlement, settle, settle_batch
-from gateway.db.engine import create_engine, session_factory, sessions_writer
+from gateway.billing.settlement_pg import settle_batch_pg
+from gateway.db.engine import bound_engine, create_engine, session_factory, sessions_writer
 from gateway.db.models import Account, ApiKey, Hold, UsageEvent, utcnow
 from gateway.db.sqlite_writer import SqliteWriter
 from tests.support.accounts import ledger_sum, make_account
@@ -274,3 +276,63 @@ async def test_single_statement_hold_reserves_a_key_monthly_limit_too(postgres_u
                                  quote=quote)
     finally:
         await engine.dispose()
+
+
+async def test_a_storm_of_holds_and_settlements_with_cancellations_keeps_the_ledger(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    # The hot path as inference._hold and the usage writer run it, with requests cancelled at random points
+    # (mid-statement included): whatever was committed stays consistent, and settling what is held ends at 0.
+    user, account, key = await make_account(sessions, credits_pico=40 * FLOOR_PICO, key_limit_pico=30 * FLOOR_PICO)
+    writer = sessions_writer(sessions)
+    engine = bound_engine(sessions)
+    assert engine is not None
+    quote = Quote(prompt_pico=FLOOR_PICO, output_pico_per_token=0, max_output_tokens=0)
+    rng = random.Random(16)
+
+    async def hold(request_id: str, limited: bool) -> None:
+        if writer is not None:
+            await place_hold_sqlite(writer, request_id=request_id, account_id=account, key_id=key,
+                                    key_has_limit=limited, quote=quote)
+            return
+        if await place_worst_case_hold(engine, request_id=request_id, account_id=account, quote=quote,
+                                       limited_key_id=key if limited else None) is None:
+            async with sessions() as session:
+                await place_hold(session, request_id=request_id, account_id=account, key_id=key,
+                                 key_has_limit=limited, quote=quote)
+
+    async def settle_items(items: list[Settlement]) -> None:
+        if writer is not None:
+            await writer.run(lambda session: settle_batch(session, items))
+        else:
+            await settle_batch_pg(engine, items)
+
+    async def request(index: int) -> None:
+        request_id = f"s{index}"
+        try:
+            await hold(request_id, limited=index % 2 == 0)
+        except HoldRefused:
+            return
+        await asyncio.sleep(rng.random() / 1000)
+        await settle_items([_settlement(request_id, user, account, key, cost=rng.randrange(FLOOR_PICO + 1))])
+
+    tasks = [asyncio.create_task(request(i)) for i in range(120)]
+    for _ in range(40):
+        await asyncio.sleep(rng.random() / 500)
+        rng.choice(tasks).cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+    async with sessions() as session:
+        holds = (await session.execute(sa.select(Hold))).scalars().all()
+        account_row = await session.get(Account, account)
+        key_row = await session.get(ApiKey, key)
+        assert account_row is not None and key_row is not None
+        assert account_row.held_pico == sum(row.amount_pico for row in holds)
+        assert key_row.held_pico == sum(row.amount_pico for row in holds if row.api_key_id == key)
+    # Holds whose requests were cancelled after the commit are settled (as crash recovery would): nothing stays held.
+    await settle_items([_settlement(row.request_id, user, account, key, cost=0) for row in holds])
+    async with sessions() as session:
+        after = await session.get(Account, account)
+        key_after = await session.get(ApiKey, key)
+        assert after is not None and key_after is not None and (after.held_pico, key_after.held_pico) == (0, 0)
+        assert await ledger_sum(session, account) == after.balance_pico
+        assert after.balance_pico >= 0
